@@ -1,0 +1,149 @@
+"""Argument checks shared by every public function.
+
+Each check raises an error that names the argument, what it got and what it needs
+(``TypeError`` for a wrong kind of thing, ``ValueError`` for a wrong value). The checks are
+cheap: none of them reads a tensor's values except :func:`check_finite_rows`, which is given
+per-row totals the caller computed anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional
+
+import torch
+
+__all__ = [
+    "check_floating",
+    "check_positive",
+    "check_dim",
+    "check_generator",
+    "check_index",
+    "check_int",
+    "normalize_dim",
+]
+
+def _is_compiling() -> bool:
+    from ._sampling import is_compiling
+
+    return is_compiling()
+
+
+_FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_floating(x, name: str = "logits") -> None:
+    """Require a floating-point tensor (float16, bfloat16, float32 or float64)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOATING:
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), "
+            f"got dtype {x.dtype}"
+        )
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a 0-dimensional tensor")
+
+
+def check_positive(value, name: str, *, allow_inf: bool = False) -> float:
+    """Require a real positive number (a Python number or a 0-dim tensor); return it as float."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a positive number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):
+        need = "a positive number" if allow_inf else "a positive finite number"
+        raise ValueError(f"{name} must be {need}, got {value}")
+    return value
+
+
+def check_int(value, name: str, *, minimum: int = 1) -> int:
+    """Require a Python integer at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def normalize_dim(dim, ndim: int, name: str = "dim") -> int:
+    """Return ``dim`` as a non-negative index into a tensor of ``ndim`` dimensions."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {dim!r} ({type(dim).__name__})")
+    if not -ndim <= dim < ndim:
+        raise IndexError(
+            f"{name}={dim} is out of range for a tensor with {ndim} dimension(s) "
+            f"(it needs to be in [{-ndim}, {ndim - 1}])"
+        )
+    return dim % ndim
+
+
+check_dim = normalize_dim
+
+
+def check_generator(generator: Optional[torch.Generator], device: torch.device) -> None:
+    """Require ``generator`` to be None or a ``torch.Generator`` on ``device``'s type."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != torch.device(device).type:
+        raise ValueError(
+            f"generator is on device {generator.device} but the tensor is on {device}; "
+            f"create it with torch.Generator(device={str(torch.device(device).type)!r})"
+        )
+
+
+def check_index(index, logits: torch.Tensor, dim: int, name: str = "index") -> torch.Tensor:
+    """Require ``index`` to be an integer tensor shaped like ``logits`` without ``dim``,
+    with values in ``[0, logits.shape[dim])``; return it as int64."""
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"{name} must be a LongTensor, got {type(index).__name__}")
+    if index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor (a drawn category per row), got dtype {index.dtype}")
+    expected = logits.shape[:dim] + logits.shape[dim + 1:]
+    if index.shape != expected:
+        raise ValueError(
+            f"{name} must have the shape of logits without dim {dim}, i.e. {tuple(expected)}, "
+            f"got {tuple(index.shape)}"
+        )
+    if index.device != logits.device:
+        raise ValueError(f"{name} is on {index.device} but logits are on {logits.device}")
+    n = logits.shape[dim]
+    if index.numel() and not _is_compiling():
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= n:
+            raise ValueError(f"{name} must hold categories in [0, {n - 1}], got values in [{lo}, {hi}]")
+    return index.long()
+
+
+def check_finite_rows(total: torch.Tensor, logits: torch.Tensor, dim: int, name: str = "logits") -> None:
+    """Given per-row totals of the normalised probabilities (NaN where a row is invalid), raise a
+    clear error if any row has NaN logits, +inf logits or only -inf logits."""
+    if _is_compiling():
+        return
+    if bool(torch.isfinite(total).all()):
+        return
+    describe_bad_logits(logits, dim, name)
+
+
+def describe_bad_logits(logits: torch.Tensor, dim: int, name: str = "logits") -> None:
+    """Raise the error that says what is wrong with ``logits`` (the slow path, run only on failure)."""
+    if torch.isnan(logits).any():
+        n = int(torch.isnan(logits).sum())
+        raise ValueError(f"{name} contains NaN ({n} value(s)); it needs finite values or -inf for masked categories")
+    if torch.isposinf(logits).any():
+        raise ValueError(f"{name} contains +inf; it needs finite values or -inf for masked categories")
+    all_masked = torch.isneginf(logits).all(dim=dim)
+    if all_masked.any():
+        where = tuple(all_masked.nonzero()[0].tolist())
+        raise ValueError(
+            f"{name} has a row whose values are all -inf along dim {dim} (first at batch index {where}); "
+            f"every row needs at least one category with finite logit"
+        )
+    raise ValueError(f"{name} gives a non-finite softmax (values too large for {logits.dtype}?)")

@@ -1,0 +1,168 @@
+r"""Sample-level estimators for Bernoulli (binary) variables.
+
+``logits`` are Bernoulli logits ``a`` of any shape; the forward value is ``b ∈ {0, 1}`` with
+``P(b = 1) = σ(a)``, in ``logits``' dtype. Each function equals its categorical twin in
+:mod:`quasigrad.categorical` applied to the two logits ``[0, a]`` (category 1 is ``b = 1``):
+the same forward value and the same gradient with respect to ``a`` for the same sample.
+
+For the estimators whose gradient is a function of ``b`` alone the twin reduces to
+``∇a = w(a, b) · g`` with a closed-form weight ``w``, computed elementwise (``p = σ(a)``,
+``q = σ(a/τ)``):
+
+==========  ====================================================
+``st``      ``q(1 − q)/τ``
+``reinmax`` ``2 r(1 − r) − ½ p(1 − p)``, ``r = ½(q + b)``
+``zgr``     ``½ [p(1 − p) + (b − p)²]``
+``darn``    ``(b − p)²``
+``gapped_st`` ``s(1 − s)/τ``, ``s = σ(δ/τ)``, ``δ = max(a, gap)`` if ``b = 1`` else ``min(a, −gap)``
+==========  ====================================================
+
+``index`` (named as in the categorical functions) is a sample the caller already drew: a tensor
+shaped like ``logits`` holding 0 and 1 (bool, integer or floating).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _validate as V
+from . import categorical as C
+from . import registry
+from ._sampling import compute_dtype, is_compiling, uniform
+
+__all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn", "sample"]
+
+
+def _check_sample(index, logits):
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"index must be a tensor of 0s and 1s, got {type(index).__name__}")
+    if index.shape != logits.shape:
+        raise ValueError(f"index must have the shape of logits {tuple(logits.shape)}, got {tuple(index.shape)}")
+    if index.device != logits.device:
+        raise ValueError(f"index is on {index.device} but logits are on {logits.device}")
+    if index.dtype.is_complex:
+        raise TypeError(f"index must hold 0s and 1s, got dtype {index.dtype}")
+    if not is_compiling() and index.numel() and not bool(((index == 0) | (index == 1)).all()):
+        raise ValueError("index must hold only 0s and 1s")
+    return index.to(torch.bool)
+
+
+def sample(logits: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Draw ``b ~ Bernoulli(σ(logits))`` as a bool tensor (one uniform number per element);
+    ``-inf`` gives 0 and ``+inf`` gives 1 with certainty."""
+    V.check_floating(logits)
+    V.check_generator(generator, logits.device)
+    a = logits.detach().to(compute_dtype(logits.dtype))
+    if not is_compiling() and bool(torch.isnan(a).any()):
+        raise ValueError(f"logits contains NaN ({int(torch.isnan(a).sum())} value(s)); it needs real values")
+    u = uniform(a.shape, dtype=a.dtype, device=a.device, generator=generator)
+    return u >= torch.sigmoid(-a)
+
+
+def _prepare(logits, index, generator, tau=None):
+    V.check_floating(logits)
+    V.check_generator(generator, logits.device)
+    if tau is not None:
+        tau = V.check_positive(tau, "tau")
+    b = sample(logits, generator=generator) if index is None else _check_sample(index, logits)
+    if index is not None and not is_compiling() and bool(torch.isnan(logits).any()):
+        raise ValueError("logits contains NaN; it needs real values")
+    a = logits.detach().to(compute_dtype(logits.dtype))
+    if index is not None and not is_compiling():
+        impossible = (b & torch.isneginf(a)) | (~b & torch.isposinf(a))
+        if bool(impossible.any()):
+            raise ValueError("index holds an outcome of probability 0 (b = 1 where logits = -inf, "
+                             "or b = 0 where logits = +inf)")
+    return a, b.to(a.dtype), tau
+
+
+def _weighted(logits, b, w):
+    """Forward ``b``; backward ``w ⊙ g`` (``w`` detached): ``b + (a − sg(a)) ⊙ sg(w)``."""
+    w = torch.nan_to_num(w.detach(), nan=0.0)  # ±inf logits give 0·inf in some weights: no gradient there
+    a = logits.to(w.dtype)
+    return (b + (a - a.detach()) * w).to(logits.dtype)
+
+
+def st(logits: torch.Tensor, *, tau: float = 1.0, index: Optional[torch.Tensor] = None,
+       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Straight-through for Bernoulli variables: ``∇a = σ'(a/τ)/τ · g``. See :func:`quasigrad.st`."""
+    a, b, tau = _prepare(logits, index, generator, tau)
+    q = torch.sigmoid(a / tau)
+    return _weighted(logits, b, q * (1 - q) / tau)
+
+
+def reinmax(logits: torch.Tensor, *, tau: float = 1.0, index: Optional[torch.Tensor] = None,
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """ReinMax for Bernoulli variables: ``∇a = [2 r(1 − r) − ½ p(1 − p)] g`` with
+    ``r = ½(σ(a/τ) + b)``. See :func:`quasigrad.reinmax`."""
+    a, b, tau = _prepare(logits, index, generator, tau)
+    p = torch.sigmoid(a)
+    r = 0.5 * (torch.sigmoid(a / tau) + b)
+    return _weighted(logits, b, 2 * r * (1 - r) - 0.5 * p * (1 - p))
+
+
+def zgr(logits: torch.Tensor, *, index: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """ZGR for Bernoulli variables: ``∇a = ½ [p(1 − p) + (b − p)²] g``. See :func:`quasigrad.zgr`."""
+    a, b, _ = _prepare(logits, index, generator)
+    p = torch.sigmoid(a)
+    return _weighted(logits, b, 0.5 * (p * (1 - p) + (b - p) ** 2))
+
+
+def darn(logits: torch.Tensor, *, index: Optional[torch.Tensor] = None,
+         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """DARN for Bernoulli variables: ``∇a = (b − p)² g``. See :func:`quasigrad.darn`."""
+    a, b, _ = _prepare(logits, index, generator)
+    p = torch.sigmoid(a)
+    return _weighted(logits, b, (b - p) ** 2)
+
+
+def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, index: Optional[torch.Tensor] = None,
+              generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Gapped straight-through for Bernoulli variables: the drawn outcome's logit leads the other
+    by ``δ = max(a, gap)`` (``b = 1``) or ``−δ = −max(−a, gap)`` (``b = 0``);
+    ``∇a = σ'(δ/τ)/τ · g``. See :func:`quasigrad.gapped_st`."""
+    gap = V.check_positive(gap, "gap")
+    a, b, tau = _prepare(logits, index, generator, tau)
+    delta = torch.where(b.bool(), a.clamp_min(gap), a.clamp_max(-gap))
+    s = torch.sigmoid(delta / tau)
+    return _weighted(logits, b, s * (1 - s) / tau)
+
+
+def _twin(logits):
+    return torch.stack([torch.zeros_like(logits), logits], dim=-1)
+
+
+def _twin_index(logits, index, generator):
+    # The sample is drawn as for the other Bernoulli functions, then handed to the twin.
+    _, b, _ = _prepare(logits, index, generator)
+    return b.long()
+
+
+def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False, index: Optional[torch.Tensor] = None,
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Binary Concrete / straight-through Gumbel-softmax: :func:`quasigrad.gumbel_softmax` on the
+    twin ``[0, a]``; returns the probability of ``b = 1`` (relaxed) or ``b`` (``hard=True``).
+    Without ``index`` the logistic noise is unconditioned; with ``index`` it is conditioned on ``b``."""
+    V.check_floating(logits)
+    tau = V.check_positive(tau, "tau")
+    if index is not None:
+        index = _twin_index(logits, index, generator)
+    y = C.gumbel_softmax(_twin(logits), tau=tau, hard=hard, dim=-1, index=index, generator=generator)
+    return y[..., 1]
+
+
+def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, index: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """GR-MCK for Bernoulli variables: :func:`quasigrad.gumbel_rao` on the twin ``[0, a]``."""
+    V.check_floating(logits)
+    tau = V.check_positive(tau, "tau")
+    index = _twin_index(logits, index, generator)
+    return C.gumbel_rao(_twin(logits), tau=tau, k=k, dim=-1, index=index, generator=generator)[..., 1]
+
+
+for _name, _fn in (("st", st), ("reinmax", reinmax), ("zgr", zgr), ("darn", darn), ("gst", gapped_st),
+                   ("stgs", gumbel_softmax), ("gumbel_rao", gumbel_rao)):
+    registry.update(_name, bernoulli=_fn)

@@ -1,0 +1,373 @@
+r"""Sample-level estimators for categorical variables (layer 1).
+
+Every function takes ``logits`` θ and returns the hard one-hot sample
+``D ~ Categorical(softmax(θ))`` along ``dim``, in ``logits``' dtype; what differs is the
+backward pass. Notation: ``π = softmax(θ)``, ``π_τ = softmax(θ/τ)``, ``J(q) = diag(q) − q qᵀ``
+(the Jacobian of softmax at output ``q``), ``g = ∂L/∂D``.
+
+Common arguments:
+    logits: floating tensor of any shape; ``-inf`` masks a category (never drawn, zero gradient).
+    tau: temperature (> 0), where the estimator has one.
+    dim: the category dimension.
+    index: optional int64 tensor shaped like ``logits`` without ``dim``: a sample the caller
+        already drew (then nothing is drawn). Lets two estimators be compared on the same draws,
+        and lets :mod:`quasigrad.exact` enumerate them.
+    generator: optional ``torch.Generator`` for the draws.
+
+Half-precision logits are computed in float32 inside and the gradient is returned in the
+logits' dtype. The estimators whose gradient is a function of ``D`` alone (``st``,
+``gapped_st``, ``reinmax``, ``zgr``, ``darn``) are ``torch.autograd.Function``\ s with
+hand-written backward passes that store only the probabilities and the drawn index.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+from . import _validate as V
+from . import registry
+from ._sampling import _draw_index, compute_dtype, conditional_gumbel, gumbel, is_compiling
+
+__all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn"]
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _prepare(logits, dim, generator, tau=None):
+    V.check_floating(logits)
+    dim = V.normalize_dim(dim, logits.dim())
+    V.check_generator(generator, logits.device)
+    if tau is not None:
+        tau = V.check_positive(tau, "tau")
+    return dim, tau
+
+
+def _probs_and_index(logits, dim, index, generator):
+    """``π`` in the compute dtype and the sample's index (drawn, or the caller's, checked)."""
+    with torch.no_grad():
+        probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
+        if index is None:
+            index, total = _draw_index(probs, dim, generator)
+            V.check_finite_rows(total, logits, dim)
+        else:
+            index = V.check_index(index, logits, dim)
+            if not is_compiling():
+                if not bool(torch.isfinite(probs).all()):
+                    V.describe_bad_logits(logits, dim)
+                if bool((probs.gather(dim, index.unsqueeze(dim)) == 0).any()):
+                    raise ValueError("index selects a category whose probability is 0 (logit -inf); "
+                                     "a sample can only hold categories with finite logits")
+    return probs, index
+
+
+def _one_hot(index, like, dim):
+    return torch.zeros_like(like).scatter_(dim, index.unsqueeze(dim), 1)
+
+
+def _jvp_softmax(q, g, dim):
+    """``J(q) g = q ⊙ (g − ⟨q, g⟩)``: the softmax backward at output ``q``."""
+    return q * (g - (q * g).sum(dim, keepdim=True))
+
+
+class _LinearInG(torch.autograd.Function):
+    """Forward: the one-hot of ``index``. Backward: ``kernel(g, saved)``, a function linear in ``g``
+    defined by each estimator. Saves only its probability tensors and the index."""
+
+    @staticmethod
+    def forward(logits, index, dim, kernel, *saved):
+        return _one_hot(index, logits, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, index, dim, kernel, *saved = inputs
+        ctx.dim, ctx.kernel, ctx.dtype = dim, kernel, logits.dtype
+        ctx.save_for_backward(index, *saved)
+        ctx.set_materialize_grads(True)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        index, *saved = ctx.saved_tensors
+        g = grad.to(saved[0].dtype)
+        out = ctx.kernel(g, index, ctx.dim, *saved)
+        return (out.to(ctx.dtype), None, None, None) + (None,) * len(saved)
+
+
+def _apply(logits, index, dim, kernel, *saved):
+    return _LinearInG.apply(logits, index, dim, kernel, *saved)
+
+
+# Backward kernels. Each gets g (compute dtype), the index, dim and the saved tensors.
+
+def _k_st(g, index, dim, q, *, scale=None):
+    out = _jvp_softmax(q, g, dim)
+    return out if scale is None else out * scale
+
+
+def _k_reinmax(g, index, dim, pi, pi_tau):
+    # 2 J(π1) g − ½ J(π) g with π1 = ½(π_τ + D), expanded so that D enters only at the index:
+    # 2 J(π1) g = π_τ ⊙ (g − c) + D (g_D − c),  c = ½(⟨π_τ, g⟩ + g_D).
+    idx = index.unsqueeze(dim)
+    g_d = g.gather(dim, idx)
+    c = 0.5 * ((pi_tau * g).sum(dim, keepdim=True) + g_d)
+    out = pi_tau * (g - c) - 0.5 * _jvp_softmax(pi, g, dim)
+    return out.scatter_add_(dim, idx, g_d - c)
+
+
+def _k_zgr(g, index, dim, pi):
+    # ½ [J(π) g + ⟨g, D − π⟩ (D − π)] = ½ π ⊙ (g − g_D) + ½ (g_D − ⟨π, g⟩) D
+    idx = index.unsqueeze(dim)
+    g_d = g.gather(dim, idx)
+    b = (pi * g).sum(dim, keepdim=True)
+    out = 0.5 * pi * (g - g_d)
+    return out.scatter_add_(dim, idx, 0.5 * (g_d - b))
+
+
+def _k_darn(g, index, dim, pi):
+    # ⟨g, D − π⟩ (D − π) = (g_D − ⟨π, g⟩)(D − π)
+    idx = index.unsqueeze(dim)
+    w = g.gather(dim, idx) - (pi * g).sum(dim, keepdim=True)
+    out = -w * pi
+    return out.scatter_add_(dim, idx, w)
+
+
+# --------------------------------------------------------------------------------------------
+# Public estimators
+
+
+def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional[torch.Tensor] = None,
+       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""Straight-through estimator (Bengio et al. 2013; Liu et al. 2023, Algorithm 1).
+
+    Forward: the one-hot sample ``D ~ Categorical(softmax(θ))``. Backward: the gradient of the
+    surrogate ``softmax(θ/τ)``:
+
+    .. math:: \hat\nabla_\theta = \tfrac{1}{\tau} J(\pi_\tau)\, g
+
+    (the factor ``1/τ`` is what differentiating ``softmax(θ/τ)`` gives, as in the paper's
+    algorithm and in PyTorch's straight-through Gumbel-softmax; at ``τ = 1`` it is ``J(π) g``).
+
+    Bias: exact in expectation at ``τ = 1`` when the loss is linear in ``D``
+    (``E[J(π) g] = ∇θ ⟨π, g⟩``); biased for non-linear losses (first-order accurate).
+
+    Example:
+        >>> torch.manual_seed(0); y = st(torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True))
+        >>> y.sum(-1).tolist()
+        [1.0]
+    """
+    dim, tau = _prepare(logits, dim, generator, tau)
+    probs, index = _probs_and_index(logits, dim, index, generator)
+    if tau == 1.0:
+        return _apply(logits, index, dim, _k_st, probs)
+    with torch.no_grad():
+        q = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
+    return _apply(logits, index, dim, functools.partial(_k_st, scale=1.0 / tau), q)
+
+
+def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional[torch.Tensor] = None,
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""ReinMax (Liu, Liu, Gao, Chen, Han 2023, "Bridging Discrete and Backpropagation:
+    Straight-Through and Beyond", Algorithm 2): a second-order (Heun's method) estimator.
+
+    Forward: the one-hot sample ``D``. Backward, with ``π₁ = ½(π_τ + D)``:
+
+    .. math:: \hat\nabla_\theta = 2 J(\pi_1)\, g - \tfrac12 J(\pi)\, g
+
+    Bias: at ``τ = 1`` exact in expectation for every loss quadratic in ``D`` (several
+    independent variables included); biased beyond second order. At ``τ = 1`` its gradient
+    equals :func:`zgr`'s on every draw.
+    """
+    dim, tau = _prepare(logits, dim, generator, tau)
+    probs, index = _probs_and_index(logits, dim, index, generator)
+    if tau == 1.0:
+        pi_tau = probs
+    else:
+        with torch.no_grad():
+            pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
+    return _apply(logits, index, dim, _k_reinmax, probs, pi_tau)
+
+
+def zgr(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""ZGR, the Gumbel-Rao estimator at zero temperature (Shekhovtsov 2023, "Cold Analysis of
+    Rao-Blackwellized Straight-Through Gumbel-Softmax Gradient Estimator").
+
+    Forward: the one-hot sample ``D``. Backward: the average of straight-through (``τ = 1``)
+    and DARN on the same draw:
+
+    .. math:: \hat\nabla_\theta = \tfrac12 \big[J(\pi)\, g + \langle g, D-\pi\rangle (D-\pi)\big]
+
+    Bias: exact in expectation for losses quadratic in ``D``; biased beyond. No temperature.
+    """
+    dim, _ = _prepare(logits, dim, generator)
+    probs, index = _probs_and_index(logits, dim, index, generator)
+    return _apply(logits, index, dim, _k_zgr, probs)
+
+
+def darn(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = None,
+         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""DARN estimator (Gregor, Danihelka, Mnih, Blundell, Wierstra 2014, "Deep AutoRegressive
+    Networks"), in its categorical form as written by Shekhovtsov (2023).
+
+    Forward: the one-hot sample ``D``. Backward:
+
+    .. math:: \hat\nabla_\theta = \langle g, D-\pi\rangle\,(D-\pi)
+
+    Bias: biased in general (exact for linear losses only when ``g`` is constant across
+    categories up to a shift). No temperature.
+    """
+    dim, _ = _prepare(logits, dim, generator)
+    probs, index = _probs_and_index(logits, dim, index, generator)
+    return _apply(logits, index, dim, _k_darn, probs)
+
+
+def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: int = -1,
+              index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""Gapped straight-through, GST (Fan, Zhong, Qian, Dong, Chen, Zhang 2022, "Training Discrete
+    Deep Generative Models via Gapped Straight-Through Estimator").
+
+    With ``m = argmax θ``, the perturbed logits (the shift computed on detached logits) are
+    ``θ'_D = θ_m`` and ``θ'_j = min(θ_j, θ_m − gap)`` for ``j ≠ D``, so that the drawn category
+    leads every other by at least ``gap``. Forward: the one-hot sample ``D``. Backward:
+    straight-through through ``softmax(θ'/τ)``, i.e. ``(1/τ) J(softmax(θ'/τ)) g``.
+
+    Bias: biased; no noise beyond ``D`` (deterministic given the draw).
+    """
+    dim, tau = _prepare(logits, dim, generator, tau)
+    gap = V.check_positive(gap, "gap")
+    probs, index = _probs_and_index(logits, dim, index, generator)
+    with torch.no_grad():
+        theta = logits.detach().to(probs.dtype)
+        idx = index.unsqueeze(dim)
+        top = theta.amax(dim, keepdim=True)
+        shifted = torch.minimum(theta, top - gap).scatter(dim, idx, top.expand_as(idx))
+        q = torch.softmax(shifted / tau, dim)
+    return _apply(logits, index, dim, _k_st if tau == 1.0 else functools.partial(_k_st, scale=1.0 / tau), q)
+
+
+def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False, dim: int = -1,
+                   index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""Gumbel-softmax / Concrete relaxation (Jang, Gu, Poole 2017; Maddison, Mnih, Teh 2017) and,
+    with ``hard=True``, straight-through Gumbel-softmax (STGS).
+
+    Draws ``G ~ Gumbel(0, 1)`` and returns the relaxed sample ``y = softmax((θ + G)/τ)``; with
+    ``hard=True`` returns ``one_hot(argmax(θ + G)) − sg(y) + y``: forward the hard sample
+    (distributed as ``Categorical(softmax θ)``), backward ``(1/τ) J(y) g``.
+
+    The noise is ``−log(−log U)`` with ``U`` kept in ``[tiny, 1)``, so the output is never NaN or
+    inf on finite logits (``torch.nn.functional.gumbel_softmax`` can produce NaN/inf from an
+    exponential draw of exactly 0). With ``index`` given, ``G`` is drawn conditioned on
+    ``argmax(θ + G) = index`` (the noise Gumbel-Rao averages over), so the hard forward value is
+    the given sample.
+
+    Bias: the relaxed sample is a biased estimator of the discrete expectation for any
+    ``τ > 0``; STGS is biased (it depends on ``G`` beyond ``D``).
+    """
+    dim, tau = _prepare(logits, dim, generator, tau)
+    if not isinstance(hard, bool):
+        raise TypeError(f"hard must be a bool, got {hard!r}")
+    cdt = compute_dtype(logits.dtype)
+    with torch.no_grad():
+        theta = logits.detach().to(cdt)
+        if index is None:
+            noise = gumbel(theta.shape, dtype=cdt, device=theta.device, generator=generator)
+        else:
+            index = V.check_index(index, logits, dim)
+            noise = conditional_gumbel(theta, index, dim, generator=generator) - theta
+        noise = noise.masked_fill_(torch.isneginf(theta), 0.0)
+        if not is_compiling():
+            total = torch.logsumexp(theta + noise, dim)
+            V.check_finite_rows(total, logits, dim)
+    y = torch.softmax((logits.to(cdt) + noise) / tau, dim)
+    if not hard:
+        return y.to(logits.dtype)
+    with torch.no_grad():
+        if index is None:
+            index = (logits.detach().to(cdt) + noise).argmax(dim)
+        y_hard = _one_hot(index, y, dim)
+    return (y_hard - y.detach() + y).to(logits.dtype)
+
+
+class _GumbelRao(torch.autograd.Function):
+    """GR-MCK with peak memory independent of k: the k conditional Gumbel draws are made in
+    chunks from a private generator seeded once, and made again in backward from the same seed."""
+
+    @staticmethod
+    def forward(logits, index, dim, tau, k, seed, chunk):
+        return _one_hot(index, logits, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, index, dim, tau, k, seed, chunk = inputs
+        ctx.save_for_backward(logits.detach(), index)
+        ctx.args = (dim, tau, k, seed, chunk)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        theta, index = ctx.saved_tensors
+        dim, tau, k, seed, chunk = ctx.args
+        cdt = compute_dtype(theta.dtype)
+        theta_c, g = theta.to(cdt), grad.to(cdt)
+        gen = torch.Generator(device=theta.device).manual_seed(seed)
+        acc = torch.zeros_like(theta_c)
+        done = 0
+        while done < k:
+            n = min(chunk, k - done)
+            s = torch.softmax(conditional_gumbel(theta_c, index, dim, num=n, generator=gen) / tau, dim + 1)
+            acc += _jvp_softmax(s, g.unsqueeze(0), dim + 1).sum(0)
+            done += n
+        return (acc / (k * tau)).to(theta.dtype), None, None, None, None, None, None
+
+
+def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, dim: int = -1,
+               index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""Gumbel-Rao Monte Carlo estimator, GR-MCK (Paulus, Maddison, Krause 2021, "Rao-Blackwellizing
+    the Straight-Through Gumbel-Softmax Gradient Estimator").
+
+    Forward: the one-hot sample ``D``. Backward: given ``D``, draw ``k`` perturbed logits
+    ``z⁽ⁱ⁾ = θ + G⁽ⁱ⁾`` conditioned on ``argmax z⁽ⁱ⁾ = D`` (``z_D = log Z − log E_D``,
+    ``z_j = −log(E_j e^{−θ_j} + E_D/Z)``, ``E ~ Exp(1)``) and use the average of
+    ``softmax((θ + sg(G⁽ⁱ⁾))/τ)`` as the straight-through surrogate:
+
+    .. math:: \hat\nabla_\theta = \frac{1}{k\tau} \sum_i J\big(\mathrm{softmax}(z^{(i)}/\tau)\big)\, g
+
+    This is STGS with its noise beyond ``D`` integrated out by Monte Carlo: same expectation,
+    lower variance. As ``τ → 0`` (and ``k → ∞``) it tends to :func:`zgr`. Biased.
+
+    Peak memory does not grow with ``k``: draws are processed in chunks and regenerated in the
+    backward pass from a seed drawn from ``generator``.
+    """
+    dim, tau = _prepare(logits, dim, generator, tau)
+    k = V.check_int(k, "k", minimum=1)
+    _, index = _probs_and_index(logits, dim, index, generator)
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=logits.device).item())
+    chunk = max(1, min(k, (1 << 22) // max(1, logits.numel())))
+    return _GumbelRao.apply(logits, index, dim, tau, k, seed, chunk)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry entries (the Bernoulli twins are attached in quasigrad.bernoulli)
+
+_COMMON = dict(variables=("categorical", "bernoulli"), needs_grad_f=True, unbiased=False)
+registry.register("st", family="straight-through", grad_depends_on_sample_only=True, has_tau=True,
+                  reference="Bengio, Leonard, Courville 2013", categorical=st, **_COMMON)
+registry.register("reinmax", family="straight-through", grad_depends_on_sample_only=True, has_tau=True,
+                  reference="Liu et al. 2023", categorical=reinmax, **_COMMON)
+registry.register("zgr", family="straight-through", grad_depends_on_sample_only=True,
+                  reference="Shekhovtsov 2023", categorical=zgr, **_COMMON)
+registry.register("darn", family="straight-through", grad_depends_on_sample_only=True,
+                  reference="Gregor et al. 2014", categorical=darn, **_COMMON)
+registry.register("gst", family="straight-through", grad_depends_on_sample_only=True, has_tau=True,
+                  reference="Fan et al. 2022", categorical=gapped_st, defaults={"gap": 1.0}, **_COMMON)
+registry.register("stgs", family="relaxation", grad_depends_on_sample_only=False, has_tau=True,
+                  reference="Jang, Gu, Poole 2017; Maddison, Mnih, Teh 2017", categorical=gumbel_softmax,
+                  defaults={"hard": True}, **_COMMON)
+registry.register("gumbel_rao", family="relaxation", grad_depends_on_sample_only=False, has_tau=True,
+                  reference="Paulus, Maddison, Krause 2021", categorical=gumbel_rao, defaults={"k": 10},
+                  **_COMMON)

@@ -1,0 +1,212 @@
+"""Real data sets, read from their original files.
+
+MNIST comes as four IDX files, gzip-compressed or not. :func:`load_mnist` looks for them in
+the directory it is given, else in ``$QUASIGRAD_MNIST`` (or ``$QUASIGRAD_DATA/mnist``), else in
+the user's cache (``$XDG_CACHE_HOME/quasigrad/mnist``, by default ``~/.cache/quasigrad/mnist``).
+It checks each file's size, IDX header and the SHA-256 of its decompressed bytes, and when a
+file is missing or damaged says which files it expected, where it looked and how to get them.
+With ``download=True`` it fetches missing files from the usual public mirrors and verifies them
+before use. Nothing is ever generated to stand in for real data.
+
+In this repository the files live in ``../shared/data/mnist`` (relative to the checkout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = ["MNIST", "load_mnist", "mnist_dir_candidates", "DataError", "MNIST_FILES"]
+
+PathLike = Union[str, os.PathLike]
+
+
+class DataError(FileNotFoundError):
+    """A data set's files are missing or damaged; the message says how to get them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _IdxFile:
+    name: str            # file name without .gz
+    magic: int           # IDX magic number
+    shape: Tuple[int, ...]
+    sha256: str          # SHA-256 of the decompressed bytes
+
+
+# SHA-256 of the decompressed files: the same bytes whatever gzip settings compressed them.
+MNIST_FILES: Dict[str, _IdxFile] = {
+    "train-images": _IdxFile("train-images-idx3-ubyte", 2051, (60000, 28, 28),
+                             "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train-labels": _IdxFile("train-labels-idx1-ubyte", 2049, (60000,),
+                             "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "test-images": _IdxFile("t10k-images-idx3-ubyte", 2051, (10000, 28, 28),
+                            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "test-labels": _IdxFile("t10k-labels-idx1-ubyte", 2049, (10000,),
+                            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}
+
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+
+@dataclasses.dataclass
+class MNIST:
+    """MNIST as tensors: images ``uint8 (N, 28, 28)`` and labels ``int64 (N,)``."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    root: Path
+
+    def split(self, train: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` of the training or the test split."""
+        return (self.train_images, self.train_labels) if train else (self.test_images, self.test_labels)
+
+    def flat(self, train: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Images of a split as ``(N, 784)`` grey levels scaled to [0, 1]."""
+        images = self.train_images if train else self.test_images
+        return images.reshape(images.shape[0], -1).to(dtype) / 255.0
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "quasigrad" / "mnist"
+
+
+def mnist_dir_candidates(root: Optional[PathLike] = None) -> List[Path]:
+    """The directories :func:`load_mnist` looks in, in order."""
+    if root is not None:
+        return [Path(root)]
+    out = []
+    if os.environ.get("QUASIGRAD_MNIST"):
+        out.append(Path(os.environ["QUASIGRAD_MNIST"]))
+    if os.environ.get("QUASIGRAD_DATA"):
+        out.append(Path(os.environ["QUASIGRAD_DATA"]) / "mnist")
+    out.append(_cache_dir())
+    return out
+
+
+def _find(directory: Path, spec: _IdxFile) -> Optional[Path]:
+    for candidate in (directory / (spec.name + ".gz"), directory / spec.name,
+                      directory / spec.name.replace("-idx", ".idx")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    opener = gzip.open if head == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rb") as fh:
+            return fh.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path} is damaged: it could not be decompressed ({exc})") from None
+
+
+def _parse(path: Path, spec: _IdxFile, verify: bool) -> torch.Tensor:
+    raw = _read_bytes(path)
+    header = 4 * (1 + len(spec.shape))
+    expected = header + int(np.prod(spec.shape))
+    if len(raw) != expected:
+        raise DataError(f"{path} is damaged: {len(raw)} bytes after decompression, expected {expected} "
+                        f"for {spec.name} of shape {spec.shape}")
+    magic, *dims = struct.unpack(">" + "I" * (1 + len(spec.shape)), raw[:header])
+    if magic != spec.magic or tuple(dims) != spec.shape:
+        raise DataError(f"{path} is damaged: IDX header says magic {magic} and shape {tuple(dims)}, "
+                        f"expected magic {spec.magic} and shape {spec.shape}")
+    if verify:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != spec.sha256:
+            raise DataError(f"{path} is damaged: SHA-256 of its contents is {digest}, expected {spec.sha256}")
+    array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(spec.shape)
+    return torch.from_numpy(array.copy())
+
+
+def _how_to_get(looked: List[Path]) -> str:
+    names = ", ".join(s.name + ".gz" for s in MNIST_FILES.values())
+    where = ", ".join(str(p) for p in looked)
+    return (f"expected the MNIST files {names} (gzip-compressed or not); looked in: {where}. "
+            f"Pass the directory that holds them (load_mnist(root=...) or --data DIR), set "
+            f"QUASIGRAD_MNIST to it, or call load_mnist(download=True) to fetch them from a public mirror. "
+            f"In the quasigrad repository they are in ../shared/data/mnist.")
+
+
+def _download(directory: Path, spec: _IdxFile) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / (spec.name + ".gz")
+    errors = []
+    for mirror in MNIST_MIRRORS:
+        url = mirror + spec.name + ".gz"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                payload = response.read()
+        except OSError as exc:  # URLError is an OSError
+            errors.append(f"{url}: {exc}")
+            continue
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        try:
+            _parse(Path(tmp), spec, verify=True)
+        except DataError as exc:
+            os.unlink(tmp)
+            errors.append(f"{url}: {exc}")
+            continue
+        os.replace(tmp, target)
+        return target
+    raise DataError(f"could not download {spec.name}.gz: " + "; ".join(errors))
+
+
+def load_mnist(root: Optional[PathLike] = None, *, download: bool = False, verify: bool = True) -> MNIST:
+    """Load MNIST from its original IDX files.
+
+    Args:
+        root: directory holding the four files. Default: ``$QUASIGRAD_MNIST``, then
+            ``$QUASIGRAD_DATA/mnist``, then the user's cache directory.
+        download: fetch missing files from a public mirror into ``root`` (or the cache) and verify them.
+        verify: check the SHA-256 of each file's decompressed contents (size and header are always checked).
+
+    Returns:
+        :class:`MNIST` with ``uint8`` images ``(N, 28, 28)`` and ``int64`` labels.
+
+    Raises:
+        DataError: a file is missing or damaged; the message lists the files expected, the
+            directories searched and how to get the files.
+    """
+    candidates = mnist_dir_candidates(root)
+    for directory in candidates:
+        found = {key: _find(directory, spec) for key, spec in MNIST_FILES.items()}
+        if all(found.values()):
+            break
+    else:
+        directory = candidates[0]
+        found = {key: _find(directory, spec) for key, spec in MNIST_FILES.items()}
+        if not download:
+            missing = [MNIST_FILES[k].name for k, v in found.items() if v is None]
+            raise DataError(f"MNIST files missing ({', '.join(missing)}): " + _how_to_get(candidates))
+        for key, spec in MNIST_FILES.items():
+            if found[key] is None:
+                found[key] = _download(directory, spec)
+    tensors = {}
+    for key, spec in MNIST_FILES.items():
+        try:
+            tensors[key] = _parse(found[key], spec, verify)
+        except DataError as exc:
+            raise DataError(f"{exc}. " + _how_to_get([directory])) from None
+    return MNIST(tensors["train-images"], tensors["train-labels"].long(),
+                 tensors["test-images"], tensors["test-labels"].long(), root=directory)
