@@ -46,11 +46,12 @@ def _draw_index(probs: torch.Tensor, dim: int, generator: Optional[torch.Generat
     n = probs.shape[dim]
     cdf = probs.cumsum(dim)
     total = cdf.narrow(dim, n - 1, 1)
-    u = torch.rand(total.shape, dtype=cdf.dtype, device=cdf.device, generator=generator)
-    # v < total strictly, so the draw never runs past the last category with positive mass;
-    # a category of zero mass has cdf equal to its predecessor's and so is never chosen.
-    v = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
-    if dim == probs.dim() - 1 and cdf.is_contiguous():
+    # v = u·total with u ≤ 1 − 2⁻²⁴ (float32; 1 − 2⁻⁵³ in float64) rounds strictly below total for
+    # any total in (0.5, 2), which a normalised row always is; so the draw never runs past the last
+    # category of positive mass, and a category of zero mass (cdf equal to its predecessor's) is
+    # never chosen.
+    v = torch.rand(total.shape, dtype=cdf.dtype, device=cdf.device, generator=generator).mul_(total)
+    if n > 16 and dim == probs.dim() - 1 and cdf.is_contiguous():  # binary search pays off past ~16
         index = torch.searchsorted(cdf, v, right=True).squeeze(dim)
     else:
         index = (cdf <= v).sum(dim)

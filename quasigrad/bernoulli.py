@@ -82,6 +82,7 @@ def _weighted(logits, b, w):
     """Forward ``b``; backward ``w ⊙ g`` (``w`` detached): ``b + (a − sg(a)) ⊙ sg(w)``."""
     w = torch.nan_to_num(w.detach(), nan=0.0)  # ±inf logits give 0·inf in some weights: no gradient there
     a = logits.to(w.dtype)
+    a = torch.where(torch.isfinite(a.detach()), a, torch.zeros_like(a))  # ±inf: a certain outcome, no gradient
     return (b + (a - a.detach()) * w).to(logits.dtype)
 
 
@@ -132,7 +133,12 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, index
 
 
 def _twin(logits):
-    return torch.stack([torch.zeros_like(logits), logits], dim=-1)
+    # Logits [x0, x1] with x1 − x0 = a: [0, a] for a ≤ 0 and [−a, 0] for a > 0, so that a = +inf
+    # stays a valid categorical ([−inf, 0]). The categorical estimators' gradients are invariant to
+    # a common shift of the logits (they sum to zero over categories), so ∂/∂a is unchanged.
+    zero = torch.zeros_like(logits)
+    pos = logits > 0
+    return torch.stack([torch.where(pos, -logits, zero), torch.where(pos, zero, logits)], dim=-1)
 
 
 def _twin_index(logits, index, generator):

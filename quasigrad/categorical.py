@@ -69,9 +69,22 @@ def _one_hot(index, like, dim):
     return torch.zeros_like(like).scatter_(dim, index.unsqueeze(dim), 1)
 
 
+def _dot(a, b, dim):
+    """``⟨a, b⟩`` along ``dim``, kept as a size-1 dimension (no elementwise temporary)."""
+    return torch.linalg.vecdot(a, b, dim=dim).unsqueeze(dim)
+
+
 def _jvp_softmax(q, g, dim):
     """``J(q) g = q ⊙ (g − ⟨q, g⟩)``: the softmax backward at output ``q``."""
-    return q * (g - (q * g).sum(dim, keepdim=True))
+    return (g - _dot(q, g, dim)).mul_(q)
+
+
+def _softmax_backward(g, q, dim):
+    """``J(q) g`` by PyTorch's fused softmax-backward kernel where available."""
+    try:
+        return torch._softmax_backward_data(g, q, dim, q.dtype)
+    except (AttributeError, RuntimeError, TypeError):  # private API: fall back to the formula
+        return _jvp_softmax(q, g, dim)
 
 
 class _LinearInG(torch.autograd.Function):
@@ -105,7 +118,7 @@ def _apply(logits, index, dim, kernel, *saved):
 # Backward kernels. Each gets g (compute dtype), the index, dim and the saved tensors.
 
 def _k_st(g, index, dim, q, *, scale=None):
-    out = _jvp_softmax(q, g, dim)
+    out = _softmax_backward(g, q, dim)
     return out if scale is None else out * scale
 
 
@@ -114,26 +127,25 @@ def _k_reinmax(g, index, dim, pi, pi_tau):
     # 2 J(π1) g = π_τ ⊙ (g − c) + D (g_D − c),  c = ½(⟨π_τ, g⟩ + g_D).
     idx = index.unsqueeze(dim)
     g_d = g.gather(dim, idx)
-    c = 0.5 * ((pi_tau * g).sum(dim, keepdim=True) + g_d)
-    out = pi_tau * (g - c) - 0.5 * _jvp_softmax(pi, g, dim)
+    c = (_dot(pi_tau, g, dim) + g_d).mul_(0.5)
+    out = (g - c).mul_(pi_tau).add_(_jvp_softmax(pi, g, dim), alpha=-0.5)
     return out.scatter_add_(dim, idx, g_d - c)
 
 
 def _k_zgr(g, index, dim, pi):
     # ½ [J(π) g + ⟨g, D − π⟩ (D − π)] = ½ π ⊙ (g − g_D) + ½ (g_D − ⟨π, g⟩) D
+    # (also ReinMax's kernel at τ = 1, where the two estimators coincide)
     idx = index.unsqueeze(dim)
     g_d = g.gather(dim, idx)
-    b = (pi * g).sum(dim, keepdim=True)
-    out = 0.5 * pi * (g - g_d)
-    return out.scatter_add_(dim, idx, 0.5 * (g_d - b))
+    out = (g - g_d).mul_(pi).mul_(0.5)
+    return out.scatter_add_(dim, idx, (g_d - _dot(pi, g, dim)).mul_(0.5))
 
 
 def _k_darn(g, index, dim, pi):
     # ⟨g, D − π⟩ (D − π) = (g_D − ⟨π, g⟩)(D − π)
     idx = index.unsqueeze(dim)
-    w = g.gather(dim, idx) - (pi * g).sum(dim, keepdim=True)
-    out = -w * pi
-    return out.scatter_add_(dim, idx, w)
+    w = g.gather(dim, idx) - _dot(pi, g, dim)
+    return torch.mul(pi, w).neg_().scatter_add_(dim, idx, w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,11 +196,10 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Opt
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     probs, index = _probs_and_index(logits, dim, index, generator)
-    if tau == 1.0:
-        pi_tau = probs
-    else:
-        with torch.no_grad():
-            pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
+    if tau == 1.0:  # 2 J(½(π + D)) g − ½ J(π) g reduces to ZGR's kernel (same values, fewer passes)
+        return _apply(logits, index, dim, _k_zgr, probs)
+    with torch.no_grad():
+        pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
     return _apply(logits, index, dim, _k_reinmax, probs, pi_tau)
 
 
