@@ -168,9 +168,13 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional
     (``E[J(π) g] = ∇θ ⟨π, g⟩``); biased for non-linear losses (first-order accurate).
 
     Example:
-        >>> torch.manual_seed(0); y = st(torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True))
+        >>> logits = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
+        >>> y = st(logits, generator=torch.Generator().manual_seed(0))
         >>> y.sum(-1).tolist()
         [1.0]
+        >>> (y * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+        >>> [round(v, 4) for v in logits.grad[0].tolist()]   # J(π) g: sums to zero
+        [-0.1418, -0.1408, 0.2826]
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     probs, index = _probs_and_index(logits, dim, index, generator)
