@@ -777,12 +777,12 @@ def _pathwise(info):
             except Exception as exc:  # f failed on a sample that carries a gradient
                 raise PathwiseError(
                     f"f raised {type(exc).__name__}: {exc} when called on the sample of the pathwise estimator "
-                    f"{info.name!r}, which differentiates f in the sample; if f is not differentiable, use a "
+                    f"{info.name!r}, which needs f differentiable in the sample; if f is not differentiable, use a "
                     f"score-function estimator such as 'rloo'") from exc
             if check and i == 0 and not _reaches(out, s.grad_fn):
                 raise PathwiseError(
-                    f"pathwise estimator {info.name!r} differentiates f in the sample, but f's output does not "
-                    f"depend on the sample through autograd (no grad_fn connects them: .item(), .detach(), "
+                    f"pathwise estimator {info.name!r} needs f differentiable in the sample, but f's output does "
+                    f"not depend on the sample through autograd (no grad_fn connects them: .item(), .detach(), "
                     f"integer ops or a simulator?); use a score-function estimator such as 'rloo'")
             outs.append(out)
         return torch.stack(outs).mean(0)
