@@ -418,34 +418,51 @@ def _value_and_grad(p, x):
     return out, (g.movedim(p.dim, -1) if p.cat else g)
 
 
-def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None):
+def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None, expansion="mean"):
     r"""Double control variates (Titsias & Shi 2022, "Double Control Variates for Gradient
     Estimation in Discrete Latent Variable Models"), two samples.
 
     The leave-one-out estimator with K = 2 baselines sample k by ``f(D_j)``; the second control
-    variate subtracts the first-order Taylor expansion of ``f`` around the other sample,
-    ``a_j = ∇f(D_j)``, and adds back its exact expected gradient:
+    variate subtracts a first-order Taylor expansion ``h(D) = ⟨a, D⟩`` of ``f`` from both
+    values and adds back its exact expected gradient:
 
-    .. math:: \hat g = \frac12 \sum_{k \ne j}\Big[\big(f_k - f_j - \langle a_j, D_k - D_j\rangle\big)
-              \nabla_\theta \log p(D_k) + \nabla_\theta E_D\langle a_j, D\rangle\Big],
+    .. math:: \hat g = \tfrac12 \sum_{k \ne j}\big(f_k - f_j - \langle a_{(k)}, D_k - D_j\rangle\big)
+              \nabla_\theta \log p(D_k) + \tfrac12 \sum_k \nabla_\theta E_D\langle a_{(k)}, D\rangle,
 
-    with ``∇θ E⟨a, D⟩ = J(π) a`` (categorical) or ``σ'(θ) ⊙ a`` (Bernoulli). Unbiased, since
-    ``a_j`` does not depend on ``D_k``; exact (zero variance) when ``f`` is linear in ``D``. Uses
-    ``∂f/∂D`` at the two samples (which backpropagation through a decoder computes anyway).
-    This is the form we derive for two samples; the paper's general-K form and its scaled
-    variant are not implemented. Works for categorical variables too."""
+    with ``∇θ E⟨a, D⟩ = J(π) a`` (categorical) or ``σ'(θ) ⊙ a`` (Bernoulli). The slope:
+
+    - ``expansion="mean"`` (default): ``a = ∇f(μ)`` at the mean ``μ = E[D]`` (``π`` or ``σ(θ)``),
+      the same for both terms: three evaluations of ``f`` (two samples, one at ``μ``) and one
+      gradient. ``f`` must accept the relaxed point ``μ``.
+    - ``expansion="other"``: ``a_(k) = ∇f(D_j)``, the gradient at the other sample (no extra
+      evaluation; gradients at both samples).
+
+    Unbiased in both forms (the slope used for sample k does not depend on D_k); exact (zero
+    variance) when ``f`` is linear. Needs ``∂f/∂D``. These are the forms we derive and test
+    here; the paper's general-K estimator and its optimally scaled variant are not implemented.
+    Works for categorical variables too."""
     p = _Problem(f, logits, dim, variable, "double_cv")
     k = _num_samples(num_samples, 2, "double_cv", minimum=2)
     if k != 2:
         raise ValueError(f"estimator 'double_cv' uses exactly two samples, got num_samples={k}")
+    if expansion not in ("mean", "other"):
+        raise ValueError(f"expansion must be 'mean' or 'other', got {expansion!r}")
     x = p.sample(2, generator)
-    f1, a1 = _value_and_grad(p, x[0])
-    f2, a2 = _value_and_grad(p, x[1])
     d = x[0] - x[1]
-    r1 = (f1 - f2).detach() - p.per_example(a2 * d)          # Taylor residual of f around D_2, at D_1
-    r2 = (f2 - f1).detach() + p.per_example(a1 * d)          # around D_1, at D_2
     s = p.score(x)
-    g = 0.5 * (p.expand_coef(r1) * s[0] + p.expand_coef(r2) * s[1] + p.mean_jvp(a1 + a2))
+    if expansion == "mean":
+        f1, f2 = p.call(x[0]), p.call(x[1])
+        th = p.lg.detach()
+        mu = torch.softmax(th, -1) if p.cat else torch.sigmoid(th)
+        _, a = _value_and_grad(p, mu)
+        r = (f1 - f2).detach() - p.per_example(a * d)                   # residual of f − h, antisymmetric
+        g = 0.5 * p.expand_coef(r) * (s[0] - s[1]) + p.mean_jvp(a)
+    else:
+        f1, a1 = _value_and_grad(p, x[0])
+        f2, a2 = _value_and_grad(p, x[1])
+        r1 = (f1 - f2).detach() - p.per_example(a2 * d)                  # Taylor residual around D_2, at D_1
+        r2 = (f2 - f1).detach() + p.per_example(a1 * d)                  # around D_1, at D_2
+        g = 0.5 * (p.expand_coef(r1) * s[0] + p.expand_coef(r2) * s[1] + p.mean_jvp(a1 + a2))
     return p.inject(0.5 * (f1 + f2), g)
 
 
@@ -520,12 +537,16 @@ def _rao_blackwell(f, logits, *, num_samples=None, dim=-1, variable="categorical
         return value
     # Rejection sampling from the complement of C, vectorised over examples.
     draws, found = None, torch.zeros((K, E), dtype=torch.bool, device=th.device)
+    per_round = 4                                                        # candidates per draw and round
     for _ in range(max_rounds):
-        x = p.sample(K, generator)                                        # (K, *canonical)
-        xi = (x.argmax(-1) if p.cat else x.long()).reshape(K, E, 1, n)
-        inside = (xi == top.unsqueeze(0)).all(-1).any(-1)                 # (K, E)
-        take = ~inside & ~found
-        draws = x if draws is None else torch.where(p.expand_coef(take.reshape((K,) + tuple(ex))).bool(), x, draws)
+        x = p.sample(K * per_round, generator).reshape((per_round, K) + tuple(p.lg.shape))
+        xi = (x.argmax(-1) if p.cat else x.long()).reshape(per_round, K, E, 1, n)
+        outside = ~(xi == top.reshape(1, 1, E, m, n)).all(-1).any(-1)     # (R, K, E)
+        first = outside.to(torch.uint8).argmax(0)                          # first candidate outside C
+        pick = x.gather(0, first.reshape((1, K) + tuple(ex) + (1,) * p.var_dims)
+                        .expand((1,) + tuple(x.shape[1:]))).squeeze(0)
+        take = outside.any(0) & ~found
+        draws = pick if draws is None else torch.where(p.expand_coef(take.reshape((K,) + tuple(ex))), pick, draws)
         found |= take
         if bool(found.all()):
             break
@@ -879,7 +900,7 @@ registry.register("disarm", family="pair", unbiased=True, needs_grad_f=False, gr
                   variables=("bernoulli",), evaluations=2, reference="Dong, Mnih, Tucker 2020",
                   objective=_disarm, replace=True)
 registry.register("double_cv", family="control-variate", unbiased=True, needs_grad_f=True,
-                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=2,
+                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=3,
                   reference="Titsias & Shi 2022", objective=_double_cv, replace=True)
 registry.register("rao_blackwell", family="score-function", unbiased=True, needs_grad_f=False,
                   grad_depends_on_sample_only=False, variables=_BOTH, evaluations=None,
