@@ -42,7 +42,7 @@ simulator), while ``f``'s own parameters still receive ``∇ f``.
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 

@@ -282,7 +282,7 @@ def test_scalar_output_means_one_example():
     # The ReinMax polynomial problem's layout: θ (128, 2), one example, f a scalar.
     theta = torch.empty(16, 2).uniform_(-0.01, 0.01).requires_grad_(True)
     f = lambda d: ((d[..., 1] - 0.45) ** 2).mean()  # noqa: E731
-    for name in ("rloo", "reinmax", "disarm" if False else "double_cv", "rao_blackwell", "rebar"):
+    for name in ("rloo", "reinmax", "double_cv", "rao_blackwell", "rebar"):
         out = O.expectation(f, theta, estimator=name, num_samples=2 if name in ("rloo", "double_cv") else None)
         assert out.shape == ()
         out.backward()
@@ -350,6 +350,20 @@ def test_other_bad_inputs():
         O.expectation(lambda d: d.sum(), torch.zeros(40, 3), estimator="exact")
     with pytest.raises(ValueError, match="net"):
         O.RELAX()
+
+
+@pytest.mark.parametrize("variable", ["categorical", "bernoulli"])
+def test_evaluations_flag_is_honest(variable):
+    # The registry's `evaluations` is the number of calls to f per step (None: num_samples of them).
+    theta, a = _problem(variable)
+    for info in registry.entries(variable=variable):
+        if info.name in ("exact", "relax", "rao_blackwell"):
+            continue  # exact: C ** variables outcomes; relax: an object; rao_blackwell: k + num_samples
+        calls = []
+        f = lambda d: (calls.append(1), FUNCTIONS["quadratic"](a)(d))[1]  # noqa: E731
+        O.expectation(f, theta.clone().requires_grad_(True), estimator=info.name, variable=variable,
+                      num_samples=3 if info.evaluations is None else None)
+        assert len(calls) == (3 if info.evaluations is None else info.evaluations), info.name
 
 
 def test_lazy_attribute_and_registry_lookup():
