@@ -168,15 +168,17 @@ def _total_var(est, f, theta, variable, n=4000, seed=0, **kw):
     return float(g.var(0).sum())
 
 
-# Failure rates: the ratios measured here are far from 1 (stated per test); with 4000 draws the
-# sampling error of a variance is ~2-5% (heavier for REINFORCE), so a reversal by chance has
-# probability far below 1e-6.
+# Failure rates: the ratios measured with these seeds are stated per test; with 4000-8000 draws
+# the relative sampling error of a total variance is a few per cent, so for a random seed the
+# rloo, rao_blackwell and RELAX checks (ratio ~0.1 against a threshold of 0.3-0.5) fail with
+# probability far below 1e-6, and the DisARM check (ratio 0.76-0.81 against 0.95, >4 standard
+# errors) below 1e-4.
 def test_leave_one_out_below_reinforce():
     theta, a = _problem("categorical")
     f = lambda d: FUNCTIONS["quadratic"](a)(d) + 2.0  # noqa: E731  (a loss with an offset, as most losses)
     v_rf = _total_var("reinforce", f, theta, "categorical", num_samples=4)
     v_loo = _total_var("rloo", f, theta, "categorical", num_samples=4)
-    assert v_loo < 0.5 * v_rf  # measured ratio ≈ 0.1
+    assert v_loo < 0.5 * v_rf  # measured ratio 0.14
 
 
 def test_disarm_at_or_below_arm():
@@ -185,7 +187,7 @@ def test_disarm_at_or_below_arm():
         f = FUNCTIONS[fn](a)
         v_arm = _total_var("arm", f, theta, "bernoulli", n=8000)
         v_dis = _total_var("disarm", f, theta, "bernoulli", n=8000)
-        assert v_dis < 0.95 * v_arm, (fn, v_dis, v_arm)
+        assert v_dis < 0.95 * v_arm, (fn, v_dis, v_arm)  # measured ratios 0.81, 0.76, 0.80
 
 
 def test_rao_blackwell_below_reinforce():
@@ -194,7 +196,7 @@ def test_rao_blackwell_below_reinforce():
     f = FUNCTIONS["quadratic"](a)
     v_rf = _total_var("reinforce", f, peaked, "categorical")
     v_rb = _total_var("rao_blackwell", f, peaked, "categorical", k=4)
-    assert v_rb < 0.5 * v_rf
+    assert v_rb < 0.5 * v_rf  # measured ratio 0.11
 
 
 def test_relax_variance_falls_as_its_control_variate_trains():
@@ -212,7 +214,7 @@ def test_relax_variance_falls_as_its_control_variate_trains():
         est.mean().backward()
         opt.step()
     after = _total_var(relax, f, theta, "bernoulli", n=2000, seed=1)
-    assert after < 0.3 * before, (before, after)  # measured: see notes/issue-3.md
+    assert after < 0.3 * before, (before, after)  # measured 11.9 -> 1.06
 
 
 @pytest.mark.parametrize("expansion", ["mean", "other"])
