@@ -164,10 +164,11 @@ class _Problem:
         """Per-example ``log p(x)`` for canonical samples ``x`` ``(*lead, *canonical)``, differentiable in ``lg``."""
         lg = self.lg if lg is None else lg
         if self.cat:
-            lp = (torch.log_softmax(lg, -1) * x).sum(-1)
-            lp = torch.where(x.sum(-1) > 0, lp, torch.zeros_like(lp))
+            # gather, not a product with the one-hot: a masked category (logit -inf) gives no NaN
+            logp = torch.log_softmax(lg, -1).expand(x.shape)
+            lp = logp.gather(-1, x.argmax(-1, keepdim=True)).squeeze(-1)
         else:
-            lp = x * torch.nn.functional.logsigmoid(lg) + (1 - x) * torch.nn.functional.logsigmoid(-lg)
+            lp = torch.where(x > 0, torch.nn.functional.logsigmoid(lg), torch.nn.functional.logsigmoid(-lg))
         return self.per_example_batch(lp)
 
     def score(self, x):
@@ -188,7 +189,9 @@ class _Problem:
     def inject(self, value, grad):
         """A surrogate whose value is ``value`` and whose gradient w.r.t. the logits is ``grad``
         (canonical shape, detached), per example."""
-        return value + self.per_example(grad.detach() * (self.lg - self.lg.detach()))
+        delta = self.lg - self.lg.detach()                    # value 0, gradient 1
+        delta = delta.masked_fill(~torch.isfinite(self.lg.detach()), 0.0)   # ±inf logits: no NaN, no gradient
+        return value + self.per_example(grad.detach() * delta)
 
     def wants_grad(self):
         return torch.is_grad_enabled() and self.logits.requires_grad
@@ -274,10 +277,11 @@ class EMABaseline(torch.nn.Module):
         k = _num_samples(num_samples, 1, "EMABaseline")
         x = p.sample(k, generator)
         values = p.call_many(x)
-        b = self.value.to(p.cdt) if int(self.steps) > 0 else torch.zeros((), dtype=p.cdt, device=values.device)
+        b = (self.value.to(device=values.device, dtype=p.cdt) if int(self.steps) > 0
+             else torch.zeros((), dtype=p.cdt, device=values.device))
         out = _surrogate_score(p, values, p.log_prob(x), values.detach() - b)
         with torch.no_grad():
-            m = values.detach().mean().to(self.value.dtype)
+            m = values.detach().mean().to(self.value)
             self.value.copy_(m if int(self.steps) == 0 else self.beta * self.value + (1 - self.beta) * m)
             self.steps += 1
         return out
@@ -320,7 +324,8 @@ class LearnedBaseline(torch.nn.Module):
         x = p.sample(k, generator)
         values = p.call_many(x)
         ctx = p.lg.detach().flatten(p.lg.dim() - p.var_dims) if context is None else context.detach()
-        b = self.net(ctx)
+        ref = next(iter(self.net.parameters()), None) if isinstance(self.net, torch.nn.Module) else None
+        b = self.net(ctx if ref is None or not ctx.is_floating_point() else ctx.to(ref.dtype))
         if not isinstance(b, torch.Tensor):
             raise TypeError(f"net must return a tensor, got {type(b).__name__}")
         ex = tuple(values.shape[1:])
@@ -332,13 +337,14 @@ class LearnedBaseline(torch.nn.Module):
         b = b.to(p.cdt)
         signal = values.detach() - b.detach()
         if self.normalize_variance:
-            c, v = self.mean.to(p.cdt), self.var.to(p.cdt)
+            c = self.mean.to(device=values.device, dtype=p.cdt)
+            v = self.var.to(device=values.device, dtype=p.cdt)
             centred = signal - c
             signal = centred / v.sqrt().clamp_min(1.0)
             with torch.no_grad():
                 m, s2 = (values.detach() - b.detach()).mean(), ((values.detach() - b.detach()) - c).pow(2).mean()
-                self.mean.mul_(self.beta).add_((1 - self.beta) * m.to(self.mean.dtype))
-                self.var.mul_(self.beta).add_((1 - self.beta) * s2.to(self.var.dtype))
+                self.mean.mul_(self.beta).add_((1 - self.beta) * m.to(self.mean))
+                self.var.mul_(self.beta).add_((1 - self.beta) * s2.to(self.var))
         self.steps += 1
         loss = (values.detach() - b).pow(2).mean(0)
         return _surrogate_score(p, values, p.log_prob(x), signal) + (loss - loss.detach())
@@ -659,7 +665,8 @@ class RELAX(torch.nn.Module):
         c = 0.0
         if self.net is not None:
             flat = r.flatten(r.dim() - p.var_dims) if p.var_dims else r.unsqueeze(-1)
-            out = self.net(flat)
+            ref = next(iter(self.net.parameters()), None) if isinstance(self.net, torch.nn.Module) else None
+            out = self.net(flat if ref is None else flat.to(ref.dtype))
             want = (k,) + p.batch[:p.e]
             if tuple(out.shape) == want + (1,):
                 out = out.squeeze(-1)

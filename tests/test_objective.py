@@ -280,6 +280,32 @@ def test_every_registered_estimator_runs(variable, dtype):
         assert g.dtype == dtype and torch.isfinite(g.float()).all(), name
 
 
+def test_masked_categories_and_infinite_bernoulli_logits_give_no_nan():
+    logits = torch.tensor([[0.0, -math.inf, 1.0], [2.0, 0.5, -math.inf]]).expand(6, 2, 3).clone().requires_grad_(True)
+    f = lambda d: (d * torch.tensor([1.0, 5.0, -2.0])).sum((-2, -1))  # noqa: E731
+    for name in ("reinforce", "rloo", "double_cv", "rao_blackwell", "reinmax"):
+        out = O.expectation(f, logits, estimator=name, generator=torch.Generator().manual_seed(0))
+        (g,) = torch.autograd.grad(out.sum(), logits)
+        assert torch.isfinite(out).all() and torch.isfinite(g).all(), name
+        assert (g[..., 1][:, 0] == 0).all() and (g[..., 2][:, 1] == 0).all(), name  # no gradient to masked logits
+    a = torch.tensor([math.inf, -math.inf, 0.3]).expand(6, 3).clone().requires_grad_(True)
+    for name in ("reinforce", "rloo", "disarm", "arm"):
+        out = O.expectation(lambda b: b.sum(-1), a, estimator=name, variable="bernoulli")
+        (g,) = torch.autograd.grad(out.sum(), a)
+        assert torch.isfinite(out).all() and torch.isfinite(g).all(), name
+
+
+def test_float32_net_with_float64_logits():
+    theta, a = _problem("bernoulli")
+    relax = O.RELAX(O.control_variate_mlp(4, 8))  # float32 parameters
+    lb = O.LearnedBaseline(torch.nn.Linear(4, 1))
+    for est in (relax, lb):
+        out = O.expectation(FUNCTIONS["quadratic"](a), theta.expand(5, 4).clone().requires_grad_(True),
+                            estimator=est, variable="bernoulli")
+        out.sum().backward()
+        assert out.dtype == torch.float64
+
+
 def test_scalar_output_means_one_example():
     # The ReinMax polynomial problem's layout: θ (128, 2), one example, f a scalar.
     theta = torch.empty(16, 2).uniform_(-0.01, 0.01).requires_grad_(True)
