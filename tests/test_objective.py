@@ -110,6 +110,15 @@ def test_double_cv_other_expansion_is_unbiased(variable, fn):
     _check_unbiased("double_cv", variable, fn, expansion="other")  # failure rate as above
 
 
+@pytest.mark.parametrize("variable", ["categorical", "bernoulli"])
+def test_relax_with_the_rebar_term_is_unbiased(variable):
+    theta, _ = _problem(variable)
+    torch.manual_seed(1)
+    relax = O.RELAX(O.control_variate_mlp(theta.numel(), 8).double(), use_f=True)
+    assert relax.needs_grad_f
+    _check_unbiased(relax, variable, "cubic", n=3000)  # failure rate as above
+
+
 @pytest.mark.parametrize("variable,name,fn", OBJ_CASES)
 def test_stateful_estimators_are_unbiased(variable, name, fn):
     est = _objects(variable)[name]
