@@ -21,7 +21,8 @@ Estimators (``quasigrad.registry.table()`` lists their flags):
 ``reinforce``      score function, optional constant ``baseline`` (Williams 1992)
 ``rloo``           leave-one-out baseline, K ≥ 2 (Kool, van Hoof, Welling 2019)
 ``arm``            augment-REINFORCE-merge, Bernoulli (Yin & Zhou 2019)
-``disarm``         ARM with the antithetic noise integrated out, Bernoulli (Dong, Mnih, Tucker 2020)
+``disarm``         ARM with the antithetic noise integrated out (Dong, Mnih, Tucker 2020; categorical
+                   variables by stick-breaking, 2021)
 ``double_cv``      leave-one-out plus a Taylor (second) control variate, K = 2 (Titsias & Shi 2022)
 ``rao_blackwell``  sum-and-sample: top-k outcomes summed, the rest sampled (Liu et al. 2019)
 ``rebar``          REBAR with fixed η, λ (Tucker et al. 2017); trained: :class:`REBAR`
@@ -380,6 +381,27 @@ def _arm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator
     return p.inject(0.5 * (f1 + f2).mean(0), g)
 
 
+def _stick_breaking_logits(lg):
+    """Logits η of the C − 1 independent bits of the stick-breaking form of ``Categorical(softmax(lg))``
+    with categories in descending order of probability: bit j says "category j, given not one of the
+    earlier ones", ``η_j = log π_j − log Σ_{i>j} π_i``. Returns ``(η, order)``, differentiable in ``lg``;
+    ``order`` (detached) maps sorted positions to categories."""
+    order = lg.detach().argsort(-1, descending=True)
+    logp = torch.log_softmax(lg, -1).gather(-1, order)
+    logp = logp.clamp_min(torch.finfo(logp.dtype).min / 4)             # masked categories: finite, no NaN
+    tail = torch.logcumsumexp(logp.flip(-1), -1).flip(-1)               # log Σ_{i≥j} π_i
+    return logp[..., :-1] - tail[..., 1:], order
+
+
+def _bits_to_onehot(bits, order, dtype):
+    """Stick-breaking bits ``(…, C−1)`` → one-hot ``(…, C)``: the first bit set, else the last category."""
+    c = order.shape[-1]
+    ones = torch.ones(bits.shape[:-1] + (1,), dtype=bits.dtype, device=bits.device)
+    pos = torch.cat([bits, ones], -1).argmax(-1, keepdim=True)          # first 1 (argmax returns the first)
+    cat = order.expand(bits.shape[:-1] + (c,)).gather(-1, pos)
+    return torch.zeros(bits.shape[:-1] + (c,), dtype=dtype, device=bits.device).scatter_(-1, cat, 1)
+
+
 def _disarm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None):
     r"""DisARM (Dong, Mnih, Tucker 2020, "DisARM: An Antithetic Gradient Estimator for Binary
     Latent Variables"; also Yin et al. 2020 U2G): ARM with the noise that does not change the
@@ -388,19 +410,36 @@ def _disarm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", genera
     .. math:: \hat g_j = \tfrac12\big(f(b) - f(\tilde b)\big)\,(-1)^{\tilde b_j}\,
               1[b_j \ne \tilde b_j]\,\sigma(|\eta_j|)
 
-    Unbiased; variance at most ARM's (the paper's Theorem); values of ``f`` only, two per pair."""
-    _bernoulli_only(variable, "disarm")
-    p = _Problem(f, logits, dim, variable, "disarm")
-    k = _num_samples(num_samples, 1, "disarm")
-    th = p.lg.detach()
+    Unbiased; variance at most ARM's (the paper's Theorem); values of ``f`` only, two per pair.
+
+    Categorical variables use the stick-breaking form (Dong, Mnih, Tucker 2021, "Coupled Gradient
+    Estimators for Discrete Latent Variables"): a categorical variable is a function of C − 1
+    independent bits with logits ``η_j = log π_j − log Σ_{i>j} π_i`` (categories sorted by
+    decreasing probability; the category is the first bit set, else the last). DisARM on the bits
+    gives an unbiased ``∇η``, carried to θ by the chain rule through ``η(θ)``."""
+    name = "disarm"
+    p = _Problem(f, logits, dim, variable, name)
+    k = _num_samples(num_samples, 1, name)
+    if p.cat:
+        eta, order = _stick_breaking_logits(p.lg)
+    else:
+        eta, order = p.lg, None
+    th = eta.detach()
     u = uniform((k,) + tuple(th.shape), dtype=p.cdt, device=th.device, generator=generator)
     s = torch.sigmoid(th)
     b = (1 - u < s).to(p.cdt)
     bt = (u < s).to(p.cdt)
-    fb, fbt = p.call_many(b), p.call_many(bt)
+    if p.cat:
+        fb, fbt = p.call_many(_bits_to_onehot(b, order, p.cdt)), p.call_many(_bits_to_onehot(bt, order, p.cdt))
+    else:
+        fb, fbt = p.call_many(b), p.call_many(bt)
     w = (1 - 2 * bt) * (b != bt).to(p.cdt) * torch.sigmoid(th.abs())
     g = (0.5 * p.expand_coef((fb - fbt).detach()) * w).mean(0)
-    return p.inject(0.5 * (fb + fbt).mean(0), g)
+    value = 0.5 * (fb + fbt).mean(0)
+    if not p.cat:
+        return p.inject(value, g)
+    delta = (eta - eta.detach()).masked_fill(~torch.isfinite(th), 0.0)
+    return value + p.per_example(g * delta)
 
 
 # --------------------------------------------------------------------------------------------
@@ -904,7 +943,7 @@ registry.register("arm", family="pair", unbiased=True, needs_grad_f=False, grad_
                   variables=("bernoulli",), evaluations=2, reference="Yin & Zhou 2019", objective=_arm,
                   replace=True)
 registry.register("disarm", family="pair", unbiased=True, needs_grad_f=False, grad_depends_on_sample_only=False,
-                  variables=("bernoulli",), evaluations=2, reference="Dong, Mnih, Tucker 2020",
+                  variables=_BOTH, evaluations=2, reference="Dong, Mnih, Tucker 2020; categorical: 2021",
                   objective=_disarm, replace=True)
 registry.register("double_cv", family="control-variate", unbiased=True, needs_grad_f=True,
                   grad_depends_on_sample_only=False, variables=_BOTH, evaluations=3,

@@ -292,7 +292,7 @@ def test_every_registered_estimator_runs(variable, dtype):
 def test_masked_categories_and_infinite_bernoulli_logits_give_no_nan():
     logits = torch.tensor([[0.0, -math.inf, 1.0], [2.0, 0.5, -math.inf]]).expand(6, 2, 3).clone().requires_grad_(True)
     f = lambda d: (d * torch.tensor([1.0, 5.0, -2.0])).sum((-2, -1))  # noqa: E731
-    for name in ("reinforce", "rloo", "double_cv", "rao_blackwell", "reinmax"):
+    for name in ("reinforce", "rloo", "double_cv", "rao_blackwell", "reinmax", "disarm"):
         out = O.expectation(f, logits, estimator=name, generator=torch.Generator().manual_seed(0))
         (g,) = torch.autograd.grad(out.sum(), logits)
         assert torch.isfinite(out).all() and torch.isfinite(g).all(), name
@@ -364,7 +364,7 @@ def test_other_bad_inputs():
     logits = torch.zeros(4, 3, requires_grad=True)
     f = lambda d: d.sum(-1)  # noqa: E731
     with pytest.raises(ValueError, match="variable='bernoulli'|supports"):
-        O.expectation(f, logits, estimator="disarm")
+        O.expectation(f, logits, estimator="arm")
     with pytest.raises(KeyError, match="known estimators"):
         O.expectation(f, logits, estimator="no_such")
     with pytest.raises(ValueError, match="variable"):
@@ -406,4 +406,4 @@ def test_evaluations_flag_is_honest(variable):
 def test_lazy_attribute_and_registry_lookup():
     assert quasigrad.objective is O
     assert registry.get("rloo").objective is not None and registry.get("st").objective is not None
-    assert registry.get("disarm").variables == frozenset({"bernoulli"})
+    assert registry.get("arm").variables == frozenset({"bernoulli"})
