@@ -37,6 +37,8 @@ def add_arguments(parser):
                         help=f"longer setting: {FULL['steps']} steps (20 epochs), full test set")
     parser.add_argument("--steps", type=int, default=None, help=f"training steps (short preset {SHORT['steps']})")
     parser.add_argument("--optimizers", nargs="+", default=["sgd", "adam"], help="sgd and/or adam")
+    parser.add_argument("--lr-scale", type=float, default=1.0,
+                        help="multiply both learning rates (to see the η-dependence at fixed lr·steps)")
     parser.add_argument("--k", type=float, default=4.0, help="sharpness k of the tanh and DSQ estimators")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="mini-batch size (short preset 100, --full 600 as in the paper)")
@@ -97,12 +99,12 @@ def _accuracy(model, x, y):
     return correct / len(x)
 
 
-def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, checkpoint_every, show):
+def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, checkpoint_every, show, lr_scale=1.0):
     """All runs of one optimizer and seed, stepped in lockstep on one mini-batch sequence."""
     from .. import quant
 
     xtr, ytr, xte, yte = data
-    lr = 1e-3 if opt == "sgd" else 1e-4
+    lr = (1e-3 if opt == "sgd" else 1e-4) * lr_scale
     torch.manual_seed(seed)
     base = Net("ste", {})
     models, factors = {"ste": base}, {"ste": 1.0}
@@ -180,6 +182,8 @@ def run(args) -> int:
     preset = FULL if args.full else SHORT
     n_test = preset["test_examples"]
     batch_size = args.batch_size if args.batch_size is not None else preset["batch_size"]
+    if not (args.lr_scale > 0 and math.isfinite(args.lr_scale)):
+        raise BenchmarkError(f"--lr-scale must be a positive number, got {args.lr_scale}")
     if steps < 1:
         raise BenchmarkError(f"--steps must be >= 1, got {steps}")
     if batch_size < 1:
@@ -206,7 +210,7 @@ def run(args) -> int:
     xte = torch.as_tensor(mnist.test_images[:n_test], dtype=torch.float32).div_(255).unsqueeze(1)
     yte = torch.as_tensor(mnist.test_labels[:n_test], dtype=torch.long)
     config = {"steps": steps, "test_examples": n_test, "estimators": estimators, "k": args.k,
-              "batch_size": batch_size, "lr": {"sgd": 1e-3, "adam": 1e-4}}
+              "batch_size": batch_size, "lr": {"sgd": 1e-3 * args.lr_scale, "adam": 1e-4 * args.lr_scale}}
     store = ResultStore(args.out, "qat-equivalence", config, fresh=args.fresh)
     out = Path(args.out)
     keys = [(o, s) for o in args.optimizers for s in args.seeds]
@@ -216,7 +220,7 @@ def run(args) -> int:
             continue
         store.put(key, run_unit(opt, seed, estimators, args.k, steps, batch_size, (xtr, ytr, xte, yte),
                                 out / f"checkpoint-{opt}-seed{seed}.pt", args.checkpoint_every,
-                                not args.no_progress))
+                                not args.no_progress, args.lr_scale))
     rows = []
     for opt in args.optimizers:
         res = [store[f"{opt}/seed{s}"] for s in args.seeds]
@@ -234,7 +238,7 @@ def run(args) -> int:
                 plain = f"{mean_std([r['pairs'][pair]['agreement_plain_ste'] for r in res])[0]:.4f}"
                 alpha = f"{res[0]['pairs'][pair]['alpha']:.4f}"
                 name = f"{pair} vs STE twin"
-            rows.append([opt, name, alpha, f"{ag[0]:.4f}±{ag[1]:.4f}", f"{al[0]:.4f}±{al[1]:.4f}", plain,
+            rows.append([opt, name, alpha, f"{ag[0]:.5f}±{ag[1]:.5f}", f"{al[0]:.4f}±{al[1]:.4f}", plain,
                          f"{acc[0]:.4f}", f"{acc2[0]:.4f}"])
     headers = ["optimizer", "pair", "α", "agreement", "alignment err", "agree w/ plain STE", "acc (1st)",
                "acc (2nd)"]
@@ -251,20 +255,20 @@ def _plot(rows, optimizers, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, col, title in ((axes[0], 3, "quantized weight agreement"), (axes[1], 4, "weight alignment error")):
-        labels = [f"{r[0]}: {r[1]}" for r in rows]
-        vals = [float(r[col].split("±")[0]) for r in rows]
-        colors = ["tab:gray" if "lr×1.01" in r[1] else ("tab:blue" if r[0] == "sgd" else "tab:orange") for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"wspace": 0.6})
+    labels = [f"{r[0]}: {r[1]}" for r in rows]
+    colors = ["tab:gray" if "lr×1.01" in r[1] else ("tab:blue" if r[0] == "sgd" else "tab:orange") for r in rows]
+    panels = ((axes[0], [1.0 - float(r[3].split("±")[0]) for r in rows], "quantized weight disagreement (1 − agreement)"),
+              (axes[1], [float(r[4].split("±")[0]) for r in rows], "weight alignment error"))
+    for ax, vals, title in panels:
         ax.barh(range(len(rows)), vals, color=colors)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels(labels, fontsize=7)
-        ax.set_title(title)
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
         ax.invert_yaxis()
-    fig.suptitle("qat-equivalence (grey: lr-jitter baseline)")
+    fig.suptitle("qat-equivalence: estimator vs STE twin (grey: lr-jitter baseline; lower is closer)")
     save_figure(fig, path)
     plt.close(fig)
-
 
 if __name__ == "__main__":  # also runnable as ``python -m quasigrad.bench.qat_equivalence``
     import argparse

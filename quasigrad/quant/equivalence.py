@@ -167,8 +167,8 @@ def ste_twin(model, optimizer: str = "sgd"):
     return twin, a, [f"{n}.weight" if n else "weight" for n, _ in layers]
 
 
-def least_squares_trend(estimator: str = "tanh", etas: Sequence[float] = (0.04, 0.02, 0.01, 0.005), *,
-                        eta_steps: float = 2.0, batch_time: Optional[float] = None, dim: int = 256,
+def least_squares_trend(estimator: str = "tanh", etas: Sequence[float] = (0.8, 0.4, 0.2, 0.1, 0.05), *,
+                        eta_steps: float = 40.0, batch_time: Optional[float] = None, dim: int = 256,
                         batch: int = 16, pool: int = 512, bits: int = 2, clip: float = 1.0, realizable: bool = True,
                         seed: int = 0, **params) -> List[Dict[str, float]]:
     """Agreement against η on least squares with ``bits``-bit weights and a shared mini-batch sequence.
