@@ -329,7 +329,7 @@ def test_benchmark_unit_on_a_slice_of_mnist(tmp_path):
     root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
     if not root.exists():
         pytest.skip("MNIST not found at ../shared/data/mnist")
-    m = load_mnist(root)
+    m = load_mnist(root, verify=False)
     prep = lambda im: torch.as_tensor(im, dtype=torch.float32).div(255).unsqueeze(1)
     data = (prep(m.train_images[:64]), torch.as_tensor(m.train_labels[:64]).long(),
             prep(m.test_images[:100]), torch.as_tensor(m.test_labels[:100]).long())

@@ -53,10 +53,11 @@ def _H(est: QuantEstimator, p: dict, tau: torch.Tensor) -> torch.Tensor:
     if est.inv_antiderivative is not None:
         return est.inv_antiderivative(tau, **p)
     grid = torch.linspace(-0.5, 0.5, _GRID, dtype=torch.float64)
-    inv = 1.0 / est.factor(grid, grid, p)
+    inv = 1.0 / est.factor(grid, grid, p)  # tabulated on the CPU, then moved to tau's device
     h = 1.0 / (_GRID - 1)
     cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((inv[1:] + inv[:-1]) * (h / 2), 0)])
     cum = cum - cum[(_GRID - 1) // 2]  # H(0) = 0
+    cum = cum.to(tau.device)
     pos = (tau.clamp(-0.5, 0.5) + 0.5) * (_GRID - 1)
     i0 = pos.floor().long().clamp(0, _GRID - 2)
     frac = pos - i0
