@@ -8,6 +8,7 @@ atomic and resumable results, tables, plots) is in :mod:`quasigrad.bench.runner`
 
 BENCHMARKS = {
     "efficiency": "quasigrad.bench.efficiency",
+    "qat-equivalence": "quasigrad.bench.qat_equivalence",
 }
 
 __all__ = ["BENCHMARKS"]
