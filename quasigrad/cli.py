@@ -42,6 +42,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from . import registry
 
             print(registry.table())
+            from . import quant
+
+            print("\nquantizer estimators (quasigrad.quant, for rounding, sign and fake quantization):\n")
+            print(quant.estimator_table())
             return 0
         if args.command == "bench":
             if args.name in (None, "-h", "--help"):
