@@ -110,7 +110,7 @@ def _segment_mean(y, seg):
 def _segment_logsumexp(y, seg):
     flat = y.reshape(-1)
     top = torch.full_like(flat, -torch.inf).scatter_reduce(0, seg, flat.detach(), "amax", include_self=True)
-    top = top.gather(0, seg)
+    top = top.gather(0, seg)                         # the block maximum, a constant for the gradient
     sums = torch.zeros_like(flat).index_add(0, seg, torch.exp(flat - top))
     return (top + torch.log(sums.gather(0, seg))).reshape(y.shape)
 
@@ -123,17 +123,36 @@ def _block_values(s, w, seg, regularization):
     return _segment_logsumexp(s, seg) - _segment_logsumexp(w, seg)
 
 
-def _block_means(y, start):
-    """Block means of ``y`` (B, n) for the blocks starting where ``start`` is set, by prefix sums
-    (used without gradient, in float64, to find the blocks)."""
-    b, n = y.shape
-    pos = torch.arange(n, device=y.device).expand(b, n)
+def _block_bounds(start):
+    """First and last index of the block holding each element (blocks start where ``start`` is set)."""
+    b, n = start.shape
+    pos = torch.arange(n, device=start.device).expand(b, n)
     first = torch.where(start, pos, 0).cummax(1).values
     end = torch.ones_like(start)
     end[:, :-1] = start[:, 1:]
     last = torch.where(end, pos, n - 1).flip(1).cummin(1).values.flip(1)
+    return first, last
+
+
+def _block_sums(y, first, last):
+    """Block sums of ``y`` by prefix sums (used without gradient, in float64)."""
     csum = torch.nn.functional.pad(y.cumsum(1), (1, 0))
-    return (csum.gather(1, last + 1) - csum.gather(1, first)) / (last - first + 1)
+    return csum.gather(1, last + 1) - csum.gather(1, first)
+
+
+def _block_values_nograd(s, w, start, regularization):
+    """Block values of the isotonic problem for the partition ``start``, in float64 without gradient:
+    l2 by prefix sums; KL by prefix sums of ``exp(y − y_first)``, exact for the non-increasing
+    ``s`` and ``w`` that soft sort and rank pass (the first element of a block is its maximum)."""
+    first, last = _block_bounds(start)
+    if regularization == "l2":
+        return _block_sums(s - w, first, last) / (last - first + 1)
+
+    def lse(y):
+        ref = y.gather(1, first)
+        return ref + torch.log(_block_sums(torch.exp(y - ref), first, last))
+
+    return lse(s) - lse(w)
 
 
 def _isotonic(s, w, regularization, *, count_rounds=False):
@@ -158,15 +177,11 @@ def _isotonic(s, w, regularization, *, count_rounds=False):
     rounds = 0
     with torch.no_grad():
         sd, wd = s.detach(), w.detach()
+        sd, wd = sd.double(), wd.double().contiguous()
         start = torch.ones_like(sd, dtype=torch.bool)
-        if regularization == "l2":
-            y = (sd - wd).double()
-            values = lambda: _block_means(y, start)  # noqa: E731
-        else:
-            values = lambda: _block_values(sd, wd, _segments(start), regularization)  # noqa: E731
         while True:
             rounds += 1
-            v = values()
+            v = _block_values_nograd(sd, wd, start, regularization)
             violate = start[:, 1:] & (v[:, :-1] < v[:, 1:])
             if not bool(violate.any()):
                 break
