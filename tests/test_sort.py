@@ -154,6 +154,9 @@ def test_gradcheck_soft_sort_and_rank(reg):
                                                                 descending=descending, dim=0), (x,))
             assert torch.autograd.gradcheck(lambda v: soft_rank(v, regularization=reg, regularization_strength=eps,
                                                                 descending=descending), (x,))
+    # Second order too (the backward pass is built from differentiable segment operations).
+    assert torch.autograd.gradgradcheck(lambda v: soft_rank(v, regularization=reg, regularization_strength=0.5), (x,))
+    assert torch.autograd.gradgradcheck(lambda v: soft_sort(v, regularization=reg, regularization_strength=0.5), (x,))
 
 
 def test_gradcheck_permutation_relaxations():

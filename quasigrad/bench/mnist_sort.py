@@ -206,12 +206,13 @@ def run(args) -> int:
     print(f"ours: {cfg['steps']} steps, batch {cfg['batch']}, CNN channels {cfg['channels']}, "
           f"{cfg['test_sequences']} test sequences; paper: its full protocol")
     store.save(summary=summary, paper_neuralsort_exact=PAPER_NEURALSORT)
-    _plot(summary, cfg["sizes"], args.methods, args.out)
+    _plot(summary, cfg["sizes"], args.methods, args.out,
+          title=f"ours: {cfg['steps']} steps, CNN {cfg['channels']}; paper: its full protocol")
     print(f"results: {store.path}")
     return 0
 
 
-def _plot(summary, sizes, methods, out):
+def _plot(summary, sizes, methods, out, title=""):
     try:
         import matplotlib
 
@@ -231,6 +232,7 @@ def _plot(summary, sizes, methods, out):
     ax.set_xlabel("n (numbers per sequence)")
     ax.set_ylabel("exact-permutation accuracy")
     ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     save_figure(fig, Path(out) / "mnist-sort.png")

@@ -5,8 +5,9 @@ Methods: ``torch.sort`` (the hard sort, for scale), ``soft_sort`` and ``soft_ran
 Blondel et al. 2020, this package's pure-PyTorch PAV), ``neural_sort`` and
 ``soft_sort_permutation`` (O(n²) permutation matrices, run for n ≤ ``--max-quadratic-n``), and,
 when installed, ``torchsort.soft_rank`` and ``diffsort`` (odd-even network) as peers. Each time
-is the median of ``--repeats`` runs after one warm-up, on Gaussian rows (seed 0). The number of
-PAV rounds that ``soft_rank`` needed is reported beside it.
+is the median of ``--repeats`` runs after one warm-up, on Gaussian rows (seed 0), with one torch
+thread by default (``--threads``). The number of PAV rounds that ``soft_rank`` (l2 and KL) needed
+is reported beside it.
 
 Short preset: n ∈ {10, 100, 1000}, batch ∈ {1, 64}. ``--full``: n up to 10⁴, batch up to 256.
 """
@@ -121,9 +122,11 @@ def run(args) -> int:
             continue
         x = torch.randn(b, n, generator=torch.Generator().manual_seed(0))
         row = {"forward_ms": _time(fn, x, args.repeats, False), "forward_backward_ms": _time(fn, x, args.repeats, True)}
-        if method == "soft_rank":
+        if method in ("soft_rank", "soft_rank_kl"):
             s = (x / args.strength).sort(-1, descending=True).values
-            row["pav_rounds"] = qs._isotonic(s, torch.arange(n, 0, -1, dtype=s.dtype), "l2", count_rounds=True)
+            rho = torch.arange(n, 0, -1, dtype=s.dtype)
+            reg, w = ("l2", rho) if method == "soft_rank" else ("kl", torch.log(rho))
+            row["pav_rounds"] = qs._isotonic(s, w, reg, count_rounds=True)
         store.put(key, row)
 
     rows = []
