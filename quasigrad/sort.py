@@ -35,7 +35,6 @@ References:
 
 from __future__ import annotations
 
-import itertools
 from typing import NamedTuple, Optional
 
 import torch
@@ -166,8 +165,10 @@ def _isotonic(s, w, regularization, *, count_rounds=False):
     once and merges, in every row, every run of adjacent blocks that violates the order (adjacent
     violators always belong to one block of the solution, so merging them all at once is as exact
     as merging them one by one). Each round costs O(n) per row and removes at least one boundary;
-    the number of rounds is data dependent, at most n, and small in practice (2 to 45 for
-    Gaussian rows of n ≤ 10⁴ over ε in [0.01, 100], measured by ``sort-speed``).
+    the number of rounds is data dependent and at most n: a merged block can absorb one left
+    neighbour per round (a cascade). Measured on Gaussian rows: l2 soft rank/sort 2–8 rounds at
+    ε = 1 (n ≤ 10⁴) but up to ~45 at extreme ε (0.01 for rank, 100 for sort); KL soft rank up to
+    ~50 at n = 1000, ε = 1. ``sort-speed`` reports the rounds of soft rank.
 
     The blocks are found without gradient; the returned solution is recomputed on them
     differentiably, so the backward pass is the exact Jacobian (piecewise constant partition),

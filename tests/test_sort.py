@@ -2,7 +2,6 @@
 isotonic regression, enumeration of Plackett–Luce orderings) and hard limits."""
 
 import itertools
-import math
 
 import numpy as np
 import pytest
