@@ -81,3 +81,28 @@ def test_mnist_sort_tiny_run(tmp_path):
     assert (tmp_path / "mnist-sort.png").exists()
     with pytest.raises(BenchmarkError, match="unknown --methods"):
         mnist_sort.run(_args(mnist_sort, ["--out", str(tmp_path), "--methods", "bogus"]))
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="MNIST files not present")
+def test_mnist_sort_resumes_from_checkpoint(tmp_path, monkeypatch):
+    from quasigrad.data import load_mnist
+
+    mnist = load_mnist(MNIST_DIR)
+    cfg = dict(mnist_sort.SHORT, steps=3, tau=1.0)
+    test = mnist_sort.make_sequences(mnist.test_images, mnist.test_labels, 8, 3, torch.Generator().manual_seed(0))
+    ckpt = tmp_path / "ck.pt"
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mnist_sort, "_evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, ckpt, 2, False)
+    assert torch.load(ckpt, weights_only=False)["step"] == 2
+    monkeypatch.undo()
+    drawn = []
+    make = mnist_sort.make_sequences
+    monkeypatch.setattr(mnist_sort, "make_sequences", lambda *a: (drawn.append(1), make(*a))[1])
+    result = mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, ckpt, 2, False)
+    assert len(drawn) == 1 and not ckpt.exists()          # only the third step was run
+    assert 0 <= result["exact"] <= 1

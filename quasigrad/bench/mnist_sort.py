@@ -57,6 +57,7 @@ def add_arguments(parser):
     parser.add_argument("--data", default=None, help="MNIST directory (default: ../shared/data/mnist, then the "
                                                      "loader's default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
+    parser.add_argument("--device", default="cpu", help="torch device for training (e.g. cuda for --full)")
 
 
 class Scorer(torch.nn.Module):
@@ -102,20 +103,22 @@ def accuracies(scores, values):
 
 def _evaluate(model, pictures, values, chunk=200):
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
-        scores = torch.cat([model(p.reshape(-1, 28, 112)).reshape(p.shape[:2]) for p in pictures.split(chunk)])
+        scores = torch.cat([model(p.to(device).reshape(-1, 28, 112)).reshape(p.shape[:2]).cpu()
+                            for p in pictures.split(chunk)])
     model.train()
     return accuracies(scores, values)
 
 
-def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, show_progress):
+def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, show_progress, device="cpu"):
     torch.manual_seed(seed)
-    model = Scorer(cfg["channels"], cfg["hidden"])
+    model = Scorer(cfg["channels"], cfg["hidden"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     gen = torch.Generator().manual_seed(1000 + seed)
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
@@ -127,6 +130,7 @@ def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, sh
                    disable=not show_progress)
     for step in bar:
         pictures, values = make_sequences(mnist.train_images, mnist.train_labels, cfg["batch"], n, gen)
+        pictures, values = pictures.to(device), values.to(device)
         scores = model(pictures.reshape(-1, 28, 112)).reshape(cfg["batch"], n)
         p_hat = relax(scores, tau=cfg["tau"], descending=True)
         p_true = torch.nn.functional.one_hot(values.argsort(dim=-1, descending=True, stable=True), n).float()
@@ -167,6 +171,11 @@ def run(args) -> int:
     except (OSError, ValueError) as exc:
         raise BenchmarkError(f"MNIST could not be loaded ({exc}); pass --data DIR") from None
     torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise BenchmarkError(f"--device {args.device!r} is not usable here: {exc}") from None
 
     config = {k: cfg[k] for k in ("sizes", "steps", "batch", "lr", "channels", "hidden", "test_sequences", "tau")}
     store = ResultStore(args.out, "mnist-sort", config, fresh=args.fresh)
@@ -185,7 +194,7 @@ def run(args) -> int:
                     continue
                 ckpt = ckpt_dir / f"{method}-n{n}-seed{seed}.pt"
                 store.put(key, train_one(method, n, seed, cfg, mnist, test, ckpt, args.checkpoint_every,
-                                         not args.no_progress))
+                                         not args.no_progress, device))
 
     from .runner import mean_std
 
