@@ -81,6 +81,40 @@ def test_isotonic_kl_satisfies_kkt():
     assert active.any() and (~active).any()      # the example has both pooled and free constraints
 
 
+def _kkt_residuals(s, w, v, regularization):
+    """Multipliers λ_t = Σ_{i≤t} ∂f/∂v_i of the decreasing isotonic problem, scaled per row to the
+    size of the data (l2: max |s − w|; KL: both exponentials taken relative to the row's largest
+    exponent, so every term is at most 1 and nothing overflows)."""
+    if regularization == "l2":
+        g = (v - (s - w)) / (s - w).abs().max(-1, keepdim=True).values.clamp_min(1.0)
+    else:
+        c = torch.maximum(w.max(-1, keepdim=True).values, (s - v).max(-1, keepdim=True).values)
+        g = torch.exp(w - c) - torch.exp(s - v - c)
+    return g.cumsum(-1)
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+def test_isotonic_kkt_on_cascade_prone_rows(regularization):
+    """The inputs soft rank and soft sort really pass (n = 300, ε from 0.01 to 100, where merges
+    cascade), certified optimal by KKT: λ ≥ 0, λ_n = 0, λ_t > 0 only where v_t = v_{t+1}."""
+    gen = torch.Generator().manual_seed(10)
+    n = 300
+    x = torch.randn(8, n, generator=gen, dtype=D)
+    rho = torch.arange(n, 0, -1, dtype=D)
+    cases = []
+    for eps in (0.01, 1.0, 100.0):
+        s = (x / eps).sort(-1, descending=True).values
+        cases.append((s, (rho if regularization == "l2" else torch.log(rho)).expand_as(s)))     # soft rank
+        cases.append(((rho / eps).expand_as(x), x.sort(-1, descending=True).values))           # soft sort
+    for s, w in cases:
+        v = qs._isotonic(s, w, regularization)
+        assert (v[:, :-1] >= v[:, 1:]).all()
+        lam = _kkt_residuals(s, w, v, regularization)
+        assert (lam >= -1e-9).all() and (lam[:, -1].abs() < 1e-9).all()
+        active = lam[:, :-1] > 1e-9
+        assert torch.equal(v[:, :-1][active], v[:, 1:][active])
+
+
 # ------------------------------------------------------------------------------------------
 # Limits, shapes, dtypes
 
