@@ -145,11 +145,11 @@ def test_large_epsilon_pools_to_the_mean():
 
 def test_relative_strength_is_scale_free():
     x = torch.randn(5, 8, dtype=D)
-    for c in (1e-3, 1.0, 1e4):
-        torch.testing.assert_close(soft_rank(c * x, relative=True, regularization_strength=0.3),
+    for a, c in ((0.0, 1e-3), (5.0, 1.0), (-1e3, 1e4)):
+        torch.testing.assert_close(soft_rank(a + c * x, relative=True, regularization_strength=0.3),
                                    soft_rank(x, relative=True, regularization_strength=0.3))
-        torch.testing.assert_close(soft_sort(c * x, relative=True, regularization_strength=0.3),
-                                   c * soft_sort(x, relative=True, regularization_strength=0.3))
+        torch.testing.assert_close(soft_sort(a + c * x, relative=True, regularization_strength=0.3),
+                                   a + c * soft_sort(x, relative=True, regularization_strength=0.3))
         torch.testing.assert_close(neural_sort(c * x, relative=True, tau=0.3), neural_sort(x, relative=True, tau=0.3))
 
 
