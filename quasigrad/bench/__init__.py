@@ -9,6 +9,8 @@ atomic and resumable results, tables, plots) is in :mod:`quasigrad.bench.runner`
 BENCHMARKS = {
     "efficiency": "quasigrad.bench.efficiency",
     "qat-equivalence": "quasigrad.bench.qat_equivalence",
+    "sort-speed": "quasigrad.bench.sort_speed",
+    "mnist-sort": "quasigrad.bench.mnist_sort",
 }
 
 __all__ = ["BENCHMARKS"]
