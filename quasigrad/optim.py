@@ -207,6 +207,11 @@ class _MirrorDescent(torch.optim.Optimizer):
                 p.copy_(self._primal(self.state[p]["dual"], group).to(p.dtype))
         return loss
 
+    def load_state_dict(self, state_dict) -> None:
+        """Load the optimiser state and put ``primal(x)`` of the loaded dual into the parameters."""
+        super().load_state_dict(state_dict)
+        self.refresh()
+
     @torch.no_grad()
     def refresh(self) -> None:
         """Write ``primal(x)`` into every parameter again (after changing ``beta`` by hand)."""
@@ -600,6 +605,15 @@ class BayesBiNN(torch.optim.Optimizer):
         if losses:
             return torch.stack([l.float() for l in losses]).mean()
         return None
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load the optimiser state and put the loaded current sample ``tanh(z)`` into the
+        parameters (the generator's state is not part of it: save ``generator.get_state()``)."""
+        super().load_state_dict(state_dict)
+        with torch.no_grad():
+            for g in self.param_groups:
+                for p in g["params"]:
+                    p.copy_(torch.tanh(self.state[p]["z"]).to(p.dtype))
 
     def mean(self, p: torch.Tensor) -> torch.Tensor:
         """The posterior mean ``mu = tanh(lambda)`` of parameter ``p``, in (-1, 1)."""

@@ -8,6 +8,7 @@ atomic and resumable results, tables, plots) is in :mod:`quasigrad.bench.runner`
 
 BENCHMARKS = {
     "efficiency": "quasigrad.bench.efficiency",
+    "binary-mlp": "quasigrad.bench.binary_mlp",
 }
 
 __all__ = ["BENCHMARKS"]
