@@ -153,8 +153,12 @@ class _MirrorDescent(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        _check_params(group, self._name)
-        self._check_group(group)
+        try:
+            _check_params(group, self._name)
+            self._check_group(group)
+        except (TypeError, ValueError):
+            self.param_groups.pop()      # a rejected group leaves no trace
+            raise
         with torch.no_grad():
             for p in group["params"]:
                 w = p.detach().to(_state_dtype(p.dtype))
@@ -494,18 +498,11 @@ class BayesBiNN(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        _check_params(group, "BayesBiNN")
-        group["lr"] = check_positive(group["lr"], "lr")
-        group["tau"] = check_positive(group["tau"], "tau")
-        group["train_set_size"] = check_int(group["train_set_size"], "train_set_size")
-        group["num_samples"] = check_int(group["num_samples"], "num_samples")
-        group["momentum"] = _check_unit_interval(group["momentum"], "momentum")
-        group["lambda_init"] = check_positive(group["lambda_init"], "lambda_init")
-        for name in ("kl_weight", "eps"):
-            v = group[name]
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0.0 <= float(v) < math.inf):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-            group[name] = float(v)
+        try:
+            self._check_group(group)
+        except (TypeError, ValueError):
+            self.param_groups.pop()      # a rejected group leaves no trace
+            raise
         with torch.no_grad():
             for p in group["params"]:
                 check_generator(self.generator, p.device)
@@ -534,6 +531,21 @@ class BayesBiNN(torch.optim.Optimizer):
                 state["step"] = 0
                 self._n_params += 1
                 self._draw(p, group)
+
+    @staticmethod
+    def _check_group(group: dict) -> None:
+        _check_params(group, "BayesBiNN")
+        group["lr"] = check_positive(group["lr"], "lr")
+        group["tau"] = check_positive(group["tau"], "tau")
+        group["train_set_size"] = check_int(group["train_set_size"], "train_set_size")
+        group["num_samples"] = check_int(group["num_samples"], "num_samples")
+        group["momentum"] = _check_unit_interval(group["momentum"], "momentum")
+        group["lambda_init"] = check_positive(group["lambda_init"], "lambda_init")
+        for name in ("kl_weight", "eps"):
+            v = group[name]
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0.0 <= float(v) < math.inf):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+            group[name] = float(v)
 
     # ---- the pieces of the update, each a formula of the docstring
     @torch.no_grad()
@@ -574,6 +586,7 @@ class BayesBiNN(torch.optim.Optimizer):
             raise ValueError(f"BayesBiNN: all parameter groups need the same num_samples, got {sorted(n_samples)}")
         params = [(g, p) for g in self.param_groups for p in g["params"]]
         acc = {p: torch.zeros_like(self.state[p]["lambda"]) for _, p in params}
+        has_grad = set()
         losses = []
         for s in range(S if closure is not None else 1):
             if closure is not None:
@@ -588,10 +601,13 @@ class BayesBiNN(torch.optim.Optimizer):
             for g, p in params:
                 if p.grad is None:
                     continue
+                has_grad.add(p)
                 state = self.state[p]
                 acc[p].add_(self._scale(state["z"], state["lambda"], g["tau"], g["eps"])
                             * p.grad.to(acc[p].dtype))
         for g, p in params:
+            if p not in has_grad:        # like torch's optimisers: no gradient, no update
+                continue
             state = self.state[p]
             n_used = S if closure is not None else 1
             grad_hat = acc[p] * (g["train_set_size"] / n_used)

@@ -169,6 +169,25 @@ def test_low_precision_weights_keep_float32_dual():
     (p.float() ** 2).sum().backward()
     opt.step()
     assert p.dtype == torch.bfloat16 and torch.isfinite(p).all()
+    q = torch.nn.Parameter(torch.randn(4, 5, generator=torch.Generator().manual_seed(1)).bfloat16())
+    bopt = BayesBiNN(mark_binary(q), train_set_size=10, tau=0.3, lambda_init=0.5)
+    assert bopt.state[q]["lambda"].dtype == torch.float32
+    (q.float() ** 2).sum().backward()
+    bopt.step()
+    assert q.dtype == torch.bfloat16 and torch.isfinite(q).all() and torch.isfinite(bopt.state[q]["lambda"]).all()
+
+
+def test_rejected_group_leaves_no_trace_and_no_grad_means_no_update():
+    a, b = marked(), torch.nn.Parameter(torch.zeros(2))
+    opt = MDTanh(a)
+    with pytest.raises(ValueError, match="binary layer"):
+        opt.add_param_group({"params": [b]})
+    assert len(opt.param_groups) == 1
+    p = mark_binary(torch.nn.Parameter(torch.tensor([0.5, -0.5])))[0]
+    bopt = BayesBiNN([p], train_set_size=10, lambda_init=2.0)
+    before = bopt.state[p]["lambda"].clone()
+    bopt.step()                                             # p.grad is None
+    assert torch.equal(bopt.state[p]["lambda"], before)
 
 
 # ----------------------------------------------------------------------------- BayesBiNN formulas
@@ -336,6 +355,7 @@ def test_each_optimiser_learns_a_separable_problem(name):
 # ----------------------------------------------------------------------------- bad input
 
 def marked(shape=(3, 4)):
+    """A fresh parameter marked as a binary-layer weight, in a list."""
     p = torch.nn.Parameter(torch.zeros(shape))
     return mark_binary(p)
 
