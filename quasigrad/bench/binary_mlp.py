@@ -311,14 +311,14 @@ def _plot(store, args, out):
         print("matplotlib not installed: no plot")
         return
     fig, ax = plt.subplots(1, 1, figsize=(5.5, 3.8))
-    for name in args.optimizers:
-        for s in args.seeds:
+    for c, name in enumerate(args.optimizers):
+        for j, s in enumerate(args.seeds):
             hist = store[f"{name}/seed{s}"]["history"]
             ax.plot([h["epoch"] for h in hist], [100 * (h["val_acc"] or float("nan")) for h in hist],
-                    marker="o", label=f"{name} (seed {s})")
+                    marker="o", color=f"C{c}", alpha=1.0 if j == 0 else 0.6, label=name if j == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("binary-weight MLP on MNIST")
+    ax.set_title(f"binary-weight MLP on MNIST (seeds {', '.join(map(str, args.seeds))})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, out / "binary-mlp.png")
