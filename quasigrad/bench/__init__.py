@@ -11,6 +11,7 @@ BENCHMARKS = {
     "qat-equivalence": "quasigrad.bench.qat_equivalence",
     "sort-speed": "quasigrad.bench.sort_speed",
     "mnist-sort": "quasigrad.bench.mnist_sort",
+    "binary-mlp": "quasigrad.bench.binary_mlp",
 }
 
 __all__ = ["BENCHMARKS"]
