@@ -101,7 +101,12 @@ class BernoulliMixture(torch.nn.Module):
         """Uniform weights; each mean halfway between a random data point and the data mean,
         kept in [0.05, 0.95] (the usual EM initialisation, used for both training methods)."""
         check_binary(x)
-        idx = torch.randperm(x.shape[0], generator=generator, device=x.device)[: self.num_components]
+        if x.shape[0] == 0:
+            raise ValueError("x must hold at least one example")
+        if x.shape[0] >= self.num_components:
+            idx = torch.randperm(x.shape[0], generator=generator, device=x.device)[: self.num_components]
+        else:                                                       # fewer examples than components
+            idx = torch.randint(x.shape[0], (self.num_components,), generator=generator, device=x.device)
         means = (0.5 * x[idx] + 0.5 * x.mean(0)).clamp(0.05, 0.95).to(self.logits.dtype)
         K = self.num_components
         self.set_probabilities(torch.full((K,), 1.0 / K, dtype=self.logits.dtype, device=x.device), means)
@@ -199,26 +204,29 @@ def _decoder_f(model: BernoulliMixture, x: torch.Tensor):
 
 
 def elbo(model: BernoulliMixture, x: torch.Tensor, q_logits: torch.Tensor, *, estimator: str = "reinmax",
-         num_samples: int = 1, generator: Optional[torch.Generator] = None, **estimator_kwargs) -> torch.Tensor:
+         num_samples: Optional[int] = None, generator: Optional[torch.Generator] = None,
+         **estimator_kwargs) -> torch.Tensor:
     """A Monte Carlo estimate of the ELBO of each example, shaped ``(N,)``, whose gradient with
     respect to ``q_logits`` ``(N, K)`` is the estimator's (pathwise for the model's parameters).
 
     ``estimator`` is a registered name: a layer-1 function for categorical variables is used
-    directly (``num_samples`` draws averaged); an estimator without one goes through
-    :func:`quasigrad.objective.expectation`. The entropy term is exact."""
+    directly (``num_samples`` draws averaged, default 1); an estimator without one goes through
+    :func:`quasigrad.objective.expectation` (``num_samples`` default: the estimator's own, 2 for
+    ``rloo``). The entropy term is exact."""
     check_binary(x)
     V.check_floating(q_logits, "q_logits")
     if q_logits.shape != (x.shape[0], model.num_components):
         raise ValueError(f"q_logits must be shaped (N, K) = {(x.shape[0], model.num_components)}, "
                          f"got {tuple(q_logits.shape)}")
-    num_samples = V.check_int(num_samples, "num_samples")
+    if num_samples is not None:
+        num_samples = V.check_int(num_samples, "num_samples")
     info = registry.get(estimator)
     f = _decoder_f(model, x)
     logq = torch.log_softmax(q_logits, -1)
     entropy = -(logq.exp() * logq).sum(-1)
     kwargs = {**info.defaults, **estimator_kwargs}
     if info.categorical is not None and info.objective is None:
-        z = torch.stack([info.categorical(q_logits, generator=generator, **kwargs) for _ in range(num_samples)])
+        z = torch.stack([info.categorical(q_logits, generator=generator, **kwargs) for _ in range(num_samples or 1)])
         return f(z).mean(0) + entropy
     try:
         from . import objective
@@ -230,7 +238,7 @@ def elbo(model: BernoulliMixture, x: torch.Tensor, q_logits: torch.Tensor, *, es
 
 
 def fit_gradient(model: BernoulliMixture, encoder: torch.nn.Module, x: torch.Tensor, *, estimator: str = "reinmax",
-                 num_steps: int = 1000, batch_size: int = 100, lr: float = 3e-3, num_samples: int = 1,
+                 num_steps: int = 1000, batch_size: int = 100, lr: float = 3e-3, num_samples: Optional[int] = None,
                  generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
                  **estimator_kwargs) -> List[float]:
     """Maximise the ELBO by Adam on minibatches (model and encoder together); returns the

@@ -104,7 +104,7 @@ def test_exact_elbo_is_a_bound_tight_at_the_posterior():
     assert (exact_elbo(other) < logp - 1e-6).all()
 
 
-@pytest.mark.parametrize("estimator", ["st", "reinmax", "gumbel_rao"])
+@pytest.mark.parametrize("estimator", ["st", "reinmax", "gumbel_rao", "rloo"])
 def test_gradient_training_increases_log_likelihood(estimator):
     x, _ = _synthetic(n=800, d=16, k=3, seed=4, dtype=torch.float32)
     torch.manual_seed(0)
@@ -112,6 +112,7 @@ def test_gradient_training_increases_log_likelihood(estimator):
     enc = torch.nn.Linear(16, 3)
     before = m.log_likelihood(x).mean().item()
     em.fit_gradient(m, enc, x, estimator=estimator, num_steps=300, batch_size=50, lr=0.03,
+                    num_samples=4 if estimator == "rloo" else None,
                     generator=torch.Generator().manual_seed(0))
     after = m.log_likelihood(x).mean().item()
     assert after > before + 0.3, (before, after)
@@ -165,3 +166,23 @@ def test_bad_input_errors():
         em.elbo(m, torch.zeros(2, 3), torch.zeros(2, 5))
     with pytest.raises(TypeError, match="floating"):
         em.fit_em(m, torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_rloo_elbo_gradient_is_unbiased():
+    """REINFORCE-leave-one-out through quasigrad.objective: the Monte Carlo ELBO gradient with
+    respect to q_logits averages to the exact ELBO gradient (enumeration). 3000 estimates with
+    K = 4: standard error < 0.02 per entry; tolerance 0.1 (> 5 s.e.)."""
+    x, _ = _synthetic(n=2, d=5)
+    m = em.BernoulliMixture(3, 5, dtype=torch.float64).init_from_data(x, generator=torch.Generator().manual_seed(0))
+    q = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    f = em._decoder_f(m, x)
+    ql = q.clone().requires_grad_(True)
+    logq = torch.log_softmax(ql, -1)
+    (truth,) = torch.autograd.grad((exact.expectation(f, ql) - (logq.exp() * logq).sum(-1)).sum(), ql)
+    g = torch.Generator().manual_seed(0)
+    mc = torch.zeros_like(q)
+    for _ in range(3000):
+        ql = q.clone().requires_grad_(True)
+        (gi,) = torch.autograd.grad(em.elbo(m, x, ql, estimator="rloo", num_samples=4, generator=g).sum(), ql)
+        mc += gi / 3000
+    torch.testing.assert_close(mc, truth, atol=0.1, rtol=0)
