@@ -8,6 +8,8 @@ atomic and resumable results, tables, plots) is in :mod:`quasigrad.bench.runner`
 
 BENCHMARKS = {
     "efficiency": "quasigrad.bench.efficiency",
+    "samplers": "quasigrad.bench.samplers",
+    "em": "quasigrad.bench.em",
 }
 
 __all__ = ["BENCHMARKS"]
