@@ -145,7 +145,9 @@ class EnergyModel:
 
     def exact_log_probs(self, *, max_states: int = DEFAULT_MAX_STATES) -> torch.Tensor:
         """Normalised ``log π`` of every state, in the order of :meth:`enumerate_states`."""
-        f = self.log_prob(self.enumerate_states(max_states=max_states)).double()
+        model = _model_double(self)           # Ising / RBM: computed in float64 whatever their dtype
+        states = self.enumerate_states(max_states=max_states)
+        f = model.log_prob(states.double() if model is not self else states).double()
         return f - torch.logsumexp(f, 0)
 
     def exact_marginals(self, *, max_states: int = DEFAULT_MAX_STATES) -> torch.Tensor:

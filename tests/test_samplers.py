@@ -262,3 +262,15 @@ def test_states_passed_back_modified_in_place_are_rechecked():
     x[0, 0] = 7.0                                             # in-place change invalidates the cache
     with pytest.raises(ValueError, match="0s and 1s"):
         s.step(x)
+
+
+def test_float32_models_get_float64_exact_kernels():
+    """A float32 model's exact distribution and kernels are computed in float64."""
+    model = S.Ising.lattice(3, coupling=0.3, bias=0.2)               # float32 parameters
+    pi = model.exact_log_probs().exp()
+    assert pi.dtype == torch.float64
+    for name in EXACT:
+        P = S.make_sampler(name, model).transition_matrix()
+        torch.testing.assert_close(pi @ P, pi, atol=1e-14, rtol=1e-12)
+    x = S.make_sampler("dmala", model).run(model.random_state(3), 5)
+    assert x.dtype == torch.float32
