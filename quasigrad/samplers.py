@@ -392,7 +392,8 @@ class _Sampler:
 
     @property
     def accept_rate(self) -> float:
-        """Mean over steps and chains of the acceptance indicator (1 for kernels without MH)."""
+        """Mean over steps and chains of the acceptance indicator; for kernels without an MH
+        test (Gibbs, DULA) the fraction of chains whose state changed."""
         return self.accepted / self.num_steps if self.num_steps else float("nan")
 
     def _eval(self, x):
@@ -712,8 +713,8 @@ def effective_sample_size(samples: torch.Tensor) -> torch.Tensor:
         samples: ``(num_steps, num_chains, ...)``: ``num_steps ≥ 4`` draws of every chain.
 
     Returns:
-        ESS shaped ``samples.shape[2:]`` (float64), at most ``num_steps · num_chains`` for each
-        statistic... except for antithetic chains, where ESS may exceed it (as in Stan).
+        ESS shaped ``samples.shape[2:]`` (float64). It can exceed ``num_steps · num_chains``
+        for anticorrelated chains (as in Stan), up to ``n m log10(n m)``.
 
     With ``W`` the mean within-chain variance, ``B/n`` the variance of the chain means,
     ``var⁺ = (n − 1)/n W + B/n``, and ``ρ_t = 1 − (W − \bar{γ}_t)/var⁺`` (``\bar{γ}_t`` the
