@@ -12,6 +12,8 @@ BENCHMARKS = {
     "sort-speed": "quasigrad.bench.sort_speed",
     "mnist-sort": "quasigrad.bench.mnist_sort",
     "binary-mlp": "quasigrad.bench.binary_mlp",
+    "samplers": "quasigrad.bench.samplers",
+    "em": "quasigrad.bench.em",
 }
 
 __all__ = ["BENCHMARKS"]
