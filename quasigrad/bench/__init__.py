@@ -8,6 +8,8 @@ atomic and resumable results, tables, plots) is in :mod:`quasigrad.bench.runner`
 
 BENCHMARKS = {
     "efficiency": "quasigrad.bench.efficiency",
+    "vae": "quasigrad.bench.vae",
+    "binary-vae": "quasigrad.bench.binary_vae",
 }
 
 __all__ = ["BENCHMARKS"]
