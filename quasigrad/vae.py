@@ -58,7 +58,7 @@ from . import registry
 from ._sampling import sample_categorical
 
 __all__ = ["CategoricalVAE", "BernoulliVAE", "RunSpec", "TrainResult", "train", "evaluate", "estimator_step",
-           "CATEGORICAL_CONFIGS", "PAPER_TABLE2", "DISPLAY_NAMES", "distributed_context", "VAEError"]
+           "objective_samples", "CATEGORICAL_CONFIGS", "PAPER_TABLE2", "DISPLAY_NAMES", "distributed_context", "VAEError"]
 
 
 class VAEError(ValueError):
@@ -211,7 +211,7 @@ def estimator_step(model: nn.Module, x: torch.Tensor, estimator, *, tau: float =
     logits = model(x) if hasattr(model, "module") else inner.encode(x)
     kl = inner.kl(logits)
     info = registry.get(estimator) if isinstance(estimator, str) else None
-    if info is not None and info.needs_grad_f:
+    if info is not None and getattr(info, variable) is not None:  # a layer-1 (sample-level) estimator
         fn = info.function(variable)
         kw = dict(info.defaults)
         if info.has_tau:
@@ -228,10 +228,28 @@ def estimator_step(model: nn.Module, x: torch.Tensor, estimator, *, tau: float =
     def f(z):
         return inner.reconstruction(z.to(logits.dtype), x)
 
-    est = objective.expectation(f, logits, estimator=estimator, num_samples=num_samples, variable=variable,
+    est = objective.expectation(f, logits, estimator=estimator, num_samples=objective_samples(estimator, num_samples),
+                                variable=variable,
                                 generator=generator, **({"tau": tau} if info is not None and info.has_tau else {}))
     loss = est + kl
     return loss.mean(), loss.detach()
+
+
+def objective_samples(estimator, evaluations: int) -> int:
+    """``num_samples`` for :func:`quasigrad.objective.expectation` that makes ``estimator`` evaluate
+    ``f`` ``evaluations`` times per image: pairs for ARM/DisARM (so ``evaluations`` must be
+    even), exactly two for Double CV, at least two for leave-one-out; raises :class:`VAEError`
+    for a count the estimator cannot use."""
+    name = estimator if isinstance(estimator, str) else type(estimator).__name__.lower()
+    if name in ("arm", "disarm"):
+        if evaluations % 2:
+            raise VAEError(f"{name} evaluates f in antithetic pairs; it cannot use {evaluations} evaluations per step")
+        return evaluations // 2
+    if name == "double_cv" and evaluations != 2:
+        raise VAEError(f"double_cv uses exactly 2 evaluations of f per step, got {evaluations}")
+    if name == "rloo" and evaluations < 2:
+        raise VAEError(f"rloo needs at least 2 evaluations of f per step (leave-one-out), got {evaluations}")
+    return evaluations
 
 
 @torch.no_grad()
