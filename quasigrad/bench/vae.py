@@ -128,11 +128,10 @@ def run_grid(*, name: str, out, fresh: bool, runs: List[Dict[str, Any]], store_c
     from ..vae import VAEError, distributed_context, train
 
     rank, world = distributed_context()
-    store = ResultStore(out, name, config=store_config, fresh=fresh and rank == 0)
+    # Every rank reads the same file, so all skip the same finished runs; only rank 0 writes.
+    store = ResultStore(out, name, config=store_config, fresh=fresh)
     if world > 1:
         torch.distributed.barrier()
-        if rank != 0:
-            store = ResultStore(out, name, config=store_config, fresh=False)
     ckdir = check_out_dir(Path(out) / "checkpoints")
     steps_of = lambda spec: spec.epochs * ((spec.train_size or train_images.shape[0]) // spec.batch_size)  # noqa
     bar = _Progress(sum(steps_of(r["spec"]) for r in runs), no_progress or rank != 0, name)
@@ -187,7 +186,8 @@ def summarise(store: ResultStore, groups: Sequence[str], estimators: Sequence[st
     return rows
 
 
-def print_table(rows: List[Dict[str, Any]], group_label: str, *, paper_label: str = "paper train (Table 2)") -> str:
+def print_table(rows: List[Dict[str, Any]], group_label: str, *,
+                paper_label: Optional[str] = "paper train (Table 2)") -> str:
     from ..vae import DISPLAY_NAMES
 
     def pm(ms):
@@ -197,8 +197,10 @@ def print_table(rows: List[Dict[str, Any]], group_label: str, *, paper_label: st
               pm(r["test"]), f"{r['seconds_per_epoch']:.2f}",
               f"{r['time_vs_st']:.2f}" if r["time_vs_st"] is not None else "n/a",
               pm(r["paper_train"]) if r["paper_train"] else "n/a"] for r in rows]
-    text = format_table(table, [group_label, "estimator", "seeds", "train -ELBO", "test -ELBO", "s/epoch",
-                                "time/ST", paper_label])
+    headers = [group_label, "estimator", "seeds", "train -ELBO", "test -ELBO", "s/epoch", "time/ST", paper_label]
+    if paper_label is None:
+        table, headers = [t[:-1] for t in table], headers[:-1]
+    text = format_table(table, headers)
     print(text)
     return text
 
