@@ -21,7 +21,8 @@ Estimators (``quasigrad.registry.table()`` lists their flags):
 ``reinforce``      score function, optional constant ``baseline`` (Williams 1992)
 ``rloo``           leave-one-out baseline, K ≥ 2 (Kool, van Hoof, Welling 2019)
 ``arm``            augment-REINFORCE-merge, Bernoulli (Yin & Zhou 2019)
-``disarm``         ARM with the antithetic noise integrated out, Bernoulli (Dong, Mnih, Tucker 2020)
+``disarm``         ARM with the antithetic noise integrated out (Dong, Mnih, Tucker 2020; categorical
+                   variables by stick-breaking, 2021)
 ``double_cv``      leave-one-out plus a Taylor (second) control variate, K = 2 (Titsias & Shi 2022)
 ``rao_blackwell``  sum-and-sample: top-k outcomes summed, the rest sampled (Liu et al. 2019)
 ``rebar``          REBAR with fixed η, λ (Tucker et al. 2017); trained: :class:`REBAR`
@@ -42,7 +43,7 @@ simulator), while ``f``'s own parameters still receive ``∇ f``.
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 
@@ -164,10 +165,11 @@ class _Problem:
         """Per-example ``log p(x)`` for canonical samples ``x`` ``(*lead, *canonical)``, differentiable in ``lg``."""
         lg = self.lg if lg is None else lg
         if self.cat:
-            lp = (torch.log_softmax(lg, -1) * x).sum(-1)
-            lp = torch.where(x.sum(-1) > 0, lp, torch.zeros_like(lp))
+            # gather, not a product with the one-hot: a masked category (logit -inf) gives no NaN
+            logp = torch.log_softmax(lg, -1).expand(x.shape)
+            lp = logp.gather(-1, x.argmax(-1, keepdim=True)).squeeze(-1)
         else:
-            lp = x * torch.nn.functional.logsigmoid(lg) + (1 - x) * torch.nn.functional.logsigmoid(-lg)
+            lp = torch.where(x > 0, torch.nn.functional.logsigmoid(lg), torch.nn.functional.logsigmoid(-lg))
         return self.per_example_batch(lp)
 
     def score(self, x):
@@ -188,7 +190,9 @@ class _Problem:
     def inject(self, value, grad):
         """A surrogate whose value is ``value`` and whose gradient w.r.t. the logits is ``grad``
         (canonical shape, detached), per example."""
-        return value + self.per_example(grad.detach() * (self.lg - self.lg.detach()))
+        delta = self.lg - self.lg.detach()                    # value 0, gradient 1
+        delta = delta.masked_fill(~torch.isfinite(self.lg.detach()), 0.0)   # ±inf logits: no NaN, no gradient
+        return value + self.per_example(grad.detach() * delta)
 
     def wants_grad(self):
         return torch.is_grad_enabled() and self.logits.requires_grad
@@ -274,10 +278,11 @@ class EMABaseline(torch.nn.Module):
         k = _num_samples(num_samples, 1, "EMABaseline")
         x = p.sample(k, generator)
         values = p.call_many(x)
-        b = self.value.to(p.cdt) if int(self.steps) > 0 else torch.zeros((), dtype=p.cdt, device=values.device)
+        b = (self.value.to(device=values.device, dtype=p.cdt) if int(self.steps) > 0
+             else torch.zeros((), dtype=p.cdt, device=values.device))
         out = _surrogate_score(p, values, p.log_prob(x), values.detach() - b)
         with torch.no_grad():
-            m = values.detach().mean().to(self.value.dtype)
+            m = values.detach().mean().to(self.value)
             self.value.copy_(m if int(self.steps) == 0 else self.beta * self.value + (1 - self.beta) * m)
             self.steps += 1
         return out
@@ -320,7 +325,8 @@ class LearnedBaseline(torch.nn.Module):
         x = p.sample(k, generator)
         values = p.call_many(x)
         ctx = p.lg.detach().flatten(p.lg.dim() - p.var_dims) if context is None else context.detach()
-        b = self.net(ctx)
+        ref = next(iter(self.net.parameters()), None) if isinstance(self.net, torch.nn.Module) else None
+        b = self.net(ctx if ref is None or not ctx.is_floating_point() else ctx.to(ref.dtype))
         if not isinstance(b, torch.Tensor):
             raise TypeError(f"net must return a tensor, got {type(b).__name__}")
         ex = tuple(values.shape[1:])
@@ -332,13 +338,14 @@ class LearnedBaseline(torch.nn.Module):
         b = b.to(p.cdt)
         signal = values.detach() - b.detach()
         if self.normalize_variance:
-            c, v = self.mean.to(p.cdt), self.var.to(p.cdt)
+            c = self.mean.to(device=values.device, dtype=p.cdt)
+            v = self.var.to(device=values.device, dtype=p.cdt)
             centred = signal - c
             signal = centred / v.sqrt().clamp_min(1.0)
             with torch.no_grad():
                 m, s2 = (values.detach() - b.detach()).mean(), ((values.detach() - b.detach()) - c).pow(2).mean()
-                self.mean.mul_(self.beta).add_((1 - self.beta) * m.to(self.mean.dtype))
-                self.var.mul_(self.beta).add_((1 - self.beta) * s2.to(self.var.dtype))
+                self.mean.mul_(self.beta).add_((1 - self.beta) * m.to(self.mean))
+                self.var.mul_(self.beta).add_((1 - self.beta) * s2.to(self.var))
         self.steps += 1
         loss = (values.detach() - b).pow(2).mean(0)
         return _surrogate_score(p, values, p.log_prob(x), signal) + (loss - loss.detach())
@@ -374,6 +381,27 @@ def _arm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator
     return p.inject(0.5 * (f1 + f2).mean(0), g)
 
 
+def _stick_breaking_logits(lg):
+    """Logits η of the C − 1 independent bits of the stick-breaking form of ``Categorical(softmax(lg))``
+    with categories in descending order of probability: bit j says "category j, given not one of the
+    earlier ones", ``η_j = log π_j − log Σ_{i>j} π_i``. Returns ``(η, order)``, differentiable in ``lg``;
+    ``order`` (detached) maps sorted positions to categories."""
+    order = lg.detach().argsort(-1, descending=True)
+    logp = torch.log_softmax(lg, -1).gather(-1, order)
+    logp = logp.clamp_min(torch.finfo(logp.dtype).min / 4)             # masked categories: finite, no NaN
+    tail = torch.logcumsumexp(logp.flip(-1), -1).flip(-1)               # log Σ_{i≥j} π_i
+    return logp[..., :-1] - tail[..., 1:], order
+
+
+def _bits_to_onehot(bits, order, dtype):
+    """Stick-breaking bits ``(…, C−1)`` → one-hot ``(…, C)``: the first bit set, else the last category."""
+    c = order.shape[-1]
+    ones = torch.ones(bits.shape[:-1] + (1,), dtype=bits.dtype, device=bits.device)
+    pos = torch.cat([bits, ones], -1).argmax(-1, keepdim=True)          # first 1 (argmax returns the first)
+    cat = order.expand(bits.shape[:-1] + (c,)).gather(-1, pos)
+    return torch.zeros(bits.shape[:-1] + (c,), dtype=dtype, device=bits.device).scatter_(-1, cat, 1)
+
+
 def _disarm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None):
     r"""DisARM (Dong, Mnih, Tucker 2020, "DisARM: An Antithetic Gradient Estimator for Binary
     Latent Variables"; also Yin et al. 2020 U2G): ARM with the noise that does not change the
@@ -382,19 +410,36 @@ def _disarm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", genera
     .. math:: \hat g_j = \tfrac12\big(f(b) - f(\tilde b)\big)\,(-1)^{\tilde b_j}\,
               1[b_j \ne \tilde b_j]\,\sigma(|\eta_j|)
 
-    Unbiased; variance at most ARM's (the paper's Theorem); values of ``f`` only, two per pair."""
-    _bernoulli_only(variable, "disarm")
-    p = _Problem(f, logits, dim, variable, "disarm")
-    k = _num_samples(num_samples, 1, "disarm")
-    th = p.lg.detach()
+    Unbiased; variance at most ARM's (the paper's Theorem); values of ``f`` only, two per pair.
+
+    Categorical variables use the stick-breaking form (Dong, Mnih, Tucker 2021, "Coupled Gradient
+    Estimators for Discrete Latent Variables"): a categorical variable is a function of C − 1
+    independent bits with logits ``η_j = log π_j − log Σ_{i>j} π_i`` (categories sorted by
+    decreasing probability; the category is the first bit set, else the last). DisARM on the bits
+    gives an unbiased ``∇η``, carried to θ by the chain rule through ``η(θ)``."""
+    name = "disarm"
+    p = _Problem(f, logits, dim, variable, name)
+    k = _num_samples(num_samples, 1, name)
+    if p.cat:
+        eta, order = _stick_breaking_logits(p.lg)
+    else:
+        eta, order = p.lg, None
+    th = eta.detach()
     u = uniform((k,) + tuple(th.shape), dtype=p.cdt, device=th.device, generator=generator)
     s = torch.sigmoid(th)
     b = (1 - u < s).to(p.cdt)
     bt = (u < s).to(p.cdt)
-    fb, fbt = p.call_many(b), p.call_many(bt)
+    if p.cat:
+        fb, fbt = p.call_many(_bits_to_onehot(b, order, p.cdt)), p.call_many(_bits_to_onehot(bt, order, p.cdt))
+    else:
+        fb, fbt = p.call_many(b), p.call_many(bt)
     w = (1 - 2 * bt) * (b != bt).to(p.cdt) * torch.sigmoid(th.abs())
     g = (0.5 * p.expand_coef((fb - fbt).detach()) * w).mean(0)
-    return p.inject(0.5 * (fb + fbt).mean(0), g)
+    value = 0.5 * (fb + fbt).mean(0)
+    if not p.cat:
+        return p.inject(value, g)
+    delta = (eta - eta.detach()).masked_fill(~torch.isfinite(th), 0.0)
+    return value + p.per_example(g * delta)
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,34 +463,51 @@ def _value_and_grad(p, x):
     return out, (g.movedim(p.dim, -1) if p.cat else g)
 
 
-def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None):
+def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None, expansion="mean"):
     r"""Double control variates (Titsias & Shi 2022, "Double Control Variates for Gradient
     Estimation in Discrete Latent Variable Models"), two samples.
 
     The leave-one-out estimator with K = 2 baselines sample k by ``f(D_j)``; the second control
-    variate subtracts the first-order Taylor expansion of ``f`` around the other sample,
-    ``a_j = ∇f(D_j)``, and adds back its exact expected gradient:
+    variate subtracts a first-order Taylor expansion ``h(D) = ⟨a, D⟩`` of ``f`` from both
+    values and adds back its exact expected gradient:
 
-    .. math:: \hat g = \frac12 \sum_{k \ne j}\Big[\big(f_k - f_j - \langle a_j, D_k - D_j\rangle\big)
-              \nabla_\theta \log p(D_k) + \nabla_\theta E_D\langle a_j, D\rangle\Big],
+    .. math:: \hat g = \tfrac12 \sum_{k \ne j}\big(f_k - f_j - \langle a_{(k)}, D_k - D_j\rangle\big)
+              \nabla_\theta \log p(D_k) + \tfrac12 \sum_k \nabla_\theta E_D\langle a_{(k)}, D\rangle,
 
-    with ``∇θ E⟨a, D⟩ = J(π) a`` (categorical) or ``σ'(θ) ⊙ a`` (Bernoulli). Unbiased, since
-    ``a_j`` does not depend on ``D_k``; exact (zero variance) when ``f`` is linear in ``D``. Uses
-    ``∂f/∂D`` at the two samples (which backpropagation through a decoder computes anyway).
-    This is the form we derive for two samples; the paper's general-K form and its scaled
-    variant are not implemented. Works for categorical variables too."""
+    with ``∇θ E⟨a, D⟩ = J(π) a`` (categorical) or ``σ'(θ) ⊙ a`` (Bernoulli). The slope:
+
+    - ``expansion="mean"`` (default): ``a = ∇f(μ)`` at the mean ``μ = E[D]`` (``π`` or ``σ(θ)``),
+      the same for both terms: three evaluations of ``f`` (two samples, one at ``μ``) and one
+      gradient. ``f`` must accept the relaxed point ``μ``.
+    - ``expansion="other"``: ``a_(k) = ∇f(D_j)``, the gradient at the other sample (no extra
+      evaluation; gradients at both samples).
+
+    Unbiased in both forms (the slope used for sample k does not depend on D_k); exact (zero
+    variance) when ``f`` is linear. Needs ``∂f/∂D``. These are the forms we derive and test
+    here; the paper's general-K estimator and its optimally scaled variant are not implemented.
+    Works for categorical variables too."""
     p = _Problem(f, logits, dim, variable, "double_cv")
     k = _num_samples(num_samples, 2, "double_cv", minimum=2)
     if k != 2:
         raise ValueError(f"estimator 'double_cv' uses exactly two samples, got num_samples={k}")
+    if expansion not in ("mean", "other"):
+        raise ValueError(f"expansion must be 'mean' or 'other', got {expansion!r}")
     x = p.sample(2, generator)
-    f1, a1 = _value_and_grad(p, x[0])
-    f2, a2 = _value_and_grad(p, x[1])
     d = x[0] - x[1]
-    r1 = (f1 - f2).detach() - p.per_example(a2 * d)          # Taylor residual of f around D_2, at D_1
-    r2 = (f2 - f1).detach() + p.per_example(a1 * d)          # around D_1, at D_2
     s = p.score(x)
-    g = 0.5 * (p.expand_coef(r1) * s[0] + p.expand_coef(r2) * s[1] + p.mean_jvp(a1 + a2))
+    if expansion == "mean":
+        f1, f2 = p.call(x[0]), p.call(x[1])
+        th = p.lg.detach()
+        mu = torch.softmax(th, -1) if p.cat else torch.sigmoid(th)
+        _, a = _value_and_grad(p, mu)
+        r = (f1 - f2).detach() - p.per_example(a * d)                   # residual of f − h, antisymmetric
+        g = 0.5 * p.expand_coef(r) * (s[0] - s[1]) + p.mean_jvp(a)
+    else:
+        f1, a1 = _value_and_grad(p, x[0])
+        f2, a2 = _value_and_grad(p, x[1])
+        r1 = (f1 - f2).detach() - p.per_example(a2 * d)                  # Taylor residual around D_2, at D_1
+        r2 = (f2 - f1).detach() + p.per_example(a1 * d)                  # around D_1, at D_2
+        g = 0.5 * (p.expand_coef(r1) * s[0] + p.expand_coef(r2) * s[1] + p.mean_jvp(a1 + a2))
     return p.inject(0.5 * (f1 + f2), g)
 
 
@@ -520,12 +582,16 @@ def _rao_blackwell(f, logits, *, num_samples=None, dim=-1, variable="categorical
         return value
     # Rejection sampling from the complement of C, vectorised over examples.
     draws, found = None, torch.zeros((K, E), dtype=torch.bool, device=th.device)
+    per_round = 4                                                        # candidates per draw and round
     for _ in range(max_rounds):
-        x = p.sample(K, generator)                                        # (K, *canonical)
-        xi = (x.argmax(-1) if p.cat else x.long()).reshape(K, E, 1, n)
-        inside = (xi == top.unsqueeze(0)).all(-1).any(-1)                 # (K, E)
-        take = ~inside & ~found
-        draws = x if draws is None else torch.where(p.expand_coef(take.reshape((K,) + tuple(ex))).bool(), x, draws)
+        x = p.sample(K * per_round, generator).reshape((per_round, K) + tuple(p.lg.shape))
+        xi = (x.argmax(-1) if p.cat else x.long()).reshape(per_round, K, E, 1, n)
+        outside = ~(xi == top.reshape(1, 1, E, m, n)).all(-1).any(-1)     # (R, K, E)
+        first = outside.to(torch.uint8).argmax(0)                          # first candidate outside C
+        pick = x.gather(0, first.reshape((1, K) + tuple(ex) + (1,) * p.var_dims)
+                        .expand((1,) + tuple(x.shape[1:]))).squeeze(0)
+        take = outside.any(0) & ~found
+        draws = pick if draws is None else torch.where(p.expand_coef(take.reshape((K,) + tuple(ex))), pick, draws)
         found |= take
         if bool(found.all()):
             break
@@ -638,7 +704,8 @@ class RELAX(torch.nn.Module):
         c = 0.0
         if self.net is not None:
             flat = r.flatten(r.dim() - p.var_dims) if p.var_dims else r.unsqueeze(-1)
-            out = self.net(flat)
+            ref = next(iter(self.net.parameters()), None) if isinstance(self.net, torch.nn.Module) else None
+            out = self.net(flat if ref is None else flat.to(ref.dtype))
             want = (k,) + p.batch[:p.e]
             if tuple(out.shape) == want + (1,):
                 out = out.squeeze(-1)
@@ -777,12 +844,12 @@ def _pathwise(info):
             except Exception as exc:  # f failed on a sample that carries a gradient
                 raise PathwiseError(
                     f"f raised {type(exc).__name__}: {exc} when called on the sample of the pathwise estimator "
-                    f"{info.name!r}, which differentiates f in the sample; if f is not differentiable, use a "
+                    f"{info.name!r}, which needs f differentiable in the sample; if f is not differentiable, use a "
                     f"score-function estimator such as 'rloo'") from exc
             if check and i == 0 and not _reaches(out, s.grad_fn):
                 raise PathwiseError(
-                    f"pathwise estimator {info.name!r} differentiates f in the sample, but f's output does not "
-                    f"depend on the sample through autograd (no grad_fn connects them: .item(), .detach(), "
+                    f"pathwise estimator {info.name!r} needs f differentiable in the sample, but f's output does "
+                    f"not depend on the sample through autograd (no grad_fn connects them: .item(), .detach(), "
                     f"integer ops or a simulator?); use a score-function estimator such as 'rloo'")
             outs.append(out)
         return torch.stack(outs).mean(0)
@@ -876,10 +943,10 @@ registry.register("arm", family="pair", unbiased=True, needs_grad_f=False, grad_
                   variables=("bernoulli",), evaluations=2, reference="Yin & Zhou 2019", objective=_arm,
                   replace=True)
 registry.register("disarm", family="pair", unbiased=True, needs_grad_f=False, grad_depends_on_sample_only=False,
-                  variables=("bernoulli",), evaluations=2, reference="Dong, Mnih, Tucker 2020",
+                  variables=_BOTH, evaluations=2, reference="Dong, Mnih, Tucker 2020; categorical: 2021",
                   objective=_disarm, replace=True)
 registry.register("double_cv", family="control-variate", unbiased=True, needs_grad_f=True,
-                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=2,
+                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=3,
                   reference="Titsias & Shi 2022", objective=_double_cv, replace=True)
 registry.register("rao_blackwell", family="score-function", unbiased=True, needs_grad_f=False,
                   grad_depends_on_sample_only=False, variables=_BOTH, evaluations=None,
