@@ -14,6 +14,8 @@ BENCHMARKS = {
     "binary-mlp": "quasigrad.bench.binary_mlp",
     "samplers": "quasigrad.bench.samplers",
     "em": "quasigrad.bench.em",
+    "vae": "quasigrad.bench.vae",
+    "binary-vae": "quasigrad.bench.binary_vae",
 }
 
 __all__ = ["BENCHMARKS"]

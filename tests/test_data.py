@@ -1,0 +1,124 @@
+"""The MNIST loader: the shared files give the known facts; missing or damaged files give an
+error that says what was expected, where the loader looked and how to get the files; the
+download path fetches from a mirror (here a local file:// mirror) and verifies what it got."""
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from quasigrad import data
+from quasigrad.data import DataError, MNIST_FILES, load_mnist
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
+
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+GZ = [spec.name + ".gz" for spec in MNIST_FILES.values()]
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist(SHARED)
+
+
+def test_shared_files_have_the_known_sizes_and_label_counts(mnist):
+    assert mnist.train_images.shape == (60000, 28, 28) and mnist.train_images.dtype == torch.uint8
+    assert mnist.test_images.shape == (10000, 28, 28)
+    assert mnist.train_labels.shape == (60000,) and mnist.test_labels.shape == (10000,)
+    assert torch.bincount(mnist.train_labels, minlength=10).tolist() == TRAIN_COUNTS
+    assert torch.bincount(mnist.test_labels, minlength=10).tolist() == TEST_COUNTS
+    # The mean grey level of the training set, as the data README records it.
+    assert abs(float(mnist.train_images.double().mean()) - 33.32) < 0.01
+
+
+def test_flat_gives_grey_levels_in_unit_interval(mnist):
+    x = mnist.flat(train=False)
+    assert x.shape == (10000, 784) and x.dtype == torch.float32
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+
+
+def _copy(tmp_path, names=GZ):
+    for name in names:
+        shutil.copy(SHARED / name, tmp_path / name)
+    return tmp_path
+
+
+def test_uncompressed_files_load_too(tmp_path):
+    for name in GZ:
+        with gzip.open(SHARED / name, "rb") as src:
+            (tmp_path / name[:-3]).write_bytes(src.read())
+    m = load_mnist(tmp_path)
+    assert m.test_images.shape == (10000, 28, 28)
+
+
+def test_missing_files_name_the_files_the_places_and_the_way_to_get_them(tmp_path):
+    _copy(tmp_path, GZ[:2])
+    with pytest.raises(DataError) as err:
+        load_mnist(tmp_path)
+    msg = str(err.value)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert name in msg
+    assert str(tmp_path) in msg and "download=True" in msg and "QUASIGRAD_MNIST" in msg
+
+
+def test_environment_variable_is_searched(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUASIGRAD_MNIST", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as err:
+        load_mnist()
+    assert str(tmp_path / "nowhere") in str(err.value) and str(tmp_path / "cache") in str(err.value)
+    monkeypatch.setenv("QUASIGRAD_MNIST", str(SHARED))
+    assert load_mnist(verify=False).test_labels.shape == (10000,)
+
+
+def test_truncated_file_is_reported_as_damaged(tmp_path):
+    _copy(tmp_path)
+    target = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(SHARED / "t10k-labels-idx1-ubyte.gz", "rb") as src:
+        raw = src.read()
+    with gzip.open(target, "wb") as dst:
+        dst.write(raw[:-100])
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.*damaged.*bytes"):
+        load_mnist(tmp_path)
+
+
+def test_corrupt_gzip_is_reported_as_damaged(tmp_path):
+    _copy(tmp_path)
+    target = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    target.write_bytes(target.read_bytes()[:200])
+    with pytest.raises(DataError, match="damaged"):
+        load_mnist(tmp_path)
+
+
+def test_changed_byte_fails_the_checksum(tmp_path):
+    _copy(tmp_path)
+    target = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(SHARED / "t10k-labels-idx1-ubyte.gz", "rb") as src:
+        raw = bytearray(src.read())
+    raw[-1] = (raw[-1] + 1) % 10           # still a valid label, so only the checksum can tell
+    with gzip.open(target, "wb") as dst:
+        dst.write(bytes(raw))
+    with pytest.raises(DataError, match="SHA-256"):
+        load_mnist(tmp_path)
+    assert load_mnist(tmp_path, verify=False).test_labels.shape == (10000,)
+
+
+def test_download_from_a_mirror_fetches_and_verifies(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_MIRRORS", (SHARED.resolve().as_uri() + "/",))
+    target = tmp_path / "dl"
+    m = load_mnist(target, download=True)
+    assert sorted(p.name for p in target.iterdir()) == sorted(GZ)
+    assert torch.bincount(m.train_labels, minlength=10).tolist() == TRAIN_COUNTS
+
+
+def test_download_of_a_damaged_file_is_refused(tmp_path, monkeypatch):
+    mirror = _copy(tmp_path / "mirror" if (tmp_path / "mirror").mkdir() is None else None)
+    (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not a gzip file at all")
+    monkeypatch.setattr(data, "MNIST_MIRRORS", (mirror.resolve().as_uri() + "/",))
+    with pytest.raises(DataError, match="could not download t10k-labels-idx1-ubyte"):
+        load_mnist(tmp_path / "dl", download=True)
+    assert not (tmp_path / "dl" / "t10k-labels-idx1-ubyte.gz").exists()
