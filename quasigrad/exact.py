@@ -99,7 +99,7 @@ def _enumerate(f, logits, dim, variable, max_outcomes, chunk_size, per_outcome):
     dim, batch_shape, n_cat = _layout(logits, dim, variable)
     first = torch.zeros(batch_shape, dtype=torch.long, device=logits.device)
     e = _example_dims(f, _index_to_sample(first, logits, dim, variable), batch_shape)
-    ex_shape, var_shape = batch_shape[:e], batch_shape[e:]
+    var_shape = batch_shape[e:]
     n_var = math.prod(var_shape)
     total = n_cat ** n_var
     if total > max_outcomes:

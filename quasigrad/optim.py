@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 

@@ -9,14 +9,6 @@ import torch
 from quasigrad import em, exact, registry
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _synthetic(n=600, d=16, k=3, seed=0, dtype=torch.float64):
     """Draws from a known mixture (a test fixture, not a stand-in for real data)."""
     g = torch.Generator().manual_seed(seed)

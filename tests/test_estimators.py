@@ -1,8 +1,6 @@
 """Layer-1 estimators: forward values, exactness against enumeration, agreement with the papers'
 algorithms, Bernoulli twins, shapes and dtypes, torch.compile, bad input."""
 
-import math
-
 import pytest
 import torch
 from scipy import stats

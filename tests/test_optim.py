@@ -17,16 +17,6 @@ from quasigrad.optim import BayesBiNN, MDSoftmax, MDTanh, is_binary, mark_binary
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These problems are tiny: on a loaded 2-core machine intra-op threads only add waiting
-    # (30 steps took 7 s with 2 threads under load, 0.1 s with one).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def ste_sign(theta):
     """Straight-through sign written independently of the library: forward sign (sign(0)=+1),
     backward the identity."""

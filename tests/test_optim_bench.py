@@ -20,14 +20,6 @@ def parse(*argv):
     return parser.parse_args(list(argv))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_registered():
     assert BENCHMARKS["binary-mlp"] == "quasigrad.bench.binary_mlp"
 

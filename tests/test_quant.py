@@ -8,7 +8,6 @@ import torch
 from scipy import integrate
 
 from quasigrad import quant
-from quasigrad.quant import functional as QF
 
 IN_CLASS = [("ste", {}), ("tanh", {"k": 4.0}), ("dsq", {"k": 6.0}), ("approx-sign", {}),
             ("piecewise-linear", {"width": 0.8}), ("swish-sign", {"beta": 2.0})]

@@ -10,15 +10,6 @@ from quasigrad import samplers as S
 EXACT = ["gibbs", "gibbs-systematic", "gwg", "dmala"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread avoids thread-pool contention on a shared machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _random_ising(d, scale, seed):
     g = torch.Generator().manual_seed(seed)
     J = torch.randn(d, d, generator=g, dtype=torch.float64) * scale

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from quasigrad.bench import BENCHMARKS
 from quasigrad.bench import em as bench_em
@@ -14,14 +13,6 @@ from quasigrad.bench import samplers as bench_samplers
 from quasigrad.bench.runner import BenchmarkError
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _args(module, argv):

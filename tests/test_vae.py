@@ -20,15 +20,6 @@ SHARED = ROOT / ".." / "shared" / "data" / "mnist"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small models on a shared machine: one intra-op thread avoids OpenMP spin-waiting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def mnist():
     from quasigrad.data import load_mnist

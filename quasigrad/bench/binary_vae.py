@@ -125,16 +125,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    """``python -m quasigrad.bench.binary_vae ...``: the same as ``quasigrad bench binary-vae ...``."""
-    parser = argparse.ArgumentParser(prog="quasigrad bench binary-vae", description=DESCRIPTION)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except BenchmarkError as exc:
-        print(f"quasigrad: error: {exc}", file=sys.stderr)
-        return 2
+if __name__ == "__main__":  # ``python -m quasigrad.bench.binary_vae ...`` is ``quasigrad bench binary-vae ...``
+    from quasigrad.cli import main
 
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    raise SystemExit(main(["bench", "binary-vae", *sys.argv[1:]]))

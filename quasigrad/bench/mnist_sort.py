@@ -248,19 +248,9 @@ def _plot(summary, sizes, methods, out, title=""):
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    """``python -m quasigrad.bench.mnist_sort`` (the same as ``quasigrad bench mnist-sort``)."""
-    import argparse
+if __name__ == "__main__":  # ``python -m quasigrad.bench.mnist_sort ...`` is ``quasigrad bench mnist-sort ...``
     import sys
 
-    parser = argparse.ArgumentParser(prog="quasigrad bench mnist-sort", description=DESCRIPTION)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except BenchmarkError as exc:
-        print(f"quasigrad: error: {exc}", file=sys.stderr)
-        return 2
+    from quasigrad.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["bench", "mnist-sort", *sys.argv[1:]]))

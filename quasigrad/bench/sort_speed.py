@@ -179,19 +179,9 @@ def _plot(store, methods, sizes, batches, out):
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    """``python -m quasigrad.bench.sort_speed`` (the same as ``quasigrad bench sort-speed``)."""
-    import argparse
+if __name__ == "__main__":  # ``python -m quasigrad.bench.sort_speed ...`` is ``quasigrad bench sort-speed ...``
     import sys
 
-    parser = argparse.ArgumentParser(prog="quasigrad bench sort-speed", description=DESCRIPTION)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except BenchmarkError as exc:
-        print(f"quasigrad: error: {exc}", file=sys.stderr)
-        return 2
+    from quasigrad.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["bench", "sort-speed", *sys.argv[1:]]))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
