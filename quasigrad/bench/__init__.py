@@ -8,6 +8,8 @@ atomic and resumable results, tables, plots) is in :mod:`quasigrad.bench.runner`
 
 BENCHMARKS = {
     "efficiency": "quasigrad.bench.efficiency",
+    "polynomial": "quasigrad.bench.polynomial",
+    "quality": "quasigrad.bench.quality",
 }
 
 __all__ = ["BENCHMARKS"]
