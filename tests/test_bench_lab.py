@@ -42,7 +42,7 @@ def _results(path):
 
 
 POLY = ["--steps", "24", "--num-vars", "6", "--batch", "4", "--seeds", "0", "1", "--p", "1.5", "3",
-        "--estimators", "st", "reinmax", "stgs", "--checkpoint-every", "5", "--no-progress"]
+        "--estimators", "st", "reinmax", "stgs", "rloo", "--checkpoint-every", "5", "--no-progress"]
 
 
 def test_benchmarks_are_registered():
@@ -53,7 +53,7 @@ def test_polynomial_interrupted_and_resumed_equals_uninterrupted(tmp_path, monke
     whole = tmp_path / "whole"
     assert polynomial.run(_args("polynomial", POLY + ["--out", str(whole)])) == 0
     expected = _results(whole / "polynomial.json")
-    assert len(expected) == 6 and (whole / "polynomial.png").exists()
+    assert len(expected) == 8 and (whole / "polynomial.png").exists()
 
     part = tmp_path / "part"
     calls = []
@@ -76,7 +76,7 @@ def test_polynomial_interrupted_and_resumed_equals_uninterrupted(tmp_path, monke
     monkeypatch.delenv(STOP_ENV)
     calls.clear()
     assert polynomial.run(_args("polynomial", POLY + ["--out", str(part)])) == 0
-    assert len(calls) == 4                                   # the two finished units are not run again
+    assert len(calls) == 6                                   # the two finished units are not run again
     assert _results(part / "polynomial.json") == expected    # same numbers, checkpoint resumed exactly
     assert not list((part / "polynomial-checkpoints").glob("*.pt"))
     assert "final train loss" in capsys.readouterr().out

@@ -49,7 +49,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-time", type=float, default=None,
                         help="seconds per timing block (default 0.05; --full 0.2)")
     parser.add_argument("--max-gr-work", type=float, default=None,
-                        help="skip GR-MCK when k × numel exceeds this (default 2e9; --full 2e10)")
+                        help="skip GR-MCK when k × numel exceeds this (default 2e8; --full 2e10)")
     parser.add_argument("--no-peers", action="store_true", help="do not time torch's gumbel_softmax and the reinmax package")
     parser.add_argument("--device", default="cpu", help="device (default cpu)")
     parser.add_argument("--full", action="store_true", help="more rounds, longer blocks, larger GR-MCK limit")
@@ -152,7 +152,7 @@ def run(args) -> int:
         raise runner.BenchmarkError(f"--threads must be positive, got {args.threads}")
     repeats = args.repeats or (15 if args.full else 5)
     min_time = args.min_time or (0.2 if args.full else 0.05)
-    max_work = args.max_gr_work or (2e10 if args.full else 2e9)
+    max_work = args.max_gr_work or (2e10 if args.full else 2e8)
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:

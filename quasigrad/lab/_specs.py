@@ -20,6 +20,12 @@ __all__ = ["Spec", "parse_specs", "default_specs", "StopHook", "STOP_ENV"]
 #: that the tests can check that an interrupted run resumes to the same results.
 STOP_ENV = "QUASIGRAD_BENCH_STOP_AFTER"
 
+#: Estimators that need an object the user creates and trains (a learned control variate):
+#: they cannot be run by name, so the lab leaves them out of its default lists and refuses them
+#: by name with the reason.
+NEEDS_OBJECT = {"relax": "it learns its control variate: create quasigrad.objective.RELAX(...) and train it "
+                         "with your model; the lab runs estimators by name only"}
+
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
@@ -102,6 +108,9 @@ def parse_specs(requested: Optional[Iterable[str]], *, default: Iterable[str], v
         names.append(name)
         specs.append((text, name, kwargs))
     registry.resolve_names(names, default=[])
+    for name in names:
+        if name in NEEDS_OBJECT:
+            raise ValueError(f"estimator {name!r} cannot be run by name here: {NEEDS_OBJECT[name]}")
     out = []
     for text, name, kwargs in specs:
         info = registry.get(name)
@@ -128,7 +137,7 @@ def default_specs(*, variable: str = "categorical", families: Iterable[str] = ("
     """Every registered estimator usable on ``variable`` in the given families (sorted by name)."""
     out = []
     for info in registry.entries(variable=variable):
-        if info.family not in families:
+        if info.family not in families or info.name in NEEDS_OBJECT:
             continue
         fn = info.categorical if variable == "categorical" else info.bernoulli
         if fn is not None or info.objective is not None:
