@@ -82,21 +82,30 @@ def _plot(store, names, specs, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     metrics = [("bias", "relative bias"), ("mse_rel", "MSE / ‖∇‖²"), ("cosine", "E cos(ĝ, ∇)")]
     fig, axes = plt.subplots(len(metrics), len(names), figsize=(3.3 * len(names), 2.8 * len(metrics)), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = [plt.get_cmap("tab20")(i) for i in range(20)]
+    floor = 1e-6  # exact zeros (1e-16) would flatten the log scale: plotted at this floor
     for j, name in enumerate(names):
         for i, (key, label) in enumerate(metrics):
             ax = axes[i, j]
+            taus = None
             for c, spec in enumerate(specs):
                 rows = store[f"{name}/{spec.label}"]
                 color = colors[c % len(colors)]
+                vals = [r[key] if key == "cosine" else max(r[key], floor) for r in rows]
                 if rows[0]["tau"] is None:
-                    ax.axhline(rows[0][key], color=color, ls="--", lw=1.2, label=spec.label)
+                    ax.axhline(vals[0], color=color, ls="--", lw=1.2, label=spec.label)
                 else:
-                    ax.plot([r["tau"] for r in rows], [r[key] for r in rows], "o-", ms=3, color=color, label=spec.label)
+                    ax.plot([r["tau"] for r in rows], vals, "o-", ms=3, color=color, label=spec.label)
+                    taus = [r["tau"] for r in rows]
             ax.set_xscale("log")
+            if taus:
+                ax.set_xticks(taus)
+                ax.set_xticklabels([f"{t:g}" for t in taus])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             if key != "cosine":
                 ax.set_yscale("log")
             if i == 0:
@@ -105,6 +114,7 @@ def _plot(store, names, specs, path) -> None:
                 ax.set_ylabel(label)
             if i == len(metrics) - 1:
                 ax.set_xlabel("τ")
-    axes[0, -1].legend(fontsize=7)
+    axes[0, 0].text(0.02, 0.02, f"values below {floor:g} drawn at {floor:g}", transform=axes[0, 0].transAxes, fontsize=7)
+    axes[0, -1].legend(fontsize=7, ncol=2)
     runner.save_figure(fig, path)
     plt.close(fig)
