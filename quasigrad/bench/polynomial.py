@@ -181,7 +181,7 @@ def run(args) -> int:
             tr = runner.mean_std([r["final_train_loss"][i] for r in res])
             ex = runner.mean_std([r["exact_loss"][i] for r in res])
             summary[f"p={p:g}/{spec.label}"] = {"final_train_loss": tr, "exact_loss": ex, "seeds": seeds}
-            rows.append((f"{p:g}", spec.label, f"{tr[0]:.4f} ± {tr[1]:.4f}", f"{ex[0]:.4f} ± {ex[1]:.4f}",
+            rows.append((f"{p:g}", spec.label, f"{tr[0]:.5f} ± {tr[1]:.5f}", f"{ex[0]:.5f} ± {ex[1]:.5f}",
                          f"{config['c'] ** p:.4f}"))
     table = runner.format_table(rows, ["p", "estimator", "final train loss", "exact E[loss] at final θ", "optimum c^p"])
     print(f"polynomial programming: {config['steps']} steps, batch {config['batch']}, Adam lr {config['lr']}, "
