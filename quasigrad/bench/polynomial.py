@@ -220,6 +220,6 @@ def _plot(store, specs, seeds, config, path) -> None:
             ax.set_ylabel("exact expected loss − $c^p$")
     axes[0, -1].legend(fontsize=8)
     fig.suptitle(f"Polynomial programming (128 vars, batch {config['batch']}, Adam {config['lr']}, "
-                 f"seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}), mean ± std)", fontsize=10, y=1.05)
+                 f"seeds {', '.join(map(str, seeds))}, mean ± std)", fontsize=10, y=1.05)
     runner.save_figure(fig, path)
     plt.close(fig)
