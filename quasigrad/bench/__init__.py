@@ -16,6 +16,8 @@ BENCHMARKS = {
     "em": "quasigrad.bench.em",
     "vae": "quasigrad.bench.vae",
     "binary-vae": "quasigrad.bench.binary_vae",
+    "polynomial": "quasigrad.bench.polynomial",
+    "quality": "quasigrad.bench.quality",
 }
 
 __all__ = ["BENCHMARKS"]

@@ -1,0 +1,255 @@
+"""Speed and memory of every sample-level estimator, relative to plain softmax.
+
+For each shape (categories along the last dimension, float32) and each estimator, one call is
+``y = estimator(logits); y.backward(g)`` with a fixed upstream gradient ``g``; the baseline is
+``logits.softmax(-1).backward(g)`` on the same tensor. Shapes: the ReinMax paper's
+efficiency-table settings (``(512, 128, 2)``: 128 binary latents as two-way categoricals,
+batch 512; ``(100, 30, 10)``: 30 latents of 10 categories, batch 100) and larger ones
+(``(4096, 64)``, ``(256, 50257)``: a language model's vocabulary).
+
+**Time**: estimator and softmax are timed in alternation (blocks of calls, ``--repeats``
+rounds), so that load from other processes affects both alike; the table shows the fastest
+round's time per call (the least disturbed, as ``timeit`` advises) and the ratio of those; the
+medians are in the JSON. Threads: ``--threads`` (default 2).
+
+**Peak memory** (CPU): one call runs under ``torch.profiler`` with ``profile_memory=True``; its
+allocation and free events (Kineto's ``[memory]`` events, sizes signed) are summed in time order
+and the maximum of the running sum is the peak of memory allocated during the call (the input
+``logits`` and ``g`` exist before and are not counted; ``logits.grad`` is). On CUDA, the
+allocator's ``max_memory_allocated`` is used the same way.
+
+Peers, timed in the same run where installed: ``torch.nn.functional.gumbel_softmax(hard=True)``
+and the ``reinmax`` package's ``reinmax(logits, tau)`` (``pip install reinmax``; optional).
+GR-MCK is run with ``k`` in ``--gr-k`` (default 100 300 1000) besides the registry's default;
+a combination with ``k × numel`` above ``--max-gr-work`` is skipped (and listed as skipped).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from ..lab._specs import StopHook, parse_specs
+from . import runner
+
+DESCRIPTION = "forward+backward time and peak memory of each estimator relative to softmax"
+
+SHAPES = [(512, 128, 2), (100, 30, 10), (4096, 64), (256, 50257)]
+PEERS = ["torch.gumbel_softmax(hard)", "reinmax (pip)"]
+
+
+def add_arguments(parser) -> None:
+    runner.add_common_arguments(parser, default_out="results/efficiency", seeds=None)
+    parser.add_argument("--shapes", nargs="+", default=None,
+                        help="shapes as AxBxC (default: 512x128x2 100x30x10 4096x64 256x50257)")
+    parser.add_argument("--gr-k", type=int, nargs="*", default=[100, 300, 1000], help="GR-MCK k values (default 100 300 1000)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 5; --full 15)")
+    parser.add_argument("--min-time", type=float, default=None,
+                        help="seconds per timing block (default 0.05; --full 0.2)")
+    parser.add_argument("--max-gr-work", type=float, default=None,
+                        help="skip GR-MCK when k × numel exceeds this (default 2e8; --full 2e10)")
+    parser.add_argument("--no-peers", action="store_true", help="do not time torch's gumbel_softmax and the reinmax package")
+    parser.add_argument("--device", default="cpu", help="device (default cpu)")
+    parser.add_argument("--full", action="store_true", help="more rounds, longer blocks, larger GR-MCK limit")
+
+
+def _parse_shape(text):
+    try:
+        shape = tuple(int(s) for s in str(text).lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape) or shape[-1] < 2:
+        raise runner.BenchmarkError(f"--shapes: {text!r} is not a shape like 512x128x2 (last dimension >= 2)")
+    return shape
+
+
+def _peer(label):
+    if label == "torch.gumbel_softmax(hard)":
+        return lambda x: torch.nn.functional.gumbel_softmax(x, tau=1.0, hard=True, dim=-1)
+    try:
+        import reinmax as _reinmax_pkg
+    except ImportError:
+        return None
+    return lambda x: _reinmax_pkg.reinmax(x, 1.0)[0]
+
+
+def _peak_bytes(call, device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        call()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    # Kineto's raw "[memory]" events: one per allocation (+bytes) and per free (-bytes), CPU side.
+    events = [(e.start_ns(), i, e.nbytes()) for i, e in enumerate(prof.profiler.kineto_results.events())
+              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    running = peak = 0
+    for _, _, size in sorted(events):
+        running += size
+        peak = max(peak, running)
+    return int(peak)
+
+
+def _timer(call, device, min_time):
+    """Calls per block so that a block takes about ``min_time`` seconds, and a block runner."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def block(n):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            call()
+        sync()
+        return (time.perf_counter() - t0) / n
+
+    per = block(1)
+    return max(1, int(min_time / max(per, 1e-7))), block
+
+
+def measure(fn, shape, *, device, repeats, min_time, seed=0) -> dict:
+    """Time and peak memory of ``fn`` forward+backward against softmax on one shape."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(shape, generator=gen, device=device).requires_grad_(True)
+    g = torch.randn(shape, generator=gen, device=device)
+
+    def call_est():
+        fn(x).backward(g)
+        x.grad = None
+
+    def call_soft():
+        x.softmax(-1).backward(g)
+        x.grad = None
+
+    call_est(), call_soft()                                 # warm-up
+    n_est, block_est = _timer(call_est, device, min_time)
+    n_soft, block_soft = _timer(call_soft, device, min_time)
+    t_est, t_soft = [], []
+    for _ in range(repeats):
+        t_soft.append(block_soft(n_soft))
+        t_est.append(block_est(n_est))
+    mem_est, mem_soft = _peak_bytes(call_est, device), _peak_bytes(call_soft, device)
+    # The fastest round is the one least disturbed by other processes (as timeit advises); the
+    # medians are kept too.
+    te, ts = min(t_est), min(t_soft)
+    return {"time_ms": te * 1e3, "softmax_ms": ts * 1e3, "time_ratio": te / ts,
+            "time_ms_median": statistics.median(t_est) * 1e3, "softmax_ms_median": statistics.median(t_soft) * 1e3,
+            "time_ms_all": [t * 1e3 for t in t_est], "softmax_ms_all": [t * 1e3 for t in t_soft],
+            "peak_mib": mem_est / 2 ** 20, "softmax_peak_mib": mem_soft / 2 ** 20,
+            "memory_ratio": mem_est / mem_soft if mem_soft else float("nan")}
+
+
+def run(args) -> int:
+    shapes = [_parse_shape(s) for s in args.shapes] if args.shapes else list(SHAPES)
+    if any(k < 1 for k in args.gr_k):
+        raise runner.BenchmarkError(f"--gr-k values must be positive, got {args.gr_k}")
+    if args.threads < 1:
+        raise runner.BenchmarkError(f"--threads must be positive, got {args.threads}")
+    repeats = args.repeats or (15 if args.full else 5)
+    min_time = args.min_time or (0.2 if args.full else 0.05)
+    max_work = args.max_gr_work or (2e10 if args.full else 2e8)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        raise runner.BenchmarkError(f"--device {args.device!r}: {exc}") from None
+    default = [n for n in ("st", "stgs", "gumbel_rao", "gst", "reinmax", "zgr", "darn")]
+    try:
+        specs = parse_specs(args.estimators, default=default, need="sample")
+    except ValueError as exc:
+        if isinstance(exc, KeyError):
+            raise
+        raise runner.BenchmarkError(str(exc)) from None
+    gr = [s for s in specs if s.name == "gumbel_rao"]
+    if gr:
+        have = {s.kwargs.get("k") for s in gr}
+        specs += parse_specs([f"gumbel_rao:k={k}" for k in args.gr_k if k not in have], default=[], need="sample")
+    out = runner.check_out_dir(args.out)
+    torch.set_num_threads(args.threads)
+    config = {"statistic": "min", "threads": args.threads, "repeats": repeats, "min_time": min_time, "device": str(device),
+              "dtype": "float32", "torch": torch.__version__}
+    store = runner.ResultStore(out, "efficiency", config, fresh=args.fresh)
+    entries = [(s.label, (lambda fn, kw: (lambda x: fn(x, dim=-1, **kw)))(s.info.function("categorical"), s.kwargs),
+                s.kwargs.get("k") if s.name == "gumbel_rao" else None) for s in specs]
+    if not args.no_peers:
+        for label in PEERS:
+            fn = _peer(label)
+            if fn is None:
+                print(f"peer {label} not installed: skipped (pip install reinmax to time it)")
+            else:
+                entries.append((label, fn, None))
+    units = [(shape, e) for shape in shapes for e in entries]
+    hook = StopHook()
+    skipped = []
+    for shape, (label, fn, k) in runner.progress(units, total=len(units), desc="efficiency", disable=args.no_progress):
+        key = f"{'x'.join(map(str, shape))}/{label}"
+        numel = 1
+        for s in shape:
+            numel *= s
+        if k is not None and k * numel > max_work:
+            skipped.append(key)
+            continue
+        if key in store:
+            continue
+        store.put(key, measure(fn, shape, device=device, repeats=repeats, min_time=min_time))
+        hook.tick("units")
+    rows = []
+    for shape in shapes:
+        sk = "x".join(map(str, shape))
+        for label, _, _ in entries:
+            r = store.get(f"{sk}/{label}")
+            if r is None:
+                rows.append((str(shape), label, "skipped", "", "", "", ""))
+                continue
+            rows.append((str(shape), label, _fmt(r["time_ms"], ".3g"), _fmt(r["softmax_ms"], ".3g"),
+                         _fmt(r["time_ratio"], ".2f"), _fmt(r["peak_mib"], ".3g"), _fmt(r["memory_ratio"], ".2f")))
+    table = runner.format_table(rows, ["shape", "estimator", "fwd+bwd ms", "softmax ms", "time / softmax",
+                                       "peak MiB", "peak / softmax"])
+    print(f"efficiency: {device}, {args.threads} threads, float32, fastest of {repeats} rounds; torch {torch.__version__}")
+    print(table)
+    if skipped:
+        print(f"skipped (k × numel > {max_work:g}; raise --max-gr-work): {', '.join(skipped)}")
+    store.save(table=table, skipped=skipped)
+    _plot(store, shapes, [e[0] for e in entries], out / "efficiency.png")
+    print(f"results: {store.path}\nplot: {out / 'efficiency.png'}")
+    return 0
+
+
+def _fmt(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+
+def _plot(store, shapes, labels, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(labels) * len(shapes) / 2 + 2.5))
+    width = 0.8 / len(shapes)
+    for j, (metric, title) in enumerate([("time_ratio", "fwd+bwd time / softmax"),
+                                         ("memory_ratio", "peak memory / softmax")]):
+        ax = axes[j]
+        for i, shape in enumerate(shapes):
+            sk = "x".join(map(str, shape))
+            vals = [(store.get(f"{sk}/{l}") or {}).get(metric) for l in labels]
+            vals = [float("nan") if v is None else v for v in vals]
+            ax.barh([y + i * width for y in range(len(labels))], vals, height=width, label=str(shape))
+        ax.set_yticks([y + 0.4 - width / 2 for y in range(len(labels))])
+        ax.set_yticklabels(labels if j == 0 else [])
+        ax.axvline(1, color="k", lw=0.8)
+        ax.axvline(2, color="r", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.invert_yaxis()
+    axes[1].legend(fontsize=8)
+    runner.save_figure(fig, path)
+    plt.close(fig)

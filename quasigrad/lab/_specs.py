@@ -1,0 +1,166 @@
+"""Estimator specifications for the lab and the benchmarks, and the hooks they share.
+
+A specification is a registered name, optionally with keyword arguments after a colon:
+``"reinmax"``, ``"gumbel_rao:k=100"``, ``"gst:gap=1.0,tau=0.5"``. The label shown in tables
+is the specification as written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Iterable, List, Optional
+
+from .. import registry
+
+__all__ = ["Spec", "parse_specs", "default_specs", "StopHook", "STOP_ENV"]
+
+#: Environment variable that makes a benchmark stop (as if interrupted with Ctrl-C) after a
+#: number of finished units (``"units:N"``) or optimisation steps (``"steps:N"``). It exists so
+#: that the tests can check that an interrupted run resumes to the same results.
+STOP_ENV = "QUASIGRAD_BENCH_STOP_AFTER"
+
+#: Estimators that need an object the user creates and trains (a learned control variate):
+#: they cannot be run by name, so the lab leaves them out of its default lists and refuses them
+#: by name with the reason.
+NEEDS_OBJECT = {"relax": "it learns its control variate: create quasigrad.objective.RELAX(...) and train it "
+                         "with your model; the lab runs estimators by name only"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One estimator to run: its label, registry entry and keyword arguments (registry
+    defaults merged with the ones the user gave)."""
+
+    label: str
+    name: str
+    kwargs: Dict[str, object]
+
+    @property
+    def info(self) -> registry.EstimatorInfo:
+        return registry.get(self.name)
+
+    def tau_kwargs(self, tau) -> Dict[str, object]:
+        """The keyword arguments with ``tau`` added where the estimator has one and the user
+        did not fix it in the specification."""
+        kw = dict(self.kwargs)
+        if tau is not None and self.info.has_tau and "tau" not in kw:
+            kw["tau"] = tau
+        return kw
+
+    def has_sample_function(self, variable: str = "categorical") -> bool:
+        info = self.info
+        return (info.categorical if variable == "categorical" else info.bernoulli) is not None
+
+    def surrogate(self, f, logits, *, tau=None, dim: int = -1, variable: str = "categorical", generator=None):
+        """``f`` of a draw, per example, whose gradient with respect to ``logits`` is this
+        estimator's: ``f(estimator(logits))`` for a sample-level estimator, else
+        ``quasigrad.objective.expectation(f, logits, estimator=name, ...)``."""
+        kw = self.tau_kwargs(tau)
+        if self.has_sample_function(variable):
+            fn = self.info.function(variable)
+            if variable == "categorical":
+                return f(fn(logits, dim=dim, generator=generator, **kw))
+            return f(fn(logits, generator=generator, **kw))
+        from .. import objective
+
+        return objective.expectation(f, logits, estimator=self.name, dim=dim, variable=variable,
+                                     generator=generator, **kw)
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text in ("True", "true"):
+        return True
+    if text in ("False", "false"):
+        return False
+    return text
+
+
+def parse_specs(requested: Optional[Iterable[str]], *, default: Iterable[str], variable: str = "categorical",
+                need: str = "any") -> List[Spec]:
+    """Check a list of specifications before any work starts.
+
+    Args:
+        requested: user's specifications, or ``None`` for ``default``.
+        variable: the variable type the benchmark needs.
+        need: ``"sample"`` (a sample-level function for ``variable``), ``"any"`` (sample-level or
+            objective-level).
+
+    Raises ``UnknownEstimatorError`` (unknown name, listing the known ones) or ``ValueError``
+    (malformed arguments, or an estimator that cannot run here).
+    """
+    requested = list(default if requested is None else requested)
+    specs, names = [], []
+    for text in requested:
+        name, _, rest = str(text).partition(":")
+        kwargs = {}
+        if rest:
+            for item in rest.split(","):
+                key, eq, val = item.partition("=")
+                if not eq or not key.strip():
+                    raise ValueError(f"estimator specification {text!r}: arguments must be key=value, got {item!r}")
+                kwargs[key.strip()] = _value(val.strip())
+        names.append(name)
+        specs.append((text, name, kwargs))
+    registry.resolve_names(names, default=[])
+    for name in names:
+        if name in NEEDS_OBJECT:
+            raise ValueError(f"estimator {name!r} cannot be run by name here: {NEEDS_OBJECT[name]}")
+    out = []
+    for text, name, kwargs in specs:
+        info = registry.get(name)
+        if variable not in info.variables:
+            raise ValueError(f"estimator {name!r} does not support {variable} variables "
+                             f"(it supports {', '.join(sorted(info.variables))})")
+        has_sample = (info.categorical if variable == "categorical" else info.bernoulli) is not None
+        if need == "sample" and not has_sample:
+            raise ValueError(f"estimator {name!r} has no sample-level function for {variable} variables; "
+                             f"this benchmark needs one")
+        if not has_sample and info.objective is None:
+            raise ValueError(f"estimator {name!r} has neither a sample-level nor an objective-level "
+                             f"implementation for {variable} variables")
+        out.append(Spec(text, name, {**info.defaults, **kwargs}))
+    labels = [s.label for s in out]
+    dup = sorted({l for l in labels if labels.count(l) > 1})
+    if dup:
+        raise ValueError(f"estimator(s) given twice: {', '.join(dup)}")
+    return out
+
+
+def default_specs(*, variable: str = "categorical", families: Iterable[str] = ("straight-through", "relaxation",
+                  "score-function", "control-variate", "pair")) -> List[str]:
+    """Every registered estimator usable on ``variable`` in the given families (sorted by name)."""
+    out = []
+    for info in registry.entries(variable=variable):
+        if info.family not in families or info.name in NEEDS_OBJECT:
+            continue
+        fn = info.categorical if variable == "categorical" else info.bernoulli
+        if fn is not None or info.objective is not None:
+            out.append(info.name)
+    return out
+
+
+class StopHook:
+    """Counts finished units and steps; raises ``KeyboardInterrupt`` when the limit in the
+    environment variable :data:`STOP_ENV` is reached (used by the tests to interrupt a run)."""
+
+    def __init__(self):
+        spec = os.environ.get(STOP_ENV, "")
+        self.kind, self.limit, self.count = None, None, 0
+        if spec:
+            kind, _, n = spec.partition(":")
+            if kind not in ("units", "steps") or not n.isdigit():
+                raise ValueError(f"{STOP_ENV} must be 'units:N' or 'steps:N', got {spec!r}")
+            self.kind, self.limit = kind, int(n)
+
+    def tick(self, kind: str) -> None:
+        if kind != self.kind:
+            return
+        self.count += 1
+        if self.count >= self.limit:
+            raise KeyboardInterrupt(f"stopped by {STOP_ENV} after {self.count} {kind}")
