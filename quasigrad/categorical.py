@@ -23,6 +23,7 @@ hand-written backward passes that store only the probabilities and the drawn ind
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import torch
@@ -257,11 +258,17 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
     gap = V.check_positive(gap, "gap")
     probs, index = _probs_and_index(logits, dim, index, generator)
     with torch.no_grad():
-        theta = logits.detach().to(probs.dtype)
         idx = index.unsqueeze(dim)
-        top = theta.amax(dim, keepdim=True)
-        shifted = torch.minimum(theta, top - gap).scatter(dim, idx, top.expand_as(idx))
-        q = torch.softmax(shifted / tau, dim)
+        if tau == 1.0:
+            # softmax(θ') straight from π: exp θ'_j = min(exp θ_j, exp(θ_m − gap)), exp θ'_D = exp θ_m
+            top = probs.amax(dim, keepdim=True)
+            q = torch.minimum(probs, top * math.exp(-gap)).scatter_(dim, idx, top)
+            q = q.div_(q.sum(dim, keepdim=True))
+        else:
+            theta = logits.detach().to(probs.dtype)
+            top = theta.amax(dim, keepdim=True)
+            shifted = torch.minimum(theta, top - gap).scatter_(dim, idx, top)
+            q = torch.softmax(shifted / tau, dim)
     return _apply(logits, index, dim, _k_st if tau == 1.0 else functools.partial(_k_st, scale=1.0 / tau), q)
 
 
