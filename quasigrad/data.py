@@ -2,7 +2,8 @@
 
 MNIST comes as four IDX files, gzip-compressed or not. :func:`load_mnist` looks for them in
 the directory it is given, else in ``$QUASIGRAD_MNIST`` (or ``$QUASIGRAD_DATA/mnist``), else in
-the user's cache (``$XDG_CACHE_HOME/quasigrad/mnist``, by default ``~/.cache/quasigrad/mnist``).
+the user's cache (``$XDG_CACHE_HOME/quasigrad/mnist``, by default ``~/.cache/quasigrad/mnist``),
+else ``../shared/data/mnist`` (where the repository's checkouts find them).
 It checks each file's size, IDX header and the SHA-256 of its decompressed bytes, and when a
 file is missing or damaged says which files it expected, where it looked and how to get them.
 With ``download=True`` it fetches missing files from the usual public mirrors and verifies them
@@ -96,6 +97,7 @@ def mnist_dir_candidates(root: Optional[PathLike] = None) -> List[Path]:
     if os.environ.get("QUASIGRAD_DATA"):
         out.append(Path(os.environ["QUASIGRAD_DATA"]) / "mnist")
     out.append(_cache_dir())
+    out.append(Path("..") / "shared" / "data" / "mnist")  # beside a checkout of the quasigrad repository
     return out
 
 

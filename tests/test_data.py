@@ -68,11 +68,25 @@ def test_missing_files_name_the_files_the_places_and_the_way_to_get_them(tmp_pat
 def test_environment_variable_is_searched(tmp_path, monkeypatch):
     monkeypatch.setenv("QUASIGRAD_MNIST", str(tmp_path / "nowhere"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")       # no ../shared/data/mnist beside this directory
     with pytest.raises(DataError) as err:
         load_mnist()
     assert str(tmp_path / "nowhere") in str(err.value) and str(tmp_path / "cache") in str(err.value)
+    assert "shared/data/mnist" in str(err.value)
     monkeypatch.setenv("QUASIGRAD_MNIST", str(SHARED))
     assert load_mnist(verify=False).test_labels.shape == (10000,)
+
+
+def test_repository_fallback_is_searched_last(tmp_path, monkeypatch):
+    monkeypatch.delenv("QUASIGRAD_MNIST", raising=False)
+    monkeypatch.delenv("QUASIGRAD_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "mnist").symlink_to(SHARED.resolve())
+    (tmp_path / "checkout").mkdir()
+    monkeypatch.chdir(tmp_path / "checkout")
+    assert load_mnist(verify=False).train_images.shape == (60000, 28, 28)
 
 
 def test_truncated_file_is_reported_as_damaged(tmp_path):

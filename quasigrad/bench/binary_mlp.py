@@ -50,12 +50,12 @@ MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics used by the public code's n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, default_out="bench-out/binary-mlp", seeds=[0], estimators=False)
+    add_common_arguments(parser, default_out="results/binary-mlp", seeds=[0], estimators=False)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                         help=f"which optimisers (default: all of {', '.join(OPTIMIZERS)})")
     parser.add_argument("--full", action="store_true",
                         help="the public BayesBiNN MNIST setting (3x2048 units, 500 epochs); days on a CPU")
-    parser.add_argument("--data", default="../shared/data/mnist", help="MNIST directory")
+    parser.add_argument("--data", default=None, help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for this run (default: torch's choice; 1 is much "
                              "faster on a small, busy machine)")
@@ -241,12 +241,9 @@ def _run_one(name, seed, cfg, data, ckpt_path: Path, show: bool):
 
 
 def _load(cfg, data_dir):
-    from ..data import DataError, load_mnist
+    from .runner import load_mnist_arg
 
-    try:
-        mnist = load_mnist(data_dir)
-    except DataError as exc:
-        raise BenchmarkError(str(exc)) from None
+    mnist = load_mnist_arg(data_dir)
     x = (mnist.flat(train=True) - MEAN) / STD
     y = mnist.train_labels.long()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(12345))

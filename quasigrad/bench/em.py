@@ -24,6 +24,7 @@ import torch
 
 from .runner import (BenchmarkError, ResultStore, add_common_arguments, format_table, progress,
                      save_figure)
+from .runner import load_mnist_arg
 
 DESCRIPTION = "EM vs gradient training (ReinMax, ST, RLOO) of a Bernoulli mixture on binarised MNIST"
 
@@ -38,7 +39,8 @@ def _clock():
 
 def add_arguments(parser):
     add_common_arguments(parser, default_out="results/em", seeds=[0])
-    parser.add_argument("--data", default=None, help="MNIST directory (default: the loader's search path)")
+    parser.add_argument("--data", default=None,
+                        help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
     parser.add_argument("--train", type=int, default=None, help="training images (preset 10000, --full 60000)")
     parser.add_argument("--test", type=int, default=None, help="test images (preset 2000, --full 10000)")
     parser.add_argument("--components", type=int, default=None, help="K (preset 20, --full 50)")
@@ -83,12 +85,7 @@ def _config(args):
 
 
 def _data(args, cfg):
-    from ..data import load_mnist
-
-    try:
-        mnist = load_mnist(args.data)
-    except FileNotFoundError as exc:
-        raise BenchmarkError(str(exc)) from None
+    mnist = load_mnist_arg(args.data)
     g = torch.Generator().manual_seed(0)
     tr = mnist.flat(train=True)
     te = mnist.flat(train=False)

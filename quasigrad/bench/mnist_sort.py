@@ -30,6 +30,7 @@ import torch
 
 from .runner import (BenchmarkError, ResultStore, add_common_arguments, atomic_torch_save, format_table, progress,
                      save_figure)
+from .runner import load_mnist_arg
 
 DESCRIPTION = "large-MNIST sorting (Grover et al. 2019): NeuralSort / SoftSort, exact and element-wise accuracy"
 
@@ -54,8 +55,8 @@ def add_arguments(parser):
     parser.add_argument("--tau", type=float, default=1.0, help="temperature of the relaxation")
     parser.add_argument("--test-sequences", type=int, default=None, help="test sequences for the accuracies")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    parser.add_argument("--data", default=None, help="MNIST directory (default: ../shared/data/mnist, then the "
-                                                     "loader's default)")
+    parser.add_argument("--data", default=None,
+                        help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     parser.add_argument("--device", default="cpu", help="torch device for training (e.g. cuda for --full)")
 
@@ -161,15 +162,7 @@ def run(args) -> int:
         raise BenchmarkError("--sizes need n >= 2; --steps, --batch and --test-sequences need positive integers")
     if cfg["lr"] <= 0 or cfg["tau"] <= 0 or args.checkpoint_every < 1 or args.threads < 1:
         raise BenchmarkError("--lr, --tau, --checkpoint-every and --threads need positive values")
-    from ..data import load_mnist
-
-    root = args.data
-    if root is None and Path("../shared/data/mnist").is_dir():
-        root = "../shared/data/mnist"
-    try:
-        mnist = load_mnist(root)
-    except (OSError, ValueError) as exc:
-        raise BenchmarkError(f"MNIST could not be loaded ({exc}); pass --data DIR") from None
+    mnist = load_mnist_arg(args.data)
     torch.set_num_threads(args.threads)
     try:
         device = torch.device(args.device)

@@ -23,6 +23,7 @@ from torch import nn
 
 from .runner import (BenchmarkError, ResultStore, add_common_arguments, atomic_torch_save, format_table, mean_std,
                      progress, save_figure)
+from .runner import load_mnist_arg
 
 DESCRIPTION = "custom quantizer gradient estimators vs their STE twins (2-bit MNIST CNN, SGD and Adam)"
 
@@ -42,7 +43,8 @@ def add_arguments(parser):
     parser.add_argument("--k", type=float, default=4.0, help="sharpness k of the tanh and DSQ estimators")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="mini-batch size (short preset 100, --full 600 as in the paper)")
-    parser.add_argument("--data", default=None, help="MNIST directory (default: ../shared/data/mnist or $QUASIGRAD_DATA)")
+    parser.add_argument("--data", default=None,
+                        help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
 
 
@@ -176,7 +178,6 @@ def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, check
 
 def run(args) -> int:
     from .. import quant
-    from ..data import load_mnist
 
     steps = args.steps if args.steps is not None else (FULL if args.full else SHORT)["steps"]
     preset = FULL if args.full else SHORT
@@ -200,11 +201,7 @@ def run(args) -> int:
             raise BenchmarkError(f"--estimators: {exc}") from None
         if est == "ste":
             raise BenchmarkError("--estimators: 'ste' is the reference itself; name custom estimators")
-    root = args.data or str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist")
-    try:
-        mnist = load_mnist(root) if args.data or Path(root).exists() else load_mnist()
-    except (OSError, ValueError) as exc:
-        raise BenchmarkError(f"cannot load MNIST: {exc}") from None
+    mnist = load_mnist_arg(args.data)
     xtr = torch.as_tensor(mnist.train_images, dtype=torch.float32).div_(255).unsqueeze(1)
     ytr = torch.as_tensor(mnist.train_labels, dtype=torch.long)
     xte = torch.as_tensor(mnist.test_images[:n_test], dtype=torch.float32).div_(255).unsqueeze(1)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 __all__ = ["ResultStore", "atomic_write_json", "atomic_write_bytes", "atomic_torch_save", "save_figure",
-           "check_out_dir", "progress", "format_table", "add_common_arguments", "mean_std", "BenchmarkError"]
+           "check_out_dir", "progress", "format_table", "add_common_arguments", "mean_std", "load_mnist_arg", "BenchmarkError"]
 
 
 class BenchmarkError(ValueError):
@@ -156,6 +156,17 @@ def progress(iterable: Iterable, *, total: Optional[int] = None, desc: str = "",
         sys.stderr.flush()
         yield item
     sys.stderr.write(f"\r{desc} done [{time.time() - start:.0f}s]\n")
+
+
+def load_mnist_arg(data):
+    """MNIST for a benchmark's ``--data`` option (``None``: the loader's search path); a missing
+    or damaged file becomes a :class:`BenchmarkError` raised before any work starts."""
+    from ..data import DataError, load_mnist
+
+    try:
+        return load_mnist(data)
+    except DataError as exc:
+        raise BenchmarkError(f"--data: {exc}") from None
 
 
 def mean_std(values: Sequence[float]):

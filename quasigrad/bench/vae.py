@@ -19,13 +19,13 @@ DistributedDataParallel (gloo on CPU): each process takes 1/N of every global ba
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .runner import (BenchmarkError, ResultStore, add_common_arguments, check_out_dir, format_table, mean_std,
                      save_figure)
+from .runner import load_mnist_arg
 
 DESCRIPTION = "categorical MNIST VAE of the ReinMax paper (Table 2): train/test -ELBO per estimator"
 
@@ -55,8 +55,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, default=None, help="temperature for every run (default: the paper's)")
     parser.add_argument("--optimizer", choices=["adam", "radam"], default=None,
                         help="optimiser for every run (default: the paper's)")
-    parser.add_argument("--data", default=None, help="MNIST directory (default: ../shared/data/mnist, "
-                        "then $QUASIGRAD_MNIST and the user's cache)")
+    parser.add_argument("--data", default=None,
+                        help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
 
@@ -67,15 +67,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_data(path: Optional[str]):
     """MNIST as flat ``(N, 784)`` grey levels; a clear BenchmarkError when missing."""
-    from ..data import DataError, load_mnist
-
-    root = path
-    if root is None and not os.environ.get("QUASIGRAD_MNIST") and Path("../shared/data/mnist").is_dir():
-        root = "../shared/data/mnist"
-    try:
-        mnist = load_mnist(root)
-    except DataError as exc:
-        raise BenchmarkError(f"--data: {exc}") from None
+    mnist = load_mnist_arg(path)
     return mnist.flat(True), mnist.flat(False)
 
 
