@@ -8,7 +8,7 @@ Layer 1, sample-level estimators (forward: the hard one-hot sample; backward: th
 Layer 2, objectives: :mod:`quasigrad.objective`. Ground truth by enumeration:
 :mod:`quasigrad.exact`. The estimator registry: :mod:`quasigrad.registry`. Neighbouring
 families: :mod:`quasigrad.quant`, :mod:`quasigrad.optim`, :mod:`quasigrad.sort`,
-:mod:`quasigrad.samplers`, :mod:`quasigrad.em`. The lab: :mod:`quasigrad.lab` and
+:mod:`quasigrad.samplers`, :mod:`quasigrad.em`, :mod:`quasigrad.vae`. The lab: :mod:`quasigrad.lab` and
 ``quasigrad bench``.
 """
 
@@ -21,7 +21,7 @@ from . import bernoulli, exact
 
 __version__ = "0.1.0"
 
-_LAZY = ("objective", "lab", "data", "quant", "optim", "sort", "samplers", "em", "bench")
+_LAZY = ("objective", "lab", "data", "quant", "optim", "sort", "samplers", "em", "vae", "bench")
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn", "sample_categorical",
            "bernoulli", "exact", "registry", *_LAZY]
