@@ -130,7 +130,23 @@ def _set_clip(q, weight):
         q.clip = math.sqrt(6.0 / fan_in)
 
 
-class QuantLinear(nn.Linear):
+class _QuantizedLayer:
+    """What :class:`QuantLinear` and :class:`QuantConv2d` share: a weight quantizer and an input
+    (activation) quantizer, either of which may be ``None``."""
+
+    def _set_quantizers(self, weight_quantizer, act_quantizer):
+        self.weight_quantizer = _check_quantizer(weight_quantizer, "weight_quantizer")
+        self.act_quantizer = _check_quantizer(act_quantizer, "act_quantizer")
+        _set_clip(self.weight_quantizer, self.weight)
+
+    def quantized_weight(self):
+        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+
+    def _quantize_input(self, x):
+        return x if self.act_quantizer is None else self.act_quantizer(x)
+
+
+class QuantLinear(_QuantizedLayer, nn.Linear):
     """``nn.Linear`` whose weight passes through ``weight_quantizer`` and whose input passes
     through ``act_quantizer`` (either may be ``None``). A ``UniformQuantizer`` without ``clip``
     gets the He-uniform bound ``√(6/in_features)``."""
@@ -138,20 +154,13 @@ class QuantLinear(nn.Linear):
     def __init__(self, in_features, out_features, bias=True, *, weight_quantizer=None, act_quantizer=None,
                  device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self.weight_quantizer = _check_quantizer(weight_quantizer, "weight_quantizer")
-        self.act_quantizer = _check_quantizer(act_quantizer, "act_quantizer")
-        _set_clip(self.weight_quantizer, self.weight)
-
-    def quantized_weight(self):
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        self._set_quantizers(weight_quantizer, act_quantizer)
 
     def forward(self, x):
-        if self.act_quantizer is not None:
-            x = self.act_quantizer(x)
-        return TF.linear(x, self.quantized_weight(), self.bias)
+        return TF.linear(self._quantize_input(x), self.quantized_weight(), self.bias)
 
 
-class QuantConv2d(nn.Conv2d):
+class QuantConv2d(_QuantizedLayer, nn.Conv2d):
     """``nn.Conv2d`` with a weight quantizer and an input (activation) quantizer; see :class:`QuantLinear`."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
@@ -159,17 +168,10 @@ class QuantConv2d(nn.Conv2d):
                  dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device=device, dtype=dtype)
-        self.weight_quantizer = _check_quantizer(weight_quantizer, "weight_quantizer")
-        self.act_quantizer = _check_quantizer(act_quantizer, "act_quantizer")
-        _set_clip(self.weight_quantizer, self.weight)
-
-    def quantized_weight(self):
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        self._set_quantizers(weight_quantizer, act_quantizer)
 
     def forward(self, x):
-        if self.act_quantizer is not None:
-            x = self.act_quantizer(x)
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        return self._conv_forward(self._quantize_input(x), self.quantized_weight(), self.bias)
 
 
 QuantizerSpec = Union[None, nn.Module, Callable[[nn.Module], Optional[nn.Module]]]
