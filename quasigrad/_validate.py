@@ -17,7 +17,6 @@ import torch
 __all__ = [
     "check_floating",
     "check_positive",
-    "check_dim",
     "check_generator",
     "check_index",
     "check_int",
@@ -82,8 +81,6 @@ def normalize_dim(dim, ndim: int, name: str = "dim") -> int:
         )
     return dim % ndim
 
-
-check_dim = normalize_dim
 
 
 def check_generator(generator: Optional[torch.Generator], device: torch.device) -> None:

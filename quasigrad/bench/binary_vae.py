@@ -25,8 +25,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .runner import BenchmarkError, add_common_arguments, check_out_dir
-from .vae import _add_training_arguments, load_data, plot_curves, print_table, run_grid, summarise
+from .runner import BenchmarkError, add_common_arguments
+from .vae import _add_training_arguments, check_training_options, plot_curves, print_table, run_grid, summarise
 
 DESCRIPTION = "binary (Bernoulli) MNIST VAE with 200 latents: pathwise vs score-function estimators"
 
@@ -77,17 +77,9 @@ def run(args) -> int:
     missing = [e for e in DEFAULT_ESTIMATORS if e not in registry.names()]
     seeds = args.seeds if args.seeds is not None else preset["seeds"]
     samples = args.samples if args.samples is not None else preset["samples"]
-    epochs = args.epochs if args.epochs is not None else preset["epochs"]
-    train_size = args.train_size if args.train_size is not None else preset["train_size"]
     if any(k < 1 for k in samples):
         raise BenchmarkError(f"--samples must be >= 1, got {samples}")
-    for flag, v in (("--epochs", epochs), ("--train-size", train_size), ("--test-size", args.test_size)):
-        if v is not None and v < 1:
-            raise BenchmarkError(f"{flag} must be >= 1, got {v}")
-    if (args.lr is not None and args.lr <= 0) or (args.tau is not None and args.tau <= 0):
-        raise BenchmarkError("--lr and --tau must be positive")
-    check_out_dir(args.out)
-    train_images, test_images = load_data(args.data)
+    epochs, train_size, train_images, test_images = check_training_options(args, preset)
 
     runs, skipped = [], []
     for k in samples:

@@ -65,6 +65,25 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
 # Shared by the two VAE benchmarks
 
 
+def check_training_options(args, preset):
+    """The training options both VAE benchmarks take (``_add_training_arguments``), checked before
+    any work: returns ``(epochs, train_size, train_images, test_images)``, the preset's values
+    where an option is not given, with the output directory checked and MNIST loaded."""
+    epochs = args.epochs if args.epochs is not None else preset["epochs"]
+    train_size = args.train_size if args.train_size is not None else preset["train_size"]
+    for flag, v in (("--epochs", epochs), ("--train-size", train_size), ("--test-size", args.test_size),
+                    ("--checkpoint-every", args.checkpoint_every)):
+        if v is not None and v < 1:
+            raise BenchmarkError(f"{flag} must be >= 1, got {v}")
+    if (args.lr is not None and args.lr <= 0) or (args.tau is not None and args.tau <= 0):
+        raise BenchmarkError("--lr and --tau must be positive")
+    check_out_dir(args.out)
+    train_images, test_images = load_data(args.data)
+    if train_size is not None and train_size > train_images.shape[0]:
+        raise BenchmarkError(f"--train-size {train_size} exceeds the {train_images.shape[0]} training images")
+    return epochs, train_size, train_images, test_images
+
+
 def load_data(path: Optional[str]):
     """MNIST as flat ``(N, 784)`` grey levels; a clear BenchmarkError when missing."""
     mnist = load_mnist_arg(path)
@@ -245,18 +264,7 @@ def run(args) -> int:
         if "categorical" not in registry.get(e).variables:
             raise BenchmarkError(f"--estimators: {e!r} does not support categorical variables")
     seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    epochs = args.epochs if args.epochs is not None else preset["epochs"]
-    train_size = args.train_size if args.train_size is not None else preset["train_size"]
-    for name in ("epochs", "train_size", "test_size", "checkpoint_every"):
-        v = locals().get(name, getattr(args, name, None))
-        if v is not None and v < 1:
-            raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    if (args.lr is not None and args.lr <= 0) or (args.tau is not None and args.tau <= 0):
-        raise BenchmarkError("--lr and --tau must be positive")
-    check_out_dir(args.out)
-    train_images, test_images = load_data(args.data)
-    if train_size is not None and train_size > train_images.shape[0]:
-        raise BenchmarkError(f"--train-size {train_size} exceeds the {train_images.shape[0]} training images")
+    epochs, train_size, train_images, test_images = check_training_options(args, preset)
 
     runs = []
     for c in configs:
