@@ -112,6 +112,19 @@ def _check_unit_interval(value, name: str) -> float:
 
 # --------------------------------------------------------------------------- mirror descent
 
+def _append_checked_group(optimizer: torch.optim.Optimizer, param_group: dict, check) -> dict:
+    """``Optimizer.add_param_group`` followed by ``check(group)``; a group that fails its check is
+    removed again, so a rejected group leaves no trace. Returns the new group."""
+    torch.optim.Optimizer.add_param_group(optimizer, param_group)
+    group = optimizer.param_groups[-1]
+    try:
+        check(group)
+    except (TypeError, ValueError):
+        optimizer.param_groups.pop()
+        raise
+    return group
+
+
 class _MirrorDescent(torch.optim.Optimizer):
     """Shared machinery: a dual tensor per parameter, SGD or Adam in the dual space, ``beta``
     annealing, writing the primal weight back into the parameter, rounding for evaluation."""
@@ -151,14 +164,11 @@ class _MirrorDescent(torch.optim.Optimizer):
         group.setdefault("num_steps", 0)
 
     def add_param_group(self, param_group: dict) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        try:
+        def check(group):
             _check_params(group, self._name)
             self._check_group(group)
-        except (TypeError, ValueError):
-            self.param_groups.pop()      # a rejected group leaves no trace
-            raise
+
+        group = _append_checked_group(self, param_group, check)
         with torch.no_grad():
             for p in group["params"]:
                 w = p.detach().to(_state_dtype(p.dtype))
@@ -496,13 +506,7 @@ class BayesBiNN(torch.optim.Optimizer):
                              f"{self._n_params} parameters")
 
     def add_param_group(self, param_group: dict) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        try:
-            self._check_group(group)
-        except (TypeError, ValueError):
-            self.param_groups.pop()      # a rejected group leaves no trace
-            raise
+        group = _append_checked_group(self, param_group, self._check_group)
         with torch.no_grad():
             for p in group["params"]:
                 check_generator(self.generator, p.device)
