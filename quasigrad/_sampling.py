@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from . import _native
 from . import _validate as V
 
 __all__ = ["sample_categorical", "uniform", "gumbel", "conditional_gumbel", "compute_dtype", "is_compiling"]
@@ -69,8 +70,11 @@ def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Option
     dim = V.normalize_dim(dim, logits.dim())
     V.check_generator(generator, logits.device)
     with torch.no_grad():
-        probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
-        index, total = _draw_index(probs, dim, generator)
+        if not is_compiling() and _native.usable(logits, dim):  # the same draw as the estimators make
+            _, _, index, total = _native.sample(logits.detach(), generator)
+        else:
+            probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
+            index, total = _draw_index(probs, dim, generator)
         V.check_finite_rows(total, logits, dim)
     return index
 

@@ -28,6 +28,7 @@ from typing import Optional
 
 import torch
 
+from . import _native
 from . import _validate as V
 from . import registry
 from ._sampling import _draw_index, compute_dtype, conditional_gumbel, gumbel, is_compiling
@@ -50,7 +51,19 @@ def _prepare(logits, dim, generator, tau=None):
 
 def _probs_and_index(logits, dim, index, generator):
     """``π`` in the compute dtype and the sample's index (drawn, or the caller's, checked)."""
+    probs, index, _ = _draw(logits, dim, index, generator)
+    return probs, index
+
+
+def _draw(logits, dim, index, generator):
+    """``(π, index, one_hot)``: ``one_hot`` is the sample's one-hot when the fused CPU kernel made
+    it together with ``π`` (then ``π`` is a fresh contiguous tensor the caller may overwrite), else
+    None and the one-hot is built in the forward pass."""
     with torch.no_grad():
+        if index is None and not is_compiling() and _native.usable(logits, dim):
+            probs, onehot, index, total = _native.sample(logits.detach(), generator)
+            V.check_finite_rows(total, logits, dim)
+            return probs, index, onehot
         probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
         if index is None:
             index, total = _draw_index(probs, dim, generator)
@@ -63,7 +76,7 @@ def _probs_and_index(logits, dim, index, generator):
                 if bool((probs.gather(dim, index.unsqueeze(dim)) == 0).any()):
                     raise ValueError("index selects a category whose probability is 0 (logit -inf); "
                                      "a sample can only hold categories with finite logits")
-    return probs, index
+    return probs, index, None
 
 
 def _one_hot(index, like, dim):
@@ -92,16 +105,18 @@ class _LinearInG(torch.autograd.Function):
     """Forward: the one-hot of ``index``. Backward: ``kernel(g, saved)``, a function linear in ``g``
     defined by each estimator. Saves only its probability tensors and the index."""
 
+    # The combined forward (ctx first) rather than forward + setup_context: with setup_context,
+    # Function.apply binds the arguments through inspect.signature on every call, which costs
+    # about as much as a small estimator's whole forward pass.
     @staticmethod
-    def forward(logits, index, dim, kernel, *saved):
-        return _one_hot(index, logits, dim)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        logits, index, dim, kernel, *saved = inputs
+    def forward(ctx, logits, index, dim, kernel, made, *saved):
         ctx.dim, ctx.kernel, ctx.dtype = dim, kernel, logits.dtype
         ctx.save_for_backward(index, *saved)
         ctx.set_materialize_grads(True)
+        # ``made``: a list holding the one-hot when the fused kernel already built it. Passed in a
+        # list so that autograd does not see it as an input (an input returned as the output
+        # would come back as a view, which could not be modified in place).
+        return made.pop() if made else _one_hot(index, logits, dim)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -109,11 +124,11 @@ class _LinearInG(torch.autograd.Function):
         index, *saved = ctx.saved_tensors
         g = grad.to(saved[0].dtype)
         out = ctx.kernel(g, index, ctx.dim, *saved)
-        return (out.to(ctx.dtype), None, None, None) + (None,) * len(saved)
+        return (out.to(ctx.dtype), None, None, None, None) + (None,) * len(saved)
 
 
-def _apply(logits, index, dim, kernel, *saved):
-    return _LinearInG.apply(logits, index, dim, kernel, *saved)
+def _apply(logits, index, dim, kernel, *saved, onehot=None):
+    return _LinearInG.apply(logits, index, dim, kernel, [] if onehot is None else [onehot], *saved)
 
 
 # Backward kernels. Each gets g (compute dtype), the index, dim and the saved tensors.
@@ -140,6 +155,12 @@ def _k_zgr(g, index, dim, pi):
     g_d = g.gather(dim, idx)
     out = torch.add(g_d * -0.5, g, alpha=0.5).mul_(pi)   # ½ (g − g_D) ⊙ π in two passes
     return out.scatter_add_(dim, idx, (g_d - _dot(pi, g, dim)).mul_(0.5))
+
+
+def _zgr_kernel(onehot):
+    """ZGR's backward: the fused CPU kernel when the fused draw ran (contiguous π along the last
+    dimension), else the PyTorch one."""
+    return _k_zgr if onehot is None else _native.zgr_backward
 
 
 def _k_darn(g, index, dim, pi):
@@ -178,12 +199,12 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional
         [-0.1418, -0.1408, 0.2826]
     """
     dim, tau = _prepare(logits, dim, generator, tau)
-    probs, index = _probs_and_index(logits, dim, index, generator)
+    probs, index, onehot = _draw(logits, dim, index, generator)
     if tau == 1.0:
-        return _apply(logits, index, dim, _k_st, probs)
+        return _apply(logits, index, dim, _k_st, probs, onehot=onehot)
     with torch.no_grad():
         q = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
-    return _apply(logits, index, dim, functools.partial(_k_st, scale=1.0 / tau), q)
+    return _apply(logits, index, dim, functools.partial(_k_st, scale=1.0 / tau), q, onehot=onehot)
 
 
 def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional[torch.Tensor] = None,
@@ -200,12 +221,12 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Opt
     equals :func:`zgr`'s on every draw.
     """
     dim, tau = _prepare(logits, dim, generator, tau)
-    probs, index = _probs_and_index(logits, dim, index, generator)
+    probs, index, onehot = _draw(logits, dim, index, generator)
     if tau == 1.0:  # 2 J(½(π + D)) g − ½ J(π) g reduces to ZGR's kernel (same values, fewer passes)
-        return _apply(logits, index, dim, _k_zgr, probs)
+        return _apply(logits, index, dim, _zgr_kernel(onehot), probs, onehot=onehot)
     with torch.no_grad():
         pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
-    return _apply(logits, index, dim, _k_reinmax, probs, pi_tau)
+    return _apply(logits, index, dim, _k_reinmax, probs, pi_tau, onehot=onehot)
 
 
 def zgr(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = None,
@@ -221,8 +242,8 @@ def zgr(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = 
     Bias: exact in expectation for losses quadratic in ``D``; biased beyond. No temperature.
     """
     dim, _ = _prepare(logits, dim, generator)
-    probs, index = _probs_and_index(logits, dim, index, generator)
-    return _apply(logits, index, dim, _k_zgr, probs)
+    probs, index, onehot = _draw(logits, dim, index, generator)
+    return _apply(logits, index, dim, _zgr_kernel(onehot), probs, onehot=onehot)
 
 
 def darn(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = None,
@@ -238,8 +259,8 @@ def darn(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] =
     categories up to a shift). No temperature.
     """
     dim, _ = _prepare(logits, dim, generator)
-    probs, index = _probs_and_index(logits, dim, index, generator)
-    return _apply(logits, index, dim, _k_darn, probs)
+    probs, index, onehot = _draw(logits, dim, index, generator)
+    return _apply(logits, index, dim, _k_darn if onehot is None else _native.darn_backward, probs, onehot=onehot)
 
 
 def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: int = -1,
@@ -256,10 +277,12 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     gap = V.check_positive(gap, "gap")
-    probs, index = _probs_and_index(logits, dim, index, generator)
+    probs, index, onehot = _draw(logits, dim, index, generator)
     with torch.no_grad():
         idx = index.unsqueeze(dim)
-        if tau == 1.0:
+        if tau == 1.0 and onehot is not None:   # the fused kernel's π is fresh: overwrite it with q
+            q = _native.gst_(probs, index, math.exp(-gap))
+        elif tau == 1.0:
             # softmax(θ') straight from π: exp θ'_j = min(exp θ_j, exp(θ_m − gap)), exp θ'_D = exp θ_m
             top = probs.amax(dim, keepdim=True)
             q = torch.minimum(probs, top * math.exp(-gap)).scatter_(dim, idx, top)
@@ -269,7 +292,8 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
             top = theta.amax(dim, keepdim=True)
             shifted = torch.minimum(theta, top - gap).scatter_(dim, idx, top)
             q = torch.softmax(shifted / tau, dim)
-    return _apply(logits, index, dim, _k_st if tau == 1.0 else functools.partial(_k_st, scale=1.0 / tau), q)
+    return _apply(logits, index, dim, _k_st if tau == 1.0 else functools.partial(_k_st, scale=1.0 / tau), q,
+                  onehot=onehot)
 
 
 def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False, dim: int = -1,
