@@ -12,6 +12,10 @@ rounds), so that load from other processes affects both alike; the table shows t
 round's time per call (the least disturbed, as ``timeit`` advises) and the ratio of those; the
 medians are in the JSON. Threads: ``--threads`` (default 2).
 
+**Kernels**: on the CPU the straight-through family runs through the fused C kernels of
+``quasigrad._native`` when they build (the header line says whether they did; run with
+``QUASIGRAD_NATIVE=0`` to time the pure PyTorch path instead).
+
 **Peak memory** (CPU): one call runs under ``torch.profiler`` with ``profile_memory=True``; its
 allocation and free events (Kineto's ``[memory]`` events, sizes signed) are summed in time order
 and the maximum of the running sum is the peak of memory allocated during the call (the input
@@ -31,6 +35,7 @@ import time
 
 import torch
 
+from .. import _native
 from ..lab._specs import StopHook, parse_specs
 from . import runner
 
@@ -174,8 +179,9 @@ def run(args) -> int:
         specs += parse_specs([f"gumbel_rao:k={k}" for k in args.gr_k if k not in have], default=[], need="sample")
     out = runner.check_out_dir(args.out)
     torch.set_num_threads(args.threads)
+    kernels = _native.status() if device.type == "cpu" else "PyTorch operators (the fused kernels are CPU only)"
     config = {"statistic": "min", "threads": args.threads, "repeats": repeats, "min_time": min_time, "device": str(device),
-              "dtype": "float32", "torch": torch.__version__}
+              "dtype": "float32", "torch": torch.__version__, "kernels": kernels}
     store = runner.ResultStore(out, "efficiency", config, fresh=args.fresh)
     entries = [(s.label, (lambda fn, kw: (lambda x: fn(x, dim=-1, **kw)))(s.info.function("categorical"), s.kwargs),
                 s.kwargs.get("k") if s.name == "gumbel_rao" else None) for s in specs]
@@ -213,7 +219,8 @@ def run(args) -> int:
                          _fmt(r["time_ratio"], ".2f"), _fmt(r["peak_mib"], ".3g"), _fmt(r["memory_ratio"], ".2f")))
     table = runner.format_table(rows, ["shape", "estimator", "fwd+bwd ms", "softmax ms", "time / softmax",
                                        "peak MiB", "peak / softmax"])
-    print(f"efficiency: {device}, {args.threads} threads, float32, fastest of {repeats} rounds; torch {torch.__version__}")
+    print(f"efficiency: {device}, {args.threads} threads, float32, fastest of {repeats} rounds; torch {torch.__version__}; "
+          f"{kernels}")
     print(table)
     if skipped:
         print(f"skipped (k × numel > {max_work:g}; raise --max-gr-work): {', '.join(skipped)}")
