@@ -59,6 +59,21 @@ def _draw_index(probs: torch.Tensor, dim: int, generator: Optional[torch.Generat
     return index.clamp_(max=n - 1), total.squeeze(dim)
 
 
+def draw(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator]):
+    """``(π, index, one_hot)`` for a fresh sample along ``dim`` (normalised, checked), under
+    no_grad. The fused CPU kernel is used where it applies (see :mod:`quasigrad._native`); it makes
+    the one-hot with ``π``, and its ``π`` is a fresh contiguous tensor the caller may overwrite.
+    Elsewhere ``π`` is ``softmax`` in the compute dtype and ``one_hot`` is None."""
+    if not is_compiling() and _native.usable(logits, dim):
+        probs, onehot, index, total = _native.sample(logits.detach(), generator)
+    else:
+        probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
+        index, total = _draw_index(probs, dim, generator)
+        onehot = None
+    V.check_finite_rows(total, logits, dim)
+    return probs, index, onehot
+
+
 def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Draw ``D ~ Categorical(softmax(logits))`` along ``dim``; returns the category index (int64),
     shaped like ``logits`` without ``dim``. Categories with logit ``-inf`` are never drawn.
@@ -70,12 +85,7 @@ def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Option
     dim = V.normalize_dim(dim, logits.dim())
     V.check_generator(generator, logits.device)
     with torch.no_grad():
-        if not is_compiling() and _native.usable(logits, dim):  # the same draw as the estimators make
-            _, _, index, total = _native.sample(logits.detach(), generator)
-        else:
-            probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
-            index, total = _draw_index(probs, dim, generator)
-        V.check_finite_rows(total, logits, dim)
+        _, index, _ = draw(logits, dim, generator)   # the same draw as the estimators make
     return index
 
 

@@ -31,7 +31,7 @@ import torch
 from . import _native
 from . import _validate as V
 from . import registry
-from ._sampling import _draw_index, compute_dtype, conditional_gumbel, gumbel, is_compiling
+from ._sampling import compute_dtype, conditional_gumbel, draw, gumbel, is_compiling
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn"]
 
@@ -49,33 +49,21 @@ def _prepare(logits, dim, generator, tau=None):
     return dim, tau
 
 
-def _probs_and_index(logits, dim, index, generator):
-    """``π`` in the compute dtype and the sample's index (drawn, or the caller's, checked)."""
-    probs, index, _ = _draw(logits, dim, index, generator)
-    return probs, index
-
-
 def _draw(logits, dim, index, generator):
-    """``(π, index, one_hot)``: ``one_hot`` is the sample's one-hot when the fused CPU kernel made
-    it together with ``π`` (then ``π`` is a fresh contiguous tensor the caller may overwrite), else
-    None and the one-hot is built in the forward pass."""
+    """``(π, index, one_hot)``: a fresh draw through :func:`quasigrad._sampling.draw` (``one_hot``
+    is None unless the fused CPU kernel made it), or the caller's ``index``, checked, with
+    ``π = softmax`` in the compute dtype."""
     with torch.no_grad():
-        if index is None and not is_compiling() and _native.usable(logits, dim):
-            probs, onehot, index, total = _native.sample(logits.detach(), generator)
-            V.check_finite_rows(total, logits, dim)
-            return probs, index, onehot
-        probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
         if index is None:
-            index, total = _draw_index(probs, dim, generator)
-            V.check_finite_rows(total, logits, dim)
-        else:
-            index = V.check_index(index, logits, dim)
-            if not is_compiling():
-                if not bool(torch.isfinite(probs).all()):
-                    V.describe_bad_logits(logits, dim)
-                if bool((probs.gather(dim, index.unsqueeze(dim)) == 0).any()):
-                    raise ValueError("index selects a category whose probability is 0 (logit -inf); "
-                                     "a sample can only hold categories with finite logits")
+            return draw(logits, dim, generator)
+        probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
+        index = V.check_index(index, logits, dim)
+        if not is_compiling():
+            if not bool(torch.isfinite(probs).all()):
+                V.describe_bad_logits(logits, dim)
+            if bool((probs.gather(dim, index.unsqueeze(dim)) == 0).any()):
+                raise ValueError("index selects a category whose probability is 0 (logit -inf); "
+                                 "a sample can only hold categories with finite logits")
     return probs, index, None
 
 
@@ -391,7 +379,7 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, dim: int 
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     k = V.check_int(k, "k", minimum=1)
-    _, index = _probs_and_index(logits, dim, index, generator)
+    _, index, _ = _draw(logits, dim, index, generator)
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=logits.device).item())
     chunk = max(1, min(k, (1 << 22) // max(1, logits.numel())))
     return _GumbelRao.apply(logits, index, dim, tau, k, seed, chunk)
