@@ -72,42 +72,46 @@ static inline v8f v8_exp_nonpos(v8f x) {
 
 /* The inverse-CDF search of one row of unnormalised masses e: the first j whose running sum
    exceeds v, scanning in order. */
-static inline int64_t qg_search_seq_f32(const float *e, int64_t n, float v) {
-    float acc = 0;
-    for (int64_t j = 0; j < n; ++j) {
-        acc += e[j];
-        if (acc > v) return j;
-    }
-    for (int64_t j = n - 1; j >= 0; --j) /* rounding: the last category of positive mass */
-        if (e[j] > 0) return j;
-    return 0; /* only on a bad row, which the caller rejects */
+#define QG_SEARCH_SEQ(T, SUF)                                                                     \
+static inline int64_t qg_search_seq_##SUF(const T *e, int64_t n, T v) {                           \
+    T acc = 0;                                                                                    \
+    for (int64_t j = 0; j < n; ++j) {                                                             \
+        acc += e[j];                                                                              \
+        if (acc > v) return j;                                                                    \
+    }                                                                                             \
+    for (int64_t j = n - 1; j >= 0; --j) /* rounding: the last category of positive mass */       \
+        if (e[j] > 0) return j;                                                                   \
+    return 0; /* only on a bad row, which the caller rejects */                                   \
+}
+QG_SEARCH_SEQ(float, f32)
+QG_SEARCH_SEQ(double, f64)
+
+/* Inclusive prefix sums of the 8 lanes, by three shifted adds. */
+static inline v8f v8_prefix(v8f t) {
+    const v8f zero = v8_splat(0.0f);
+    t += __builtin_shufflevector(t, zero, 8, 0, 1, 2, 3, 4, 5, 6);
+    t += __builtin_shufflevector(t, zero, 8, 8, 0, 1, 2, 3, 4, 5);
+    t += __builtin_shufflevector(t, zero, 8, 8, 8, 8, 0, 1, 2, 3);
+    return t;
 }
 
 /* The same search without branches: k = the number of running sums (8 lanes at a time, each
-   vector's in-lane prefix sums by three shifted adds) that are <= v. Rounding can make these
+   vector's in-lane prefix sums plus the running total) that are <= v. Rounding can make these
    running sums differ from the sequential ones in the last bit, so a k that lands on a category
    of zero mass, or past the end, is redone by the sequential scan: a zero-mass category is never
    returned. */
 static inline int64_t qg_search_f32(const float *e, int64_t n, float v) {
-    const v8f zero = v8_splat(0.0f), vv = v8_splat(v);
-    v8f acc = zero;
+    const v8f vv = v8_splat(v);
+    v8f acc = v8_splat(0.0f);
     v8i count = {0};
     int64_t j = 0, full = n - n % 8;
     for (; j < full; j += 8) {
-        v8f t = v8_load(e + j);
-        t += __builtin_shufflevector(t, zero, 8, 0, 1, 2, 3, 4, 5, 6);
-        t += __builtin_shufflevector(t, zero, 8, 8, 0, 1, 2, 3, 4, 5);
-        t += __builtin_shufflevector(t, zero, 8, 8, 8, 8, 0, 1, 2, 3);
-        t += acc;
+        v8f t = v8_prefix(v8_load(e + j)) + acc;
         count += t <= vv;   /* true is -1 */
         acc = __builtin_shufflevector(t, t, 7, 7, 7, 7, 7, 7, 7, 7);
     }
     if (j < n) {
-        v8f t = v8_load_part(e + j, n - j, 0.0f);
-        t += __builtin_shufflevector(t, zero, 8, 0, 1, 2, 3, 4, 5, 6);
-        t += __builtin_shufflevector(t, zero, 8, 8, 0, 1, 2, 3, 4, 5);
-        t += __builtin_shufflevector(t, zero, 8, 8, 8, 8, 0, 1, 2, 3);
-        t += acc;
+        v8f t = v8_prefix(v8_load_part(e + j, n - j, 0.0f)) + acc;
         v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
         count += (t <= vv) & (lane < (int32_t)(n - j));
     }
@@ -117,16 +121,27 @@ static inline int64_t qg_search_f32(const float *e, int64_t n, float v) {
     return k;
 }
 
-static inline int64_t qg_search_f64(const double *e, int64_t n, double v) {
-    double acc = 0;
-    for (int64_t j = 0; j < n; ++j) {
-        acc += e[j];
-        if (acc > v) return j;
-    }
-    for (int64_t j = n - 1; j >= 0; --j)
-        if (e[j] > 0) return j;
-    return 0;
+/* One row of qg_sample_* in plain scalar code: all of float64, and float32 rows shorter than 8
+   (where libm's expf beats 8-lane vectors padded out). */
+#define QG_SAMPLE_ROW(T, SUF, EXP, SEARCH)                                                        \
+static inline void qg_sample_row_##SUF(const T *xr, T *pr, T *dr, int64_t *idx, T u, T *total,    \
+                                       int64_t n) {                                               \
+    T m = -INFINITY;                                                                              \
+    int bad = 0;                                                                                  \
+    for (int64_t j = 0; j < n; ++j) { bad |= xr[j] != xr[j]; m = xr[j] > m ? xr[j] : m; }        \
+    memset(dr, 0, (size_t)n * sizeof(T));                                                         \
+    if (bad || isinf(m)) { *total = NAN; *idx = 0; return; }                                      \
+    T s = 0;                                                                                      \
+    for (int64_t j = 0; j < n; ++j) { T e = EXP(xr[j] - m); pr[j] = e; s += e; }                  \
+    *total = s;                                                                                   \
+    int64_t k = SEARCH(pr, n, u * s);                                                             \
+    *idx = k;                                                                                     \
+    T inv = (T)1 / s;                                                                             \
+    for (int64_t j = 0; j < n; ++j) pr[j] *= inv;                                                 \
+    dr[k] = 1;                                                                                    \
 }
+QG_SAMPLE_ROW(float, f32, expf, qg_search_f32)
+QG_SAMPLE_ROW(double, f64, exp, qg_search_seq_f64)
 
 void qg_sample_f32(const float *x, float *p, float *d, int64_t *idx, const float *u, float *total,
                    int64_t rows, int64_t n, int nthreads) {
@@ -134,20 +149,8 @@ void qg_sample_f32(const float *x, float *p, float *d, int64_t *idx, const float
     for (int64_t r = 0; r < rows; ++r) {
         const float *xr = x + r * n;
         float *pr = p + r * n, *dr = d + r * n;
-        if (n < 8) { /* short rows: scalar code (libm's expf) beats 8-lane vectors padded out */
-            float m = -INFINITY;
-            int bad = 0;
-            for (int64_t j = 0; j < n; ++j) { bad |= xr[j] != xr[j]; m = xr[j] > m ? xr[j] : m; }
-            for (int64_t j = 0; j < n; ++j) dr[j] = 0.0f;
-            if (bad || isinf(m)) { total[r] = NAN; idx[r] = 0; continue; }
-            float s = 0;
-            for (int64_t j = 0; j < n; ++j) { float e = expf(xr[j] - m); pr[j] = e; s += e; }
-            total[r] = s;
-            int64_t k = qg_search_f32(pr, n, u[r] * s);
-            idx[r] = k;
-            float inv = 1.0f / s;
-            for (int64_t j = 0; j < n; ++j) pr[j] *= inv;
-            dr[k] = 1.0f;
+        if (n < 8) {
+            qg_sample_row_f32(xr, pr, dr, idx + r, u[r], total + r, n);
             continue;
         }
         int64_t full = n - n % 8, j;
@@ -198,23 +201,8 @@ void qg_sample_f32(const float *x, float *p, float *d, int64_t *idx, const float
 void qg_sample_f64(const double *x, double *p, double *d, int64_t *idx, const double *u, double *total,
                    int64_t rows, int64_t n, int nthreads) {
     QG_PAR
-    for (int64_t r = 0; r < rows; ++r) {
-        const double *xr = x + r * n;
-        double *pr = p + r * n, *dr = d + r * n;
-        double m = -INFINITY;
-        int bad = 0;
-        for (int64_t j = 0; j < n; ++j) { bad |= xr[j] != xr[j]; m = xr[j] > m ? xr[j] : m; }
-        memset(dr, 0, (size_t)n * sizeof(double));
-        if (bad || isinf(m)) { total[r] = NAN; idx[r] = 0; continue; }
-        double s = 0;
-        for (int64_t j = 0; j < n; ++j) { double e = exp(xr[j] - m); pr[j] = e; s += e; }
-        total[r] = s;
-        int64_t k = qg_search_f64(pr, n, u[r] * s);
-        idx[r] = k;
-        double inv = 1.0 / s;
-        for (int64_t j = 0; j < n; ++j) pr[j] *= inv;
-        dr[k] = 1.0;
-    }
+    for (int64_t r = 0; r < rows; ++r)
+        qg_sample_row_f64(x + r * n, p + r * n, d + r * n, idx + r, u[r], total + r, n);
 }
 
 void qg_gst_f32(float *p, const int64_t *idx, float shrink, int64_t rows, int64_t n, int nthreads) {
