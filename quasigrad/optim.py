@@ -110,6 +110,24 @@ def _check_unit_interval(value, name: str) -> float:
     return float(value)
 
 
+@contextlib.contextmanager
+def _swapped_weights(optimizer: torch.optim.Optimizer, make) -> Iterator[None]:
+    """Inside the block every parameter ``p`` of ``optimizer`` holds ``make(p, group)``; the values
+    it held come back on exit (also on an exception)."""
+    saved = []
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                saved.append((p, p.detach().clone()))
+                p.copy_(make(p, group).to(p.dtype))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in saved:
+                p.copy_(value)
+
+
 # --------------------------------------------------------------------------- mirror descent
 
 def _append_checked_group(optimizer: torch.optim.Optimizer, param_group: dict, check) -> dict:
@@ -237,18 +255,8 @@ class _MirrorDescent(torch.optim.Optimizer):
     def quantized(self) -> Iterator[None]:
         """Inside the block every parameter holds its quantized value (``sign`` of the dual
         variable, or the most probable level); the soft weights come back on exit."""
-        saved = []
-        with torch.no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    saved.append((p, p.detach().clone()))
-                    p.copy_(self._hard(self.state[p]["dual"], group).to(p.dtype))
-        try:
+        with _swapped_weights(self, lambda p, group: self._hard(self.state[p]["dual"], group)):
             yield
-        finally:
-            with torch.no_grad():
-                for p, value in saved:
-                    p.copy_(value)
 
 
 class MDTanh(_MirrorDescent):
@@ -659,15 +667,6 @@ class BayesBiNN(torch.optim.Optimizer):
 
     @contextlib.contextmanager
     def _swap(self, make) -> Iterator[None]:
-        saved = []
-        with torch.no_grad():
-            for g in self.param_groups:
-                for p in g["params"]:
-                    saved.append((p, p.detach().clone()))
-                    p.copy_(make(p, self.state[p]["lambda"]).to(p.dtype))
-        try:
+        """Every parameter holds ``make(p, lambda_p)`` inside the block."""
+        with _swapped_weights(self, lambda p, group: make(p, self.state[p]["lambda"])):
             yield
-        finally:
-            with torch.no_grad():
-                for p, value in saved:
-                    p.copy_(value)
