@@ -288,6 +288,16 @@ class EMABaseline(torch.nn.Module):
         return out
 
 
+def _one_per_example(out: torch.Tensor, want: tuple, what: str) -> torch.Tensor:
+    """A network's output shaped ``want`` (a trailing size-1 dimension is dropped), else a
+    ValueError that starts with ``what``."""
+    if tuple(out.shape) == want + (1,):
+        out = out.squeeze(-1)
+    if tuple(out.shape) != want:
+        raise ValueError(f"{what} per example, shape {want} (or {want + (1,)}), got {tuple(out.shape)}")
+    return out
+
+
 class LearnedBaseline(torch.nn.Module):
     r"""REINFORCE with a learned, input-dependent baseline (NVIL: Mnih & Gregor 2014, "Neural
     variational inference and learning in belief networks").
@@ -329,13 +339,7 @@ class LearnedBaseline(torch.nn.Module):
         b = self.net(ctx if ref is None or not ctx.is_floating_point() else ctx.to(ref.dtype))
         if not isinstance(b, torch.Tensor):
             raise TypeError(f"net must return a tensor, got {type(b).__name__}")
-        ex = tuple(values.shape[1:])
-        if tuple(b.shape) == ex + (1,):
-            b = b.squeeze(-1)
-        if tuple(b.shape) != ex:
-            raise ValueError(f"net must return one baseline per example, shape {ex} (or {ex + (1,)}), "
-                             f"got {tuple(b.shape)}")
-        b = b.to(p.cdt)
+        b = _one_per_example(b, tuple(values.shape[1:]), "net must return one baseline").to(p.cdt)
         signal = values.detach() - b.detach()
         if self.normalize_variance:
             c = self.mean.to(device=values.device, dtype=p.cdt)
@@ -706,13 +710,7 @@ class RELAX(torch.nn.Module):
             flat = r.flatten(r.dim() - p.var_dims) if p.var_dims else r.unsqueeze(-1)
             ref = next(iter(self.net.parameters()), None) if isinstance(self.net, torch.nn.Module) else None
             out = self.net(flat if ref is None else flat.to(ref.dtype))
-            want = (k,) + p.batch[:p.e]
-            if tuple(out.shape) == want + (1,):
-                out = out.squeeze(-1)
-            if tuple(out.shape) != want:
-                raise ValueError(f"the control-variate net must return one value per example, shape "
-                                 f"{want} (or {want + (1,)}), got {tuple(out.shape)}")
-            c = out.to(p.cdt)
+            c = _one_per_example(out, (k,) + p.batch[:p.e], "the control-variate net must return one value").to(p.cdt)
         if self.use_f:
             fr = torch.stack([p.call(ri) for ri in r.unbind(0)])
             if not fr.requires_grad:
