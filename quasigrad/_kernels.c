@@ -1,77 +1,60 @@
 /* Fused CPU kernels for the straight-through family; quasigrad._native compiles and loads them.
 
-   Layout: `rows` rows of `n` contiguous categories. Every kernel is parallel over rows with
-   OpenMP; the shared library is linked to libgomp.so.1, which resolves to the copy PyTorch has
-   already loaded, so the two share one thread pool.
+   Layout: `rows` rows of `n` contiguous categories (the logits x). Every kernel is parallel over
+   rows with OpenMP; the shared library is linked to libgomp.so.1, which resolves to the copy
+   PyTorch has already loaded, so the two share one thread pool.
 
-   qg_sample_*: softmax, the categorical draw and the one-hot in one sweep per row:
-       p     <- softmax(x)                   (saved for the backward pass)
-       d     <- one_hot(k)                   (the estimator's forward value)
-       idx   <- k
-       total <- sum_j exp(x_j - max x)       (NaN for a bad row: a NaN or +inf logit, or all -inf)
-   The draw is the inverse CDF with the row's uniform number u in [0, 1): with e_j = exp(x_j - m),
-   k is the first j whose running sum e_0 + ... + e_j exceeds v = u * sum_j e_j. A category with
-   e_j = 0 (logit -inf, or so small that it underflows) never raises the running sum, so it is
-   never drawn; if rounding leaves v at or above the final running sum, the last category with
-   e_j > 0 is taken.
+   qg_sample_*: the categorical draw and its one-hot in one sweep per row, without writing the
+   probabilities out:
+       d   <- one_hot(k)                 (the estimator's forward value)
+       idx <- k
+       m   <- max_j x_j                  (saved, with x, for the backward pass)
+   and the number of bad rows (a NaN or +inf logit, or only -inf logits) is returned; a bad row
+   gets k = 0 and an all-zero d, and the caller raises. The draw is the inverse CDF with one
+   uniform number u in [0, 1) per row: with e_j = exp(x_j - m), k is the first j whose running
+   sum e_0 + ... + e_j exceeds v = u * sum_j e_j. A category with e_j = 0 (logit -inf, or so small
+   that it underflows) never raises the running sum, so it is never drawn; if rounding leaves v at
+   or above the final running sum, the last category with e_j > 0 is taken. The row of d holds
+   e while the row is drawn. u for row r is output r of the SplitMix64 stream that starts at
+   `seed` (one seed per call, drawn by the caller from a torch.Generator), so the draws depend on
+   the seed and the row alone, not on the number of threads.
 
-   qg_gst_*: in place on p, GST's surrogate at tau = 1: q_j = min(p_j, p_max e^-gap) for j != k,
-   q_k = p_max, then q normalised.
+   qg_backward_*: the backward passes, from x, m, the drawn k and the upstream gradient g. With
+   q_j = exp(x_j - m) (the softmax numerators; the max category has q = 1), GST first replaces
+   q_j by min(q_j, cap) for j != k and q_k by 1 (cap = e^-gap: its surrogate at tau = 1). Then
+   p = q / sum q, c = <p, g> and
+       ST, GST:  out = p (g - c)                               (J(p) g)
+       ZGR:      out = 1/2 p (g - g_k) + 1/2 (g_k - c) e_k
+       DARN:     out = (g_k - c) (e_k - p)
+   in two sweeps per row: q (stored in out) with its sum and <q, g>, then out = q (a g + b), plus
+   a term at k.
 
-   qg_zgr_*, qg_darn_*: backward passes (g the upstream gradient, k the drawn index):
-       ZGR:  out = 1/2 p (g - g_k) + 1/2 (g_k - <p, g>) e_k
-       DARN: out = (g_k - <p, g>) (e_k - p)
-
-   The float32 sweeps are written with GCC/Clang vector extensions (8 lanes) so that they
-   vectorise without -ffast-math, whose assumptions (no NaN, no inf) the NaN checks and the -inf
-   masks here rely on not being made. float64 uses plain loops and libm's exp. */
+   The float32 sweeps use vectors: AVX-512 intrinsics (16 lanes, masked tails, vscalefps for 2^k)
+   where the compiler targets AVX-512, else GCC/Clang vector extensions (8 lanes; any target). No
+   -ffast-math: its assumptions (no NaN, no inf) are what the NaN checks and the -inf masks here
+   rely on not being made. float64, and float32 rows shorter than 8, use scalar loops and libm. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#define QG_PAR _Pragma("omp parallel for schedule(static) num_threads(nthreads) if(rows * n > 16384)")
+#define QG_PARALLEL_FOR _Pragma("omp parallel for schedule(static) num_threads(nthreads) if(rows * n > 16384)")
+#define QG_PARALLEL_FOR_COUNT_BAD _Pragma("omp parallel for schedule(static) num_threads(nthreads) if(rows * n > 16384) reduction(+:bad)")
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
+enum { QG_ST = 0, QG_ZGR = 1, QG_DARN = 2, QG_GST = 3 };
 
-static inline v8f v8_splat(float a) { v8f v = {a, a, a, a, a, a, a, a}; return v; }
-static inline v8f v8_load(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
-static inline void v8_store(float *p, v8f v) { memcpy(p, &v, sizeof v); }
-/* the first `count` (< 8) lanes from p, the others `fill` */
-static inline v8f v8_load_part(const float *p, int64_t count, float fill) {
-    v8f v = v8_splat(fill);
-    for (int64_t t = 0; t < count; ++t) v[t] = p[t];
-    return v;
+/* u in [0, 1) for row r: SplitMix64 (Steele, Lea, Flood 2014) output r from `seed`, its top 24
+   (float) or 53 (double) bits. */
+static inline uint64_t qg_splitmix(uint64_t seed, int64_t r) {
+    uint64_t z = seed + ((uint64_t)r + 1u) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
-static inline void v8_store_part(float *p, v8f v, int64_t count) {
-    for (int64_t t = 0; t < count; ++t) p[t] = v[t];
-}
-static inline v8f v8_select(v8i mask, v8f a, v8f b) { return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask)); }
-static inline float v8_sum(v8f v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+static inline float qg_uniform_f32(uint64_t seed, int64_t r) { return (float)(qg_splitmix(seed, r) >> 40) * 0x1p-24f; }
+static inline double qg_uniform_f64(uint64_t seed, int64_t r) { return (double)(qg_splitmix(seed, r) >> 11) * 0x1p-53; }
 
-/* exp(x) for x <= 0 (or NaN): Cephes' single-precision range reduction and polynomial; relative
-   error about 1e-7 on normal results; -inf gives 0, NaN gives NaN, and results below FLT_MIN are
-   denormal (2^k is applied in two halves so that each factor is a normal number). */
-static inline v8f v8_exp_nonpos(v8f x) {
-    const v8f lo = v8_splat(-110.0f);
-    v8f xc = v8_select(x < lo, lo, x); /* NaN compares false and stays NaN */
-    v8i k = __builtin_convertvector(xc * 1.44269504088896341f - 0.5f, v8i); /* xc <= 0: truncation is ceil */
-    v8f kf = __builtin_convertvector(k, v8f);
-    v8f r = xc - kf * 0.693359375f;
-    r = r + kf * 2.12194440e-4f;
-    v8f r2 = r * r;
-    v8f poly = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    poly = poly * r + 8.3334519073e-3f;
-    poly = poly * r + 4.1665795894e-2f;
-    poly = poly * r + 1.6666665459e-1f;
-    poly = poly * r + 5.0000001201e-1f;
-    poly = poly * r2 + r + 1.0f;
-    v8i k1 = k >> 1, k2 = k - k1;
-    return poly * (v8f)((k1 + 127) << 23) * (v8f)((k2 + 127) << 23);
-}
-
-/* The inverse-CDF search of one row of unnormalised masses e: the first j whose running sum
-   exceeds v, scanning in order. */
+/* The sequential inverse-CDF search over one row of unnormalised masses e: the first j whose
+   running sum exceeds v. */
 #define QG_SEARCH_SEQ(T, SUF)                                                                     \
 static inline int64_t qg_search_seq_##SUF(const T *e, int64_t n, T v) {                           \
     T acc = 0;                                                                                    \
@@ -86,234 +69,304 @@ static inline int64_t qg_search_seq_##SUF(const T *e, int64_t n, T v) {         
 QG_SEARCH_SEQ(float, f32)
 QG_SEARCH_SEQ(double, f64)
 
-/* Inclusive prefix sums of the 8 lanes, by three shifted adds. */
-static inline v8f v8_prefix(v8f t) {
-    const v8f zero = v8_splat(0.0f);
+/* ---------------------------------------------------------------------------------------------
+   Scalar rows: all of float64, and float32 rows shorter than 8. */
+
+#define QG_SCALAR_ROWS(T, SUF, EXP)                                                               \
+static inline int qg_sample_row_##SUF(const T *xr, T *dr, int64_t *idx, T *mr, T u, int64_t n) {  \
+    T m = -INFINITY;                                                                              \
+    int bad = 0;                                                                                  \
+    for (int64_t j = 0; j < n; ++j) { bad |= xr[j] != xr[j]; m = xr[j] > m ? xr[j] : m; }        \
+    if (bad || isinf(m)) { memset(dr, 0, (size_t)n * sizeof(T)); *idx = 0; *mr = 0; return 1; }  \
+    T s = 0;                                                                                      \
+    for (int64_t j = 0; j < n; ++j) { T e = EXP(xr[j] - m); dr[j] = e; s += e; }                  \
+    int64_t k = qg_search_seq_##SUF(dr, n, u * s);                                                \
+    memset(dr, 0, (size_t)n * sizeof(T));                                                         \
+    dr[k] = 1;                                                                                    \
+    *idx = k;                                                                                     \
+    *mr = m;                                                                                      \
+    return 0;                                                                                     \
+}                                                                                                 \
+static inline void qg_backward_row_##SUF(const T *xr, const T *gr, T m, int64_t k, T *o, int64_t n, \
+                                         int mode, T cap) {                                      \
+    T s = 0, dot = 0;                                                                             \
+    for (int64_t j = 0; j < n; ++j) {                                                             \
+        T q = EXP(xr[j] - m);                                                                     \
+        if (mode == QG_GST) q = q < cap ? q : cap;                                                \
+        o[j] = q; s += q; dot += q * gr[j];                                                       \
+    }                                                                                             \
+    T gk = gr[k], a, b, extra;                                                                    \
+    if (mode == QG_GST) { s += 1 - o[k]; dot += (1 - o[k]) * gk; o[k] = 1; }                      \
+    T inv = (T)1 / s, c = dot * inv;                                                              \
+    qg_coefficients_##SUF(mode, inv, c, gk, &a, &b, &extra);                                      \
+    for (int64_t j = 0; j < n; ++j) o[j] *= a * gr[j] + b;                                        \
+    o[k] += extra;                                                                                \
+}
+
+/* out_j = q_j (a g_j + b), then out_k += extra (see the header). */
+#define QG_COEFFICIENTS(T, SUF)                                                                   \
+static inline void qg_coefficients_##SUF(int mode, T inv, T c, T gk, T *a, T *b, T *extra) {      \
+    switch (mode) {                                                                               \
+    case QG_ZGR: *a = (T)0.5 * inv; *b = (T)-0.5 * gk * inv; *extra = (T)0.5 * (gk - c); break;  \
+    case QG_DARN: *a = 0; *b = -(gk - c) * inv; *extra = gk - c; break;                           \
+    default: *a = inv; *b = -c * inv; *extra = 0; break; /* ST, GST */                            \
+    }                                                                                             \
+}
+QG_COEFFICIENTS(float, f32)
+QG_COEFFICIENTS(double, f64)
+QG_SCALAR_ROWS(float, f32, expf)
+QG_SCALAR_ROWS(double, f64, exp)
+
+/* ---------------------------------------------------------------------------------------------
+   float32 vectors: qv (QG_VL lanes) and the few operations the rows need beyond + - *. */
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define QG_VL 16
+typedef __m512 qv;
+typedef __mmask16 qnan;   /* lanes seen NaN */
+
+static inline __mmask16 qg_mask(int64_t count) {
+    return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
+}
+static inline qv qv_splat(float a) { return _mm512_set1_ps(a); }
+static inline qv qv_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline qv qv_load_part(const float *p, int64_t count, float fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), qg_mask(count), p);
+}
+static inline void qv_store(float *p, qv v) { _mm512_storeu_ps(p, v); }
+static inline void qv_store_part(float *p, qv v, int64_t count) { _mm512_mask_storeu_ps(p, qg_mask(count), v); }
+static inline qv qv_max(qv a, qv b) { return _mm512_max_ps(a, b); }
+static inline qv qv_min(qv a, qv b) { return _mm512_min_ps(a, b); }
+static inline qnan qnan_none(void) { return 0; }
+static inline qnan qnan_add(qnan acc, qv v) { return acc | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q); }
+static inline int qnan_any(qnan acc) { return acc != 0; }
+static inline float qv_hmax(qv v) { return _mm512_reduce_max_ps(v); }
+static inline float qv_hsum(qv v) { return _mm512_reduce_add_ps(v); }
+static inline qv qv_last(qv t) { return _mm512_permutexvar_ps(_mm512_set1_epi32(15), t); }
+/* how many of the first `count` lanes of t are <= v */
+static inline int64_t qv_count_le(qv t, qv v, int64_t count) {
+    return __builtin_popcount((unsigned)_mm512_mask_cmp_ps_mask(qg_mask(count), t, v, _CMP_LE_OQ));
+}
+/* inclusive prefix sums of the lanes: four shifted adds (lanes moved up, zeros in) */
+static inline qv qv_prefix(qv t) {
+    const __m512i zero = _mm512_setzero_si512();
+    t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 15));
+    t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 14));
+    t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 12));
+    t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 8));
+    return t;
+}
+/* exp(x) for x <= 0 or -inf: Cephes' single-precision range reduction and polynomial (relative
+   error about 1e-7), 2^k applied by vscalefps, which rounds once into the denormal range and
+   gives 0 below it. */
+static inline qv qv_exp_nonpos(qv x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-110.0f));   /* -inf -> -110, whose exp rounds to 0 */
+    qv k = _mm512_roundscale_ps(x * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    qv r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    qv r2 = r * r;
+    qv poly = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(8.3334519073e-3f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(4.1665795894e-2f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.6666665459e-1f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(5.0000001201e-1f));
+    poly = _mm512_fmadd_ps(poly, r2, r + 1.0f);
+    return _mm512_scalef_ps(poly, k);
+}
+
+#else
+
+#define QG_VL 8
+typedef float qv __attribute__((vector_size(32)));
+typedef int32_t qvi __attribute__((vector_size(32)));
+typedef qvi qnan;
+
+static inline qv qv_splat(float a) { qv v = {a, a, a, a, a, a, a, a}; return v; }
+static inline qv qv_load(const float *p) { qv v; memcpy(&v, p, sizeof v); return v; }
+static inline qv qv_load_part(const float *p, int64_t count, float fill) {
+    qv v = qv_splat(fill);
+    for (int64_t t = 0; t < count; ++t) v[t] = p[t];
+    return v;
+}
+static inline void qv_store(float *p, qv v) { memcpy(p, &v, sizeof v); }
+static inline void qv_store_part(float *p, qv v, int64_t count) { for (int64_t t = 0; t < count; ++t) p[t] = v[t]; }
+static inline qv qv_select(qvi mask, qv a, qv b) { return (qv)(((qvi)a & mask) | ((qvi)b & ~mask)); }
+static inline qv qv_max(qv a, qv b) { return qv_select(a > b, a, b); }
+static inline qv qv_min(qv a, qv b) { return qv_select(a < b, a, b); }
+static inline qnan qnan_none(void) { qnan z = {0}; return z; }
+static inline qnan qnan_add(qnan acc, qv v) { return acc | (v != v); }
+static inline int qnan_any(qnan acc) { int r = 0; for (int t = 0; t < 8; ++t) r |= acc[t]; return r != 0; }
+static inline float qv_hmax(qv v) { float m = v[0]; for (int t = 1; t < 8; ++t) m = v[t] > m ? v[t] : m; return m; }
+static inline float qv_hsum(qv v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+static inline qv qv_last(qv t) { return __builtin_shufflevector(t, t, 7, 7, 7, 7, 7, 7, 7, 7); }
+static inline int64_t qv_count_le(qv t, qv v, int64_t count) {
+    const qvi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    qvi hit = (t <= v) & (lane < (int32_t)count);   /* true is -1 */
+    int64_t k = 0;
+    for (int u = 0; u < 8; ++u) k -= hit[u];
+    return k;
+}
+static inline qv qv_prefix(qv t) {
+    const qv zero = qv_splat(0.0f);
     t += __builtin_shufflevector(t, zero, 8, 0, 1, 2, 3, 4, 5, 6);
     t += __builtin_shufflevector(t, zero, 8, 8, 0, 1, 2, 3, 4, 5);
     t += __builtin_shufflevector(t, zero, 8, 8, 8, 8, 0, 1, 2, 3);
     return t;
 }
+/* exp(x) for x <= 0 or -inf: the same reduction and polynomial, clamped at -110; 2^k is applied
+   in two halves so that each factor is a normal number and results below FLT_MIN are denormal. */
+static inline qv qv_exp_nonpos(qv x) {
+    x = qv_max(x, qv_splat(-110.0f));
+    qvi k = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, qvi); /* x <= 0: truncation is ceil */
+    qv kf = __builtin_convertvector(k, qv);
+    qv r = x - kf * 0.693359375f;
+    r = r + kf * 2.12194440e-4f;
+    qv r2 = r * r;
+    qv poly = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    poly = poly * r + 8.3334519073e-3f;
+    poly = poly * r + 4.1665795894e-2f;
+    poly = poly * r + 1.6666665459e-1f;
+    poly = poly * r + 5.0000001201e-1f;
+    poly = poly * r2 + r + 1.0f;
+    qvi k1 = k >> 1, k2 = k - k1;
+    return poly * (qv)((k1 + 127) << 23) * (qv)((k2 + 127) << 23);
+}
 
-/* The same search without branches: k = the number of running sums (8 lanes at a time, each
-   vector's in-lane prefix sums plus the running total) that are <= v. Rounding can make these
-   running sums differ from the sequential ones in the last bit, so a k that lands on a category
-   of zero mass, or past the end, is redone by the sequential scan: a zero-mass category is never
-   returned. */
-static inline int64_t qg_search_f32(const float *e, int64_t n, float v) {
-    const v8f vv = v8_splat(v);
-    v8f acc = v8_splat(0.0f);
-    v8i count = {0};
-    int64_t j = 0, full = n - n % 8;
-    for (; j < full; j += 8) {
-        v8f t = v8_prefix(v8_load(e + j)) + acc;
-        count += t <= vv;   /* true is -1 */
-        acc = __builtin_shufflevector(t, t, 7, 7, 7, 7, 7, 7, 7, 7);
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+   float32 vector rows. */
+
+/* Sweeps: the max (and the NaN check); e = exp(x - m) into the row of d and its sum s; the
+   branch-free search, k = the number of running sums (QG_VL at a time: in-vector prefix sums
+   plus the total so far) that are <= u s; the one-hot. Rounding can make these running sums
+   differ from the sequential ones in the last bit, so a k past the end or on a category of zero
+   mass is redone by the sequential scan: a zero-mass category is never returned. */
+static inline int qg_sample_row_f32v(const float *xr, float *dr, int64_t *idx, float *mr, float u, int64_t n) {
+    const int64_t full = n - n % QG_VL;
+    int64_t j;
+    qv vm = qv_splat(-INFINITY);
+    qnan nan = qnan_none();
+    for (j = 0; j < full; j += QG_VL) {
+        qv v = qv_load(xr + j);
+        nan = qnan_add(nan, v);
+        vm = qv_max(vm, v);
     }
     if (j < n) {
-        v8f t = v8_prefix(v8_load_part(e + j, n - j, 0.0f)) + acc;
-        v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
-        count += (t <= vv) & (lane < (int32_t)(n - j));
+        qv v = qv_load_part(xr + j, n - j, -INFINITY);
+        nan = qnan_add(nan, v);
+        vm = qv_max(vm, v);
     }
+    float m = qv_hmax(vm);
+    if (qnan_any(nan) || isinf(m)) { memset(dr, 0, (size_t)n * sizeof(float)); *idx = 0; *mr = 0; return 1; }
+    const qv vmax = qv_splat(m);
+    qv acc = qv_splat(0.0f);
+    for (j = 0; j < full; j += QG_VL) {
+        qv e = qv_exp_nonpos(qv_load(xr + j) - vmax);
+        qv_store(dr + j, e);
+        acc += e;
+    }
+    if (j < n) {
+        qv e = qv_exp_nonpos(qv_load_part(xr + j, n - j, -INFINITY) - vmax);   /* 0 past the row */
+        qv_store_part(dr + j, e, n - j);
+        acc += e;
+    }
+    const float v = u * qv_hsum(acc);
+    const qv vv = qv_splat(v);
+    qv run = qv_splat(0.0f);
     int64_t k = 0;
-    for (int t = 0; t < 8; ++t) k -= count[t];
-    if (k >= n || !(e[k] > 0)) return qg_search_seq_f32(e, n, v);
-    return k;
-}
-
-/* One row of qg_sample_* in plain scalar code: all of float64, and float32 rows shorter than 8
-   (where libm's expf beats 8-lane vectors padded out). */
-#define QG_SAMPLE_ROW(T, SUF, EXP, SEARCH)                                                        \
-static inline void qg_sample_row_##SUF(const T *xr, T *pr, T *dr, int64_t *idx, T u, T *total,    \
-                                       int64_t n) {                                               \
-    T m = -INFINITY;                                                                              \
-    int bad = 0;                                                                                  \
-    for (int64_t j = 0; j < n; ++j) { bad |= xr[j] != xr[j]; m = xr[j] > m ? xr[j] : m; }        \
-    memset(dr, 0, (size_t)n * sizeof(T));                                                         \
-    if (bad || isinf(m)) { *total = NAN; *idx = 0; return; }                                      \
-    T s = 0;                                                                                      \
-    for (int64_t j = 0; j < n; ++j) { T e = EXP(xr[j] - m); pr[j] = e; s += e; }                  \
-    *total = s;                                                                                   \
-    int64_t k = SEARCH(pr, n, u * s);                                                             \
-    *idx = k;                                                                                     \
-    T inv = (T)1 / s;                                                                             \
-    for (int64_t j = 0; j < n; ++j) pr[j] *= inv;                                                 \
-    dr[k] = 1;                                                                                    \
-}
-QG_SAMPLE_ROW(float, f32, expf, qg_search_f32)
-QG_SAMPLE_ROW(double, f64, exp, qg_search_seq_f64)
-
-void qg_sample_f32(const float *x, float *p, float *d, int64_t *idx, const float *u, float *total,
-                   int64_t rows, int64_t n, int nthreads) {
-    QG_PAR
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *xr = x + r * n;
-        float *pr = p + r * n, *dr = d + r * n;
-        if (n < 8) {
-            qg_sample_row_f32(xr, pr, dr, idx + r, u[r], total + r, n);
-            continue;
-        }
-        int64_t full = n - n % 8, j;
-        v8f vm = v8_splat(-INFINITY);
-        v8i nan = {0};
-        for (j = 0; j < full; j += 8) {
-            v8f v = v8_load(xr + j);
-            nan |= v != v;
-            vm = v8_select(v > vm, v, vm);
-        }
-        if (j < n) {
-            v8f v = v8_load_part(xr + j, n - j, -INFINITY);
-            nan |= v != v;
-            vm = v8_select(v > vm, v, vm);
-        }
-        float m = -INFINITY;
-        int bad = 0;
-        for (int t = 0; t < 8; ++t) { m = vm[t] > m ? vm[t] : m; bad |= nan[t]; }
-        if (bad || isinf(m)) {
-            total[r] = NAN;
-            memset(dr, 0, (size_t)n * sizeof(float));
-            idx[r] = 0;
-            continue;
-        }
-        v8f acc = v8_splat(0.0f);
-        for (j = 0; j < full; j += 8) {
-            v8f e = v8_exp_nonpos(v8_load(xr + j) - m);
-            v8_store(pr + j, e);
-            acc += e;
-        }
-        if (j < n) {
-            v8f e = v8_exp_nonpos(v8_load_part(xr + j, n - j, -INFINITY) - m);
-            v8_store_part(pr + j, e, n - j);
-            acc += e;
-        }
-        float s = v8_sum(acc);
-        total[r] = s;
-        int64_t k = qg_search_f32(pr, n, u[r] * s);
-        idx[r] = k;
-        v8f inv = v8_splat(1.0f / s);
-        for (j = 0; j < full; j += 8) v8_store(pr + j, v8_load(pr + j) * inv);
-        for (; j < n; ++j) pr[j] *= inv[0];
-        memset(dr, 0, (size_t)n * sizeof(float));
-        dr[k] = 1.0f;
+    for (j = 0; j < full; j += QG_VL) {
+        qv t = qv_prefix(qv_load(dr + j)) + run;
+        k += qv_count_le(t, vv, QG_VL);
+        run = qv_last(t);
     }
+    if (j < n) k += qv_count_le(qv_prefix(qv_load_part(dr + j, n - j, 0.0f)) + run, vv, n - j);
+    if (k >= n || !(dr[k] > 0)) k = qg_search_seq_f32(dr, n, v);
+    memset(dr, 0, (size_t)n * sizeof(float));
+    dr[k] = 1.0f;
+    *idx = k;
+    *mr = m;
+    return 0;
 }
 
-void qg_sample_f64(const double *x, double *p, double *d, int64_t *idx, const double *u, double *total,
-                   int64_t rows, int64_t n, int nthreads) {
-    QG_PAR
+static inline void qg_backward_row_f32v(const float *xr, const float *gr, float m, int64_t k, float *o, int64_t n,
+                                        int mode, float cap) {
+    const int64_t full = n - n % QG_VL;
+    const qv vmax = qv_splat(m), vcap = qv_splat(cap);
+    qv vs = qv_splat(0.0f), vdot = qv_splat(0.0f);
+    int64_t j;
+    for (j = 0; j < full; j += QG_VL) {
+        qv q = qv_exp_nonpos(qv_load(xr + j) - vmax);
+        if (mode == QG_GST) q = qv_min(q, vcap);
+        qv_store(o + j, q);
+        vs += q;
+        vdot += q * qv_load(gr + j);
+    }
+    if (j < n) {
+        qv q = qv_exp_nonpos(qv_load_part(xr + j, n - j, -INFINITY) - vmax);
+        if (mode == QG_GST) q = qv_min(q, vcap);
+        qv_store_part(o + j, q, n - j);
+        vs += q;
+        vdot += q * qv_load_part(gr + j, n - j, 0.0f);
+    }
+    float s = qv_hsum(vs), dot = qv_hsum(vdot), gk = gr[k], a, b, extra;
+    if (mode == QG_GST) { s += 1.0f - o[k]; dot += (1.0f - o[k]) * gk; o[k] = 1.0f; }
+    float inv = 1.0f / s;
+    qg_coefficients_f32(mode, inv, dot * inv, gk, &a, &b, &extra);
+    const qv va = qv_splat(a), vb = qv_splat(b);
+    for (j = 0; j < full; j += QG_VL) qv_store(o + j, qv_load(o + j) * (va * qv_load(gr + j) + vb));
+    for (; j < n; ++j) o[j] *= a * gr[j] + b;
+    o[k] += extra;
+}
+
+/* ---------------------------------------------------------------------------------------------
+   Entry points. */
+
+int64_t qg_sample_f32(const float *x, float *d, int64_t *idx, float *m, uint64_t seed, int64_t rows, int64_t n,
+                      int nthreads) {
+    (void)nthreads;   /* unused when built without OpenMP */
+    int64_t bad = 0;
+    QG_PARALLEL_FOR_COUNT_BAD
+    for (int64_t r = 0; r < rows; ++r) {
+        float u = qg_uniform_f32(seed, r);
+        if (n < 8)
+            bad += qg_sample_row_f32(x + r * n, d + r * n, idx + r, m + r, u, n);
+        else
+            bad += qg_sample_row_f32v(x + r * n, d + r * n, idx + r, m + r, u, n);
+    }
+    return bad;
+}
+
+int64_t qg_sample_f64(const double *x, double *d, int64_t *idx, double *m, uint64_t seed, int64_t rows, int64_t n,
+                      int nthreads) {
+    (void)nthreads;   /* unused when built without OpenMP */
+    int64_t bad = 0;
+    QG_PARALLEL_FOR_COUNT_BAD
     for (int64_t r = 0; r < rows; ++r)
-        qg_sample_row_f64(x + r * n, p + r * n, d + r * n, idx + r, u[r], total + r, n);
+        bad += qg_sample_row_f64(x + r * n, d + r * n, idx + r, m + r, qg_uniform_f64(seed, r), n);
+    return bad;
 }
 
-void qg_gst_f32(float *p, const int64_t *idx, float shrink, int64_t rows, int64_t n, int nthreads) {
-    QG_PAR
+void qg_backward_f32(const float *x, const float *m, const int64_t *idx, const float *g, float *out, int mode,
+                     float cap, int64_t rows, int64_t n, int nthreads) {
+    (void)nthreads;
+    QG_PARALLEL_FOR
     for (int64_t r = 0; r < rows; ++r) {
-        float *pr = p + r * n;
-        int64_t full = n - n % 8, j;
-        v8f vm = v8_splat(0.0f);
-        for (j = 0; j < full; j += 8) { v8f v = v8_load(pr + j); vm = v8_select(v > vm, v, vm); }
-        float top = 0;
-        for (int t = 0; t < 8; ++t) top = vm[t] > top ? vm[t] : top;
-        for (; j < n; ++j) top = pr[j] > top ? pr[j] : top;
-        v8f cap = v8_splat(top * shrink), acc = v8_splat(0.0f);
-        for (j = 0; j < full; j += 8) {
-            v8f v = v8_load(pr + j);
-            v = v8_select(v < cap, v, cap);
-            v8_store(pr + j, v);
-            acc += v;
-        }
-        float s = v8_sum(acc);
-        for (; j < n; ++j) { float q = pr[j] < cap[0] ? pr[j] : cap[0]; pr[j] = q; s += q; }
-        int64_t k = idx[r];
-        s += top - pr[k];
-        pr[k] = top;
-        v8f inv = v8_splat(1.0f / s);
-        for (j = 0; j < full; j += 8) v8_store(pr + j, v8_load(pr + j) * inv);
-        for (; j < n; ++j) pr[j] *= inv[0];
+        if (n < 8)
+            qg_backward_row_f32(x + r * n, g + r * n, m[r], idx[r], out + r * n, n, mode, cap);
+        else
+            qg_backward_row_f32v(x + r * n, g + r * n, m[r], idx[r], out + r * n, n, mode, cap);
     }
 }
 
-void qg_gst_f64(double *p, const int64_t *idx, double shrink, int64_t rows, int64_t n, int nthreads) {
-    QG_PAR
-    for (int64_t r = 0; r < rows; ++r) {
-        double *pr = p + r * n;
-        double top = 0, s = 0;
-        for (int64_t j = 0; j < n; ++j) top = pr[j] > top ? pr[j] : top;
-        double cap = top * shrink;
-        for (int64_t j = 0; j < n; ++j) { double q = pr[j] < cap ? pr[j] : cap; pr[j] = q; s += q; }
-        int64_t k = idx[r];
-        s += top - pr[k];
-        pr[k] = top;
-        double inv = 1.0 / s;
-        for (int64_t j = 0; j < n; ++j) pr[j] *= inv;
-    }
+void qg_backward_f64(const double *x, const double *m, const int64_t *idx, const double *g, double *out, int mode,
+                     double cap, int64_t rows, int64_t n, int nthreads) {
+    (void)nthreads;
+    QG_PARALLEL_FOR
+    for (int64_t r = 0; r < rows; ++r)
+        qg_backward_row_f64(x + r * n, g + r * n, m[r], idx[r], out + r * n, n, mode, cap);
 }
 
-void qg_zgr_f32(const float *g, const float *p, const int64_t *idx, float *out, int64_t rows, int64_t n,
-                int nthreads) {
-    QG_PAR
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *gr = g + r * n, *pr = p + r * n;
-        float *o = out + r * n;
-        int64_t k = idx[r], full = n - n % 8, j;
-        float gk = gr[k];
-        v8f acc = v8_splat(0.0f), vgk = v8_splat(gk);
-        for (j = 0; j < full; j += 8) {
-            v8f pv = v8_load(pr + j), gv = v8_load(gr + j);
-            acc += pv * gv;
-            v8_store(o + j, 0.5f * pv * (gv - vgk));
-        }
-        float c = v8_sum(acc);
-        for (; j < n; ++j) { c += pr[j] * gr[j]; o[j] = 0.5f * pr[j] * (gr[j] - gk); }
-        o[k] += 0.5f * (gk - c);
-    }
-}
-
-void qg_zgr_f64(const double *g, const double *p, const int64_t *idx, double *out, int64_t rows, int64_t n,
-                int nthreads) {
-    QG_PAR
-    for (int64_t r = 0; r < rows; ++r) {
-        const double *gr = g + r * n, *pr = p + r * n;
-        double *o = out + r * n;
-        int64_t k = idx[r];
-        double gk = gr[k], c = 0;
-        for (int64_t j = 0; j < n; ++j) { c += pr[j] * gr[j]; o[j] = 0.5 * pr[j] * (gr[j] - gk); }
-        o[k] += 0.5 * (gk - c);
-    }
-}
-
-void qg_darn_f32(const float *g, const float *p, const int64_t *idx, float *out, int64_t rows, int64_t n,
-                 int nthreads) {
-    QG_PAR
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *gr = g + r * n, *pr = p + r * n;
-        float *o = out + r * n;
-        int64_t k = idx[r], full = n - n % 8, j;
-        v8f acc = v8_splat(0.0f);
-        for (j = 0; j < full; j += 8) acc += v8_load(pr + j) * v8_load(gr + j);
-        float c = v8_sum(acc);
-        for (; j < n; ++j) c += pr[j] * gr[j];
-        float w = gr[k] - c;
-        v8f vw = v8_splat(-w);
-        for (j = 0; j < full; j += 8) v8_store(o + j, vw * v8_load(pr + j));
-        for (; j < n; ++j) o[j] = -w * pr[j];
-        o[k] += w;
-    }
-}
-
-void qg_darn_f64(const double *g, const double *p, const int64_t *idx, double *out, int64_t rows, int64_t n,
-                 int nthreads) {
-    QG_PAR
-    for (int64_t r = 0; r < rows; ++r) {
-        const double *gr = g + r * n, *pr = p + r * n;
-        double *o = out + r * n;
-        int64_t k = idx[r];
-        double c = 0;
-        for (int64_t j = 0; j < n; ++j) c += pr[j] * gr[j];
-        double w = gr[k] - c;
-        for (int64_t j = 0; j < n; ++j) o[j] = -w * pr[j];
-        o[k] += w;
-    }
-}
-
-int qg_abi_version(void) { return 1; }
+int qg_abi_version(void) { return 2; }

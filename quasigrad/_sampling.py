@@ -10,7 +10,8 @@ import torch
 from . import _native
 from . import _validate as V
 
-__all__ = ["sample_categorical", "uniform", "gumbel", "conditional_gumbel", "compute_dtype", "is_compiling"]
+__all__ = ["sample_categorical", "uniform", "gumbel", "conditional_gumbel", "compute_dtype", "is_compiling",
+           "draw", "fused_draw"]
 
 
 def is_compiling() -> bool:
@@ -59,19 +60,26 @@ def _draw_index(probs: torch.Tensor, dim: int, generator: Optional[torch.Generat
     return index.clamp_(max=n - 1), total.squeeze(dim)
 
 
+def fused_draw(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator]):
+    """``(one_hot, index, row_max)`` for a fresh sample by the fused CPU kernel (checked), or None
+    where it does not apply (see :mod:`quasigrad._native`)."""
+    if is_compiling() or not _native.usable(logits, dim):
+        return None
+    with torch.no_grad():
+        onehot, index, row_max, bad = _native.sample(logits.detach(), generator)
+    if bad:
+        V.describe_bad_logits(logits, dim)
+    return onehot, index, row_max
+
+
 def draw(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator]):
-    """``(π, index, one_hot)`` for a fresh sample along ``dim`` (normalised, checked), under
-    no_grad. The fused CPU kernel is used where it applies (see :mod:`quasigrad._native`); it makes
-    the one-hot with ``π``, and its ``π`` is a fresh contiguous tensor the caller may overwrite.
-    Elsewhere ``π`` is ``softmax`` in the compute dtype and ``one_hot`` is None."""
-    if not is_compiling() and _native.usable(logits, dim):
-        probs, onehot, index, total = _native.sample(logits.detach(), generator)
-    else:
+    """``(π, index)`` for a fresh sample along ``dim`` by PyTorch operators (checked), under
+    no_grad; ``π = softmax`` in the compute dtype."""
+    with torch.no_grad():
         probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
         index, total = _draw_index(probs, dim, generator)
-        onehot = None
     V.check_finite_rows(total, logits, dim)
-    return probs, index, onehot
+    return probs, index
 
 
 def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -79,14 +87,17 @@ def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Option
     shaped like ``logits`` without ``dim``. Categories with logit ``-inf`` are never drawn.
 
     One uniform number per row is used (inverse CDF), so a draw costs a cumulative sum rather
-    than per-element noise.
+    than per-element noise. On contiguous float32/float64 CPU logits along the last dimension it
+    is the fused kernel's draw, the same one the straight-through estimators make with the same
+    generator.
     """
     V.check_floating(logits)
     dim = V.normalize_dim(dim, logits.dim())
     V.check_generator(generator, logits.device)
-    with torch.no_grad():
-        _, index, _ = draw(logits, dim, generator)   # the same draw as the estimators make
-    return index
+    fused = fused_draw(logits, dim, generator)
+    if fused is not None:
+        return fused[1].clone()   # its own storage, not the discarded one-hot's
+    return draw(logits, dim, generator)[1]
 
 
 def conditional_gumbel(logits: torch.Tensor, index: torch.Tensor, dim: int, *, num: Optional[int] = None,

@@ -17,7 +17,11 @@ Common arguments:
 Half-precision logits are computed in float32 inside and the gradient is returned in the
 logits' dtype. The estimators whose gradient is a function of ``D`` alone (``st``,
 ``gapped_st``, ``reinmax``, ``zgr``, ``darn``) are ``torch.autograd.Function``\ s with
-hand-written backward passes that store only the probabilities and the drawn index.
+hand-written backward passes that store only the probabilities and the drawn index. On
+contiguous float32/float64 CPU logits along the last dimension, with ``τ = 1`` and no ``index``,
+they run through the fused kernels of :mod:`quasigrad._native`, which store the logits (not a
+copy) and each row's max instead of the probabilities: there, modifying the logits in place
+between forward and backward raises autograd's usual error.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from . import _native
 from . import _validate as V
 from . import registry
-from ._sampling import compute_dtype, conditional_gumbel, draw, gumbel, is_compiling
+from ._sampling import compute_dtype, conditional_gumbel, draw, fused_draw, gumbel, is_compiling
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn"]
 
@@ -50,12 +54,11 @@ def _prepare(logits, dim, generator, tau=None):
 
 
 def _draw(logits, dim, index, generator):
-    """``(π, index, one_hot)``: a fresh draw through :func:`quasigrad._sampling.draw` (``one_hot``
-    is None unless the fused CPU kernel made it), or the caller's ``index``, checked, with
-    ``π = softmax`` in the compute dtype."""
+    """``(π, index)``: a fresh draw by PyTorch operators (:func:`quasigrad._sampling.draw`), or the
+    caller's ``index``, checked, with ``π = softmax`` in the compute dtype."""
+    if index is None:
+        return draw(logits, dim, generator)
     with torch.no_grad():
-        if index is None:
-            return draw(logits, dim, generator)
         probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
         index = V.check_index(index, logits, dim)
         if not is_compiling():
@@ -64,7 +67,40 @@ def _draw(logits, dim, index, generator):
             if bool((probs.gather(dim, index.unsqueeze(dim)) == 0).any()):
                 raise ValueError("index selects a category whose probability is 0 (logit -inf); "
                                  "a sample can only hold categories with finite logits")
-    return probs, index, None
+    return probs, index
+
+
+def _fused(logits, dim, index, generator, mode, cap=0.0):
+    """The estimator through the fused CPU kernels (a fresh draw, and the backward formula
+    ``mode``), or None where they do not apply."""
+    if index is not None:
+        return None
+    drawn = fused_draw(logits, dim, generator)
+    if drawn is None:
+        return None
+    return _Fused.apply(logits, drawn, mode, cap)
+
+
+class _Fused(torch.autograd.Function):
+    """Forward: the fused kernel's one-hot. Backward: :func:`quasigrad._native.backward`, which
+    recomputes the probabilities from the saved logits and row maxima."""
+
+    # The combined forward (ctx first) rather than forward + setup_context: with setup_context,
+    # Function.apply binds the arguments through inspect.signature on every call.
+    @staticmethod
+    def forward(ctx, logits, drawn, mode, cap):
+        # ``drawn`` = (one_hot, index, row_max), passed in a tuple so that autograd does not take
+        # them for inputs (an input returned as the output would come back as a view).
+        onehot, index, row_max = drawn
+        ctx.mode, ctx.cap = mode, cap
+        ctx.save_for_backward(logits, index, row_max)
+        return onehot
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        logits, index, row_max = ctx.saved_tensors
+        return _native.backward(ctx.mode, grad, logits, row_max, index, ctx.cap), None, None, None
 
 
 def _one_hot(index, like, dim):
@@ -97,14 +133,11 @@ class _LinearInG(torch.autograd.Function):
     # Function.apply binds the arguments through inspect.signature on every call, which costs
     # about as much as a small estimator's whole forward pass.
     @staticmethod
-    def forward(ctx, logits, index, dim, kernel, made, *saved):
+    def forward(ctx, logits, index, dim, kernel, *saved):
         ctx.dim, ctx.kernel, ctx.dtype = dim, kernel, logits.dtype
         ctx.save_for_backward(index, *saved)
         ctx.set_materialize_grads(True)
-        # ``made``: a list holding the one-hot when the fused kernel already built it. Passed in a
-        # list so that autograd does not see it as an input (an input returned as the output
-        # would come back as a view, which could not be modified in place).
-        return made.pop() if made else _one_hot(index, logits, dim)
+        return _one_hot(index, logits, dim)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -112,11 +145,11 @@ class _LinearInG(torch.autograd.Function):
         index, *saved = ctx.saved_tensors
         g = grad.to(saved[0].dtype)
         out = ctx.kernel(g, index, ctx.dim, *saved)
-        return (out.to(ctx.dtype), None, None, None, None) + (None,) * len(saved)
+        return (out.to(ctx.dtype), None, None, None) + (None,) * len(saved)
 
 
-def _apply(logits, index, dim, kernel, *saved, onehot=None):
-    return _LinearInG.apply(logits, index, dim, kernel, [] if onehot is None else [onehot], *saved)
+def _apply(logits, index, dim, kernel, *saved):
+    return _LinearInG.apply(logits, index, dim, kernel, *saved)
 
 
 # Backward kernels. Each gets g (compute dtype), the index, dim and the saved tensors.
@@ -143,12 +176,6 @@ def _k_zgr(g, index, dim, pi):
     g_d = g.gather(dim, idx)
     out = torch.add(g_d * -0.5, g, alpha=0.5).mul_(pi)   # ½ (g − g_D) ⊙ π in two passes
     return out.scatter_add_(dim, idx, (g_d - _dot(pi, g, dim)).mul_(0.5))
-
-
-def _zgr_kernel(onehot):
-    """ZGR's backward: the fused CPU kernel when the fused draw ran (contiguous π along the last
-    dimension), else the PyTorch one."""
-    return _k_zgr if onehot is None else _native.zgr_backward
 
 
 def _k_darn(g, index, dim, pi):
@@ -187,12 +214,15 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional
         [-0.1418, -0.1408, 0.2826]
     """
     dim, tau = _prepare(logits, dim, generator, tau)
-    probs, index, onehot = _draw(logits, dim, index, generator)
+    fused = _fused(logits, dim, index, generator, _native.ST) if tau == 1.0 else None
+    if fused is not None:
+        return fused
+    probs, index = _draw(logits, dim, index, generator)
     if tau == 1.0:
-        return _apply(logits, index, dim, _k_st, probs, onehot=onehot)
+        return _apply(logits, index, dim, _k_st, probs)
     with torch.no_grad():
         q = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
-    return _apply(logits, index, dim, functools.partial(_k_st, scale=1.0 / tau), q, onehot=onehot)
+    return _apply(logits, index, dim, functools.partial(_k_st, scale=1.0 / tau), q)
 
 
 def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional[torch.Tensor] = None,
@@ -209,12 +239,16 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Opt
     equals :func:`zgr`'s on every draw.
     """
     dim, tau = _prepare(logits, dim, generator, tau)
-    probs, index, onehot = _draw(logits, dim, index, generator)
-    if tau == 1.0:  # 2 J(½(π + D)) g − ½ J(π) g reduces to ZGR's kernel (same values, fewer passes)
-        return _apply(logits, index, dim, _zgr_kernel(onehot), probs, onehot=onehot)
+    # At τ = 1, 2 J(½(π + D)) g − ½ J(π) g reduces to ZGR's kernel (same values, fewer passes).
+    fused = _fused(logits, dim, index, generator, _native.ZGR) if tau == 1.0 else None
+    if fused is not None:
+        return fused
+    probs, index = _draw(logits, dim, index, generator)
+    if tau == 1.0:
+        return _apply(logits, index, dim, _k_zgr, probs)
     with torch.no_grad():
         pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
-    return _apply(logits, index, dim, _k_reinmax, probs, pi_tau, onehot=onehot)
+    return _apply(logits, index, dim, _k_reinmax, probs, pi_tau)
 
 
 def zgr(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = None,
@@ -230,8 +264,11 @@ def zgr(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = 
     Bias: exact in expectation for losses quadratic in ``D``; biased beyond. No temperature.
     """
     dim, _ = _prepare(logits, dim, generator)
-    probs, index, onehot = _draw(logits, dim, index, generator)
-    return _apply(logits, index, dim, _zgr_kernel(onehot), probs, onehot=onehot)
+    fused = _fused(logits, dim, index, generator, _native.ZGR)
+    if fused is not None:
+        return fused
+    probs, index = _draw(logits, dim, index, generator)
+    return _apply(logits, index, dim, _k_zgr, probs)
 
 
 def darn(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = None,
@@ -247,8 +284,11 @@ def darn(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] =
     categories up to a shift). No temperature.
     """
     dim, _ = _prepare(logits, dim, generator)
-    probs, index, onehot = _draw(logits, dim, index, generator)
-    return _apply(logits, index, dim, _k_darn if onehot is None else _native.darn_backward, probs, onehot=onehot)
+    fused = _fused(logits, dim, index, generator, _native.DARN)
+    if fused is not None:
+        return fused
+    probs, index = _draw(logits, dim, index, generator)
+    return _apply(logits, index, dim, _k_darn, probs)
 
 
 def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: int = -1,
@@ -265,12 +305,13 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     gap = V.check_positive(gap, "gap")
-    probs, index, onehot = _draw(logits, dim, index, generator)
+    fused = _fused(logits, dim, index, generator, _native.GST, math.exp(-gap)) if tau == 1.0 else None
+    if fused is not None:
+        return fused
+    probs, index = _draw(logits, dim, index, generator)
     with torch.no_grad():
         idx = index.unsqueeze(dim)
-        if tau == 1.0 and onehot is not None:   # the fused kernel's π is fresh: overwrite it with q
-            q = _native.gst_(probs, index, math.exp(-gap))
-        elif tau == 1.0:
+        if tau == 1.0:
             # softmax(θ') straight from π: exp θ'_j = min(exp θ_j, exp(θ_m − gap)), exp θ'_D = exp θ_m
             top = probs.amax(dim, keepdim=True)
             q = torch.minimum(probs, top * math.exp(-gap)).scatter_(dim, idx, top)
@@ -280,8 +321,7 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
             top = theta.amax(dim, keepdim=True)
             shifted = torch.minimum(theta, top - gap).scatter_(dim, idx, top)
             q = torch.softmax(shifted / tau, dim)
-    return _apply(logits, index, dim, _k_st if tau == 1.0 else functools.partial(_k_st, scale=1.0 / tau), q,
-                  onehot=onehot)
+    return _apply(logits, index, dim, _k_st if tau == 1.0 else functools.partial(_k_st, scale=1.0 / tau), q)
 
 
 def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False, dim: int = -1,
@@ -379,7 +419,8 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, dim: int 
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     k = V.check_int(k, "k", minimum=1)
-    _, index, _ = _draw(logits, dim, index, generator)
+    drawn = fused_draw(logits, dim, generator) if index is None else None   # the same draw as st's
+    index = drawn[1] if drawn is not None else _draw(logits, dim, index, generator)[1]
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=logits.device).item())
     chunk = max(1, min(k, (1 << 22) // max(1, logits.numel())))
     return _GumbelRao.apply(logits, index, dim, tau, k, seed, chunk)
