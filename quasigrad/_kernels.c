@@ -30,7 +30,8 @@
    a term at k.
 
    The float32 sweeps use vectors: AVX-512 intrinsics (16 lanes, masked tails, vscalefps for 2^k)
-   where the compiler targets AVX-512, else GCC/Clang vector extensions (8 lanes; any target). No
+   where the compiler targets AVX-512, else AVX2 + FMA intrinsics (8 lanes) where it targets those,
+   else GCC/Clang vector extensions (8 lanes; any target). No
    -ffast-math: its assumptions (no NaN, no inf) are what the NaN checks and the -inf masks here
    rely on not being made. float64, and float32 rows shorter than 8, use scalar loops and libm. */
 #include <math.h>
@@ -174,6 +175,75 @@ static inline qv qv_exp_nonpos(qv x) {
     poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(5.0000001201e-1f));
     poly = _mm512_fmadd_ps(poly, r2, r + 1.0f);
     return _mm512_scalef_ps(poly, k);
+}
+
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+/* AVX2 + FMA: the same operations on 8 lanes (masked tails by vmaskmovps). */
+#define QG_VL 8
+typedef __m256 qv;
+typedef __m256 qnan;      /* lanes seen NaN (all ones) */
+
+static inline __m256i qg_mask(int64_t count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(count < 8 ? count : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline qv qv_splat(float a) { return _mm256_set1_ps(a); }
+static inline qv qv_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline qv qv_load_part(const float *p, int64_t count, float fill) {
+    __m256i mask = qg_mask(count);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, mask), _mm256_castsi256_ps(mask));
+}
+static inline void qv_store(float *p, qv v) { _mm256_storeu_ps(p, v); }
+static inline void qv_store_part(float *p, qv v, int64_t count) { _mm256_maskstore_ps(p, qg_mask(count), v); }
+static inline qv qv_max(qv a, qv b) { return _mm256_max_ps(a, b); }
+static inline qv qv_min(qv a, qv b) { return _mm256_min_ps(a, b); }
+static inline qnan qnan_none(void) { return _mm256_setzero_ps(); }
+static inline qnan qnan_add(qnan acc, qv v) { return _mm256_or_ps(acc, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); }
+static inline int qnan_any(qnan acc) { return _mm256_movemask_ps(acc) != 0; }
+static inline float qv_hmax(qv v) {
+    __m128 t = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    t = _mm_max_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_max_ss(t, _mm_shuffle_ps(t, t, 1));
+    return _mm_cvtss_f32(t);
+}
+static inline float qv_hsum(qv v) {
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_shuffle_ps(t, t, 1));
+    return _mm_cvtss_f32(t);
+}
+static inline qv qv_last(qv t) { return _mm256_permutevar8x32_ps(t, _mm256_set1_epi32(7)); }
+static inline int64_t qv_count_le(qv t, qv v, int64_t count) {
+    unsigned hits = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(t, v, _CMP_LE_OQ));
+    return __builtin_popcount(count >= 8 ? hits : hits & ((1u << count) - 1));
+}
+static inline qv qv_prefix(qv t) {
+    const qv zero = _mm256_setzero_ps();
+    t += _mm256_blend_ps(_mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6)), zero, 0x01);
+    t += _mm256_blend_ps(_mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 0, 0, 1, 2, 3, 4, 5)), zero, 0x03);
+    t += _mm256_permute2f128_ps(t, t, 0x08);   /* [0, low half] */
+    return t;
+}
+/* exp(x) for x <= 0 or -inf: the same reduction and polynomial, clamped at -110; 2^k is applied
+   in two halves so that each factor is a normal number and results below FLT_MIN are denormal. */
+static inline qv qv_exp_nonpos(qv x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-110.0f));
+    qv k = _mm256_round_ps(x * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    qv r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    qv r2 = r * r;
+    qv poly = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r, _mm256_set1_ps(1.3981999507e-3f));
+    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
+    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
+    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
+    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
+    poly = _mm256_fmadd_ps(poly, r2, r + 1.0f);
+    __m256i ki = _mm256_cvtps_epi32(k), k1 = _mm256_srai_epi32(ki, 1), k2 = _mm256_sub_epi32(ki, k1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    qv f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
+    qv f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
+    return poly * f1 * f2;
 }
 
 #else

@@ -77,11 +77,13 @@ def test_fused_backward_matches_its_formula(mode, n, dtype):
     assert (out[torch.isneginf(x)] == 0).all()   # masked categories get no gradient
 
 
-def test_portable_build_draws_the_same_and_agrees(tmp_path):
-    # The kernels without -march (GCC/Clang 8-lane vectors, no AVX-512 even where the CPU has it)
-    # against the build in use: the same uniform numbers, so the same draws (bar a rounding tie at
-    # a category boundary, allowed once in 4,000 rows) and the same gradients to float32 rounding.
-    lib = _native._compile_variant(["-O3"], tmp_path)
+@pytest.mark.parametrize("flags", [["-O3"], ["-O3", "-march=native", "-mno-avx512f"]], ids=["generic", "no-avx512"])
+def test_other_builds_draw_the_same_and_agree(tmp_path, flags):
+    # The kernels built for other targets (no -march: GCC/Clang 8-lane vectors; -march=native
+    # without AVX-512: the AVX2 + FMA intrinsics where the CPU has them) against the build in use:
+    # the same uniform numbers, so the same draws (bar a rounding tie at a category boundary,
+    # allowed once in 4,000 rows) and the same gradients to float32 rounding.
+    lib = _native._compile_variant(flags, tmp_path)
     x = _logits((4000, 67), torch.float32, 11)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
     ref_d, ref_index, ref_max, _ = _native.sample(x, torch.Generator().manual_seed(6))
