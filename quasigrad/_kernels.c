@@ -159,23 +159,12 @@ static inline qv qv_prefix(qv t) {
     t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 8));
     return t;
 }
-/* exp(x) for x <= 0 or -inf: Cephes' single-precision range reduction and polynomial (relative
-   error about 1e-7), 2^k applied by vscalefps, which rounds once into the denormal range and
-   gives 0 below it. */
-static inline qv qv_exp_nonpos(qv x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-110.0f));   /* -inf -> -110, whose exp rounds to 0 */
-    qv k = _mm512_roundscale_ps(x * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    qv r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    qv r2 = r * r;
-    qv poly = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
-    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(8.3334519073e-3f));
-    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(4.1665795894e-2f));
-    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.6666665459e-1f));
-    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(5.0000001201e-1f));
-    poly = _mm512_fmadd_ps(poly, r2, r + 1.0f);
-    return _mm512_scalef_ps(poly, k);
-}
+/* For qv_exp_nonpos: a*b + c, c - a*b, rounding to the nearest integer, and p 2^k by
+   vscalefps, which rounds once into the denormal range and gives 0 below it. */
+static inline qv qv_fmadd(qv a, qv b, qv c) { return _mm512_fmadd_ps(a, b, c); }
+static inline qv qv_fnmadd(qv a, qv b, qv c) { return _mm512_fnmadd_ps(a, b, c); }
+static inline qv qv_round(qv y) { return _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline qv qv_ldexp(qv p, qv k) { return _mm512_scalef_ps(p, k); }
 
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -225,25 +214,18 @@ static inline qv qv_prefix(qv t) {
     t += _mm256_permute2f128_ps(t, t, 0x08);   /* [0, low half] */
     return t;
 }
-/* exp(x) for x <= 0 or -inf: the same reduction and polynomial, clamped at -110; 2^k is applied
-   in two halves so that each factor is a normal number and results below FLT_MIN are denormal. */
-static inline qv qv_exp_nonpos(qv x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-110.0f));
-    qv k = _mm256_round_ps(x * 1.44269504088896341f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    qv r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    qv r2 = r * r;
-    qv poly = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r, _mm256_set1_ps(1.3981999507e-3f));
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
-    poly = _mm256_fmadd_ps(poly, r2, r + 1.0f);
+/* For qv_exp_nonpos: a*b + c, c - a*b, rounding to the nearest integer, and p 2^k with 2^k
+   applied in two halves, so that each factor is a normal number and results below FLT_MIN are
+   denormal. */
+static inline qv qv_fmadd(qv a, qv b, qv c) { return _mm256_fmadd_ps(a, b, c); }
+static inline qv qv_fnmadd(qv a, qv b, qv c) { return _mm256_fnmadd_ps(a, b, c); }
+static inline qv qv_round(qv y) { return _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline qv qv_ldexp(qv p, qv k) {
     __m256i ki = _mm256_cvtps_epi32(k), k1 = _mm256_srai_epi32(ki, 1), k2 = _mm256_sub_epi32(ki, k1);
     const __m256i bias = _mm256_set1_epi32(127);
     qv f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
     qv f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
-    return poly * f1 * f2;
+    return p * f1 * f2;
 }
 
 #else
@@ -285,26 +267,34 @@ static inline qv qv_prefix(qv t) {
     t += __builtin_shufflevector(t, zero, 8, 8, 8, 8, 0, 1, 2, 3);
     return t;
 }
-/* exp(x) for x <= 0 or -inf: the same reduction and polynomial, clamped at -110; 2^k is applied
-   in two halves so that each factor is a normal number and results below FLT_MIN are denormal. */
-static inline qv qv_exp_nonpos(qv x) {
-    x = qv_max(x, qv_splat(-110.0f));
-    qvi k = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, qvi); /* x <= 0: truncation is ceil */
-    qv kf = __builtin_convertvector(k, qv);
-    qv r = x - kf * 0.693359375f;
-    r = r + kf * 2.12194440e-4f;
-    qv r2 = r * r;
-    qv poly = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    poly = poly * r + 8.3334519073e-3f;
-    poly = poly * r + 4.1665795894e-2f;
-    poly = poly * r + 1.6666665459e-1f;
-    poly = poly * r + 5.0000001201e-1f;
-    poly = poly * r2 + r + 1.0f;
-    qvi k1 = k >> 1, k2 = k - k1;
-    return poly * (qv)((k1 + 127) << 23) * (qv)((k2 + 127) << 23);
+/* For qv_exp_nonpos: a*b + c, c - a*b, rounding (of y <= 0: truncating y - 1/2 rounds half
+   down), and p 2^k with 2^k applied in two halves as above. */
+static inline qv qv_fmadd(qv a, qv b, qv c) { return a * b + c; }
+static inline qv qv_fnmadd(qv a, qv b, qv c) { return c - a * b; }
+static inline qv qv_round(qv y) { return __builtin_convertvector(__builtin_convertvector(y - 0.5f, qvi), qv); }
+static inline qv qv_ldexp(qv p, qv k) {
+    qvi ki = __builtin_convertvector(k, qvi), k1 = ki >> 1, k2 = ki - k1;
+    return p * (qv)((k1 + 127) << 23) * (qv)((k2 + 127) << 23);
 }
 
 #endif
+
+/* exp(x) for x <= 0 or -inf, on every target: Cephes' single-precision range reduction
+   (x = k ln 2 + r, ln 2 in two parts) and polynomial for e^r (relative error about 1e-7), after
+   clamping at -110, whose exp rounds to 0 (so -inf gives 0). */
+static inline qv qv_exp_nonpos(qv x) {
+    x = qv_max(x, qv_splat(-110.0f));
+    qv k = qv_round(x * 1.44269504088896341f);
+    qv r = qv_fnmadd(k, qv_splat(0.693359375f), x);
+    r = qv_fnmadd(k, qv_splat(-2.12194440e-4f), r);
+    qv poly = qv_fmadd(qv_splat(1.9875691500e-4f), r, qv_splat(1.3981999507e-3f));
+    poly = qv_fmadd(poly, r, qv_splat(8.3334519073e-3f));
+    poly = qv_fmadd(poly, r, qv_splat(4.1665795894e-2f));
+    poly = qv_fmadd(poly, r, qv_splat(1.6666665459e-1f));
+    poly = qv_fmadd(poly, r, qv_splat(5.0000001201e-1f));
+    poly = qv_fmadd(poly, r * r, r + 1.0f);
+    return qv_ldexp(poly, k);
+}
 
 /* ---------------------------------------------------------------------------------------------
    float32 vector rows. */

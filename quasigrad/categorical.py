@@ -185,6 +185,21 @@ def _k_darn(g, index, dim, pi):
     return torch.mul(pi, -w).scatter_add_(dim, idx, w)
 
 
+def _tempered(logits, dim, tau, index, generator, mode, kernel, tau_kernel):
+    """An estimator with a temperature: at ``τ = 1`` the fused kernels with formula ``mode`` where
+    they apply, else ``kernel`` on ``π``; at ``τ ≠ 1``, ``tau_kernel(π, π_τ)`` gives the kernel
+    and the tensors it saves."""
+    fused = _fused(logits, dim, index, generator, mode) if tau == 1.0 else None
+    if fused is not None:
+        return fused
+    probs, index = _draw(logits, dim, index, generator)
+    if tau == 1.0:
+        return _apply(logits, index, dim, kernel, probs)
+    with torch.no_grad():
+        pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
+    return _apply(logits, index, dim, *tau_kernel(probs, pi_tau))
+
+
 # --------------------------------------------------------------------------------------------
 # Public estimators
 
@@ -214,15 +229,8 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional
         [-0.1418, -0.1408, 0.2826]
     """
     dim, tau = _prepare(logits, dim, generator, tau)
-    fused = _fused(logits, dim, index, generator, _native.ST) if tau == 1.0 else None
-    if fused is not None:
-        return fused
-    probs, index = _draw(logits, dim, index, generator)
-    if tau == 1.0:
-        return _apply(logits, index, dim, _k_st, probs)
-    with torch.no_grad():
-        q = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
-    return _apply(logits, index, dim, functools.partial(_k_st, scale=1.0 / tau), q)
+    return _tempered(logits, dim, tau, index, generator, _native.ST, _k_st,
+                     lambda probs, q: (functools.partial(_k_st, scale=1.0 / tau), q))
 
 
 def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional[torch.Tensor] = None,
@@ -240,15 +248,8 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Opt
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     # At τ = 1, 2 J(½(π + D)) g − ½ J(π) g reduces to ZGR's kernel (same values, fewer passes).
-    fused = _fused(logits, dim, index, generator, _native.ZGR) if tau == 1.0 else None
-    if fused is not None:
-        return fused
-    probs, index = _draw(logits, dim, index, generator)
-    if tau == 1.0:
-        return _apply(logits, index, dim, _k_zgr, probs)
-    with torch.no_grad():
-        pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
-    return _apply(logits, index, dim, _k_reinmax, probs, pi_tau)
+    return _tempered(logits, dim, tau, index, generator, _native.ZGR, _k_zgr,
+                     lambda probs, pi_tau: (_k_reinmax, probs, pi_tau))
 
 
 def zgr(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = None,
