@@ -185,10 +185,10 @@ def _k_darn(g, index, dim, pi):
     return torch.mul(pi, -w).scatter_add_(dim, idx, w)
 
 
-def _tempered(logits, dim, tau, index, generator, mode, kernel, tau_kernel):
-    """An estimator with a temperature: at ``τ = 1`` the fused kernels with formula ``mode`` where
-    they apply, else ``kernel`` on ``π``; at ``τ ≠ 1``, ``tau_kernel(π, π_τ)`` gives the kernel
-    and the tensors it saves."""
+def _estimate(logits, dim, tau, index, generator, mode, kernel, tau_kernel=None):
+    """A sample-level estimator: at ``τ = 1`` the fused kernels with formula ``mode`` where they
+    apply, else ``kernel`` on ``π``; at ``τ ≠ 1``, ``tau_kernel(π, π_τ)`` gives the kernel and the
+    tensors it saves."""
     fused = _fused(logits, dim, index, generator, mode) if tau == 1.0 else None
     if fused is not None:
         return fused
@@ -229,7 +229,7 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional
         [-0.1418, -0.1408, 0.2826]
     """
     dim, tau = _prepare(logits, dim, generator, tau)
-    return _tempered(logits, dim, tau, index, generator, _native.ST, _k_st,
+    return _estimate(logits, dim, tau, index, generator, _native.ST, _k_st,
                      lambda probs, q: (functools.partial(_k_st, scale=1.0 / tau), q))
 
 
@@ -248,7 +248,7 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Opt
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     # At τ = 1, 2 J(½(π + D)) g − ½ J(π) g reduces to ZGR's kernel (same values, fewer passes).
-    return _tempered(logits, dim, tau, index, generator, _native.ZGR, _k_zgr,
+    return _estimate(logits, dim, tau, index, generator, _native.ZGR, _k_zgr,
                      lambda probs, pi_tau: (_k_reinmax, probs, pi_tau))
 
 
@@ -265,11 +265,7 @@ def zgr(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = 
     Bias: exact in expectation for losses quadratic in ``D``; biased beyond. No temperature.
     """
     dim, _ = _prepare(logits, dim, generator)
-    fused = _fused(logits, dim, index, generator, _native.ZGR)
-    if fused is not None:
-        return fused
-    probs, index = _draw(logits, dim, index, generator)
-    return _apply(logits, index, dim, _k_zgr, probs)
+    return _estimate(logits, dim, 1.0, index, generator, _native.ZGR, _k_zgr)
 
 
 def darn(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = None,
@@ -285,11 +281,7 @@ def darn(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] =
     categories up to a shift). No temperature.
     """
     dim, _ = _prepare(logits, dim, generator)
-    fused = _fused(logits, dim, index, generator, _native.DARN)
-    if fused is not None:
-        return fused
-    probs, index = _draw(logits, dim, index, generator)
-    return _apply(logits, index, dim, _k_darn, probs)
+    return _estimate(logits, dim, 1.0, index, generator, _native.DARN, _k_darn)
 
 
 def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: int = -1,
