@@ -7,18 +7,14 @@ from quasigrad.bench import BENCHMARKS, efficiency, polynomial
 from quasigrad.bench import quality as quality_bench
 from quasigrad.lab._specs import STOP_ENV
 
+from bench_cli import bench_args
+
 
 @pytest.fixture
 def cli_main():
     from quasigrad.cli import main
 
     return main
-
-
-def _args(name, argv):
-    from quasigrad.cli import _bench_parser
-
-    return _bench_parser(name).parse_args(argv)
 
 
 def _results(path):
@@ -39,7 +35,7 @@ def test_benchmarks_are_registered():
 
 def test_polynomial_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys):
     whole = tmp_path / "whole"
-    assert polynomial.run(_args("polynomial", POLY + ["--out", str(whole)])) == 0
+    assert polynomial.run(bench_args("polynomial", POLY + ["--out", str(whole)])) == 0
     expected = _results(whole / "polynomial.json")
     assert len(expected) == 8 and (whole / "polynomial.png").exists()
 
@@ -55,15 +51,15 @@ def test_polynomial_interrupted_and_resumed_equals_uninterrupted(tmp_path, monke
     # Stop after two finished units, then once more in the middle of a unit (after a checkpoint).
     monkeypatch.setenv(STOP_ENV, "units:2")
     with pytest.raises(KeyboardInterrupt):
-        polynomial.run(_args("polynomial", POLY + ["--out", str(part)]))
+        polynomial.run(bench_args("polynomial", POLY + ["--out", str(part)]))
     assert len(_results(part / "polynomial.json")) == 2
     monkeypatch.setenv(STOP_ENV, "steps:12")
     with pytest.raises(KeyboardInterrupt):
-        polynomial.run(_args("polynomial", POLY + ["--out", str(part)]))
+        polynomial.run(bench_args("polynomial", POLY + ["--out", str(part)]))
     assert len(list((part / "polynomial-checkpoints").glob("*.pt"))) == 1
     monkeypatch.delenv(STOP_ENV)
     calls.clear()
-    assert polynomial.run(_args("polynomial", POLY + ["--out", str(part)])) == 0
+    assert polynomial.run(bench_args("polynomial", POLY + ["--out", str(part)])) == 0
     assert len(calls) == 6                                   # the two finished units are not run again
     assert _results(part / "polynomial.json") == expected    # same numbers, checkpoint resumed exactly
     assert not list((part / "polynomial-checkpoints").glob("*.pt"))
@@ -83,12 +79,12 @@ def test_polynomial_exact_loss_factorises():
 def test_quality_bench_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     argv = ["--problems", "linear", "quadratic", "--estimators", "st", "stgs", "--taus", "0.5", "1",
             "--samples", "64", "--no-progress"]
-    assert quality_bench.run(_args("quality", argv + ["--out", str(tmp_path / "a")])) == 0
+    assert quality_bench.run(bench_args("quality", argv + ["--out", str(tmp_path / "a")])) == 0
     monkeypatch.setenv(STOP_ENV, "units:3")
     with pytest.raises(KeyboardInterrupt):
-        quality_bench.run(_args("quality", argv + ["--out", str(tmp_path / "b")]))
+        quality_bench.run(bench_args("quality", argv + ["--out", str(tmp_path / "b")]))
     monkeypatch.delenv(STOP_ENV)
-    assert quality_bench.run(_args("quality", argv + ["--out", str(tmp_path / "b")])) == 0
+    assert quality_bench.run(bench_args("quality", argv + ["--out", str(tmp_path / "b")])) == 0
     assert _results(tmp_path / "b" / "quality.json") == _results(tmp_path / "a" / "quality.json")
     assert (tmp_path / "b" / "quality.png").exists()
 
@@ -98,11 +94,11 @@ def test_efficiency_bench_runs_and_resumes(tmp_path, monkeypatch):
             "--min-time", "0.001", "--no-peers", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
     monkeypatch.setenv(STOP_ENV, "units:3")
     with pytest.raises(KeyboardInterrupt):
-        efficiency.run(_args("efficiency", argv))
+        efficiency.run(bench_args("efficiency", argv))
     first = _results(tmp_path / "efficiency.json")
     assert len(first) == 3
     monkeypatch.delenv(STOP_ENV)
-    assert efficiency.run(_args("efficiency", argv)) == 0
+    assert efficiency.run(bench_args("efficiency", argv)) == 0
     res = _results(tmp_path / "efficiency.json")
     assert set(res) == {"8x4/st", "8x4/reinmax", "16x3x2/st", "16x3x2/reinmax"}
     for key in first:                                        # finished units kept, not measured again

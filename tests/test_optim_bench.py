@@ -1,7 +1,6 @@
 """Smoke test of ``quasigrad bench binary-mlp`` on a tiny slice of the real MNIST files:
 it runs, writes JSON and PNG, resumes without retraining, and refuses bad arguments early."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,13 +10,9 @@ import torch
 from quasigrad.bench import BENCHMARKS, binary_mlp
 from quasigrad.bench.runner import BenchmarkError
 
+from bench_cli import bench_args
+
 MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
-
-
-def parse(*argv):
-    parser = argparse.ArgumentParser()
-    binary_mlp.add_arguments(parser)
-    return parser.parse_args(list(argv))
 
 
 def test_registered():
@@ -26,9 +21,9 @@ def test_registered():
 
 def test_bad_arguments_fail_before_work(tmp_path):
     with pytest.raises(BenchmarkError, match="--optimizers"):
-        binary_mlp.run(parse("--out", str(tmp_path), "--optimizers", "sgd"))
+        binary_mlp.run(bench_args("binary-mlp", ["--out", str(tmp_path), "--optimizers", "sgd"]))
     with pytest.raises(BenchmarkError, match="--tau"):
-        binary_mlp.run(parse("--out", str(tmp_path), "--tau", "0"))
+        binary_mlp.run(bench_args("binary-mlp", ["--out", str(tmp_path), "--tau", "0"]))
     assert not (tmp_path / "binary-mlp.json").exists()
 
 
@@ -45,7 +40,7 @@ def test_expected_calibration_error_by_hand():
 def test_tiny_run_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     argv = ["--out", str(tmp_path), "--data", str(MNIST), "--epochs", "1", "--train-size", "600",
             "--hidden", "16", "--test-samples", "2", "--no-progress"]
-    assert binary_mlp.run(parse(*argv)) == 0
+    assert binary_mlp.run(bench_args("binary-mlp", argv)) == 0
     saved = json.loads((tmp_path / "binary-mlp.json").read_text())
     assert set(saved["results"]) == {"ste-adam/seed0", "md-tanh/seed0", "bayesbinn/seed0"}
     for res in saved["results"].values():
@@ -58,4 +53,4 @@ def test_tiny_run_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
         raise AssertionError("finished runs must not be trained again")
 
     monkeypatch.setattr(binary_mlp, "_run_one", no_training)
-    assert binary_mlp.run(parse(*argv)) == 0
+    assert binary_mlp.run(bench_args("binary-mlp", argv)) == 0

@@ -303,18 +303,16 @@ def test_bad_input_errors():
 
 
 def test_benchmark_rejects_bad_arguments_before_work(tmp_path):
-    import argparse
+    from bench_cli import bench_args
 
     from quasigrad.bench import BENCHMARKS, qat_equivalence
     from quasigrad.bench.runner import BenchmarkError
 
     assert BENCHMARKS["qat-equivalence"] == "quasigrad.bench.qat_equivalence"
-    parser = argparse.ArgumentParser()
-    qat_equivalence.add_arguments(parser)
     for argv, msg in [(["--estimators", "ewgs"], "theorem's class"), (["--steps", "0"], "--steps"),
                       (["--optimizers", "rmsprop"], "sgd and/or adam")]:
         with pytest.raises(BenchmarkError, match=msg):
-            qat_equivalence.run(parser.parse_args(argv + ["--out", str(tmp_path)]))
+            qat_equivalence.run(bench_args("qat-equivalence", argv + ["--out", str(tmp_path)]))
     assert not (tmp_path / "qat-equivalence.json").exists()
 
 

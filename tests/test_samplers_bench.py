@@ -1,7 +1,6 @@
 """Smoke tests of `quasigrad bench samplers` and `quasigrad bench em` at tiny sizes: they
 write JSON and a PNG, resume without redoing work, and reject bad arguments before working."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -12,13 +11,9 @@ from quasigrad.bench import em as bench_em
 from quasigrad.bench import samplers as bench_samplers
 from quasigrad.bench.runner import BenchmarkError
 
+from bench_cli import bench_args
+
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
-
-
-def _args(module, argv):
-    p = argparse.ArgumentParser()
-    module.add_arguments(p)
-    return p.parse_args(argv)
 
 
 def test_registered():
@@ -29,7 +24,7 @@ def test_registered():
 def test_samplers_bench_tiny(tmp_path, capsys):
     argv = ["--out", str(tmp_path), "--steps", "20", "--chains", "4", "--lattice", "3", "--rbm-visible", "6",
             "--rbm-hidden", "3", "--no-progress"]
-    assert bench_samplers.run(_args(bench_samplers, argv)) == 0
+    assert bench_samplers.run(bench_args("samplers", argv)) == 0
     data = json.loads((tmp_path / "samplers.json").read_text())
     assert (tmp_path / "samplers.png").exists()
     for key in ("ising/gibbs/0", "ising/gwg/0", "ising/dula/0", "ising/dmala/0", "rbm/dmala/0"):
@@ -38,7 +33,7 @@ def test_samplers_bench_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ESS/s" in out and "dmala" in out
     # resume: nothing is recomputed (the stored numbers are kept exactly)
-    assert bench_samplers.run(_args(bench_samplers, argv)) == 0
+    assert bench_samplers.run(bench_args("samplers", argv)) == 0
     assert json.loads((tmp_path / "samplers.json").read_text())["results"] == data["results"]
 
 
@@ -51,7 +46,7 @@ def test_samplers_bench_tiny(tmp_path, capsys):
 ])
 def test_samplers_bench_bad_arguments(tmp_path, argv, match):
     with pytest.raises(BenchmarkError, match=match):
-        bench_samplers.run(_args(bench_samplers, ["--out", str(tmp_path)] + argv))
+        bench_samplers.run(bench_args("samplers", ["--out", str(tmp_path)] + argv))
     assert not (tmp_path / "samplers.json").exists()
 
 
@@ -62,7 +57,7 @@ def test_samplers_bench_bad_arguments(tmp_path, argv, match):
 ])
 def test_em_bench_bad_arguments(tmp_path, argv, match):
     with pytest.raises((BenchmarkError, KeyError), match=match):
-        bench_em.run(_args(bench_em, ["--out", str(tmp_path)] + argv))
+        bench_em.run(bench_args("em", ["--out", str(tmp_path)] + argv))
     assert not (tmp_path / "em.json").exists()
 
 
@@ -70,7 +65,7 @@ def test_em_bench_bad_arguments(tmp_path, argv, match):
 def test_em_bench_tiny(tmp_path):
     argv = ["--out", str(tmp_path), "--data", str(MNIST), "--train", "100", "--test", "50", "--components", "3",
             "--seconds", "0.3", "--no-progress"]
-    assert bench_em.run(_args(bench_em, argv)) == 0
+    assert bench_em.run(bench_args("em", argv)) == 0
     data = json.loads((tmp_path / "em.json").read_text())
     assert (tmp_path / "em.png").exists()
     for m in ("em", "reinmax", "st", "rloo"):

@@ -1,7 +1,6 @@
 """Smoke tests of the sort benchmarks: tiny configurations, JSON and PNG written, resumption,
 bad arguments refused before any work, and the large-MNIST sequences built correctly."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,6 +9,8 @@ import torch
 
 from quasigrad.bench import BENCHMARKS, mnist_sort, sort_speed
 from quasigrad.bench.runner import BenchmarkError
+
+from bench_cli import bench_args
 
 MNIST_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
@@ -22,12 +23,6 @@ def _keep_threads():
     torch.set_num_threads(threads)
 
 
-def _args(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def test_registered():
     assert BENCHMARKS["sort-speed"] == "quasigrad.bench.sort_speed"
     assert BENCHMARKS["mnist-sort"] == "quasigrad.bench.mnist_sort"
@@ -36,20 +31,20 @@ def test_registered():
 def test_sort_speed_tiny_run_and_resume(tmp_path, capsys):
     argv = ["--out", str(tmp_path), "--sizes", "4", "--batches", "2", "--repeats", "1", "--no-progress",
             "--methods", "torch.sort", "soft_rank", "neural_sort", "torchsort"]
-    assert sort_speed.run(_args(sort_speed, argv)) == 0
+    assert sort_speed.run(bench_args("sort-speed", argv)) == 0
     data = json.loads((tmp_path / "sort-speed.json").read_text())
     assert data["results"]["soft_rank/n=4/b=2"]["forward_backward_ms"] > 0
     assert data["results"]["soft_rank/n=4/b=2"]["pav_rounds"] >= 1
     assert (tmp_path / "sort-speed.png").exists()
     before = data["results"]
-    assert sort_speed.run(_args(sort_speed, argv)) == 0          # resumes: nothing re-timed
+    assert sort_speed.run(bench_args("sort-speed", argv)) == 0          # resumes: nothing re-timed
     assert json.loads((tmp_path / "sort-speed.json").read_text())["results"] == before
     assert "fwd+bwd" in capsys.readouterr().out
 
 
 def test_sort_speed_bad_arguments(tmp_path):
     with pytest.raises(BenchmarkError, match="unknown --methods"):
-        sort_speed.run(_args(sort_speed, ["--out", str(tmp_path), "--methods", "bogus"]))
+        sort_speed.run(bench_args("sort-speed", ["--out", str(tmp_path), "--methods", "bogus"]))
     assert not (tmp_path / "sort-speed.json").exists()
 
 
@@ -74,13 +69,13 @@ def test_accuracies():
 def test_mnist_sort_tiny_run(tmp_path):
     argv = ["--out", str(tmp_path), "--sizes", "3", "--steps", "2", "--test-sequences", "8", "--no-progress",
             "--methods", "soft_sort_permutation", "--data", str(MNIST_DIR)]
-    assert mnist_sort.run(_args(mnist_sort, argv)) == 0
+    assert mnist_sort.run(bench_args("mnist-sort", argv)) == 0
     data = json.loads((tmp_path / "mnist-sort.json").read_text())
     res = data["results"]["soft_sort_permutation/n=3/seed=0"]
     assert 0 <= res["exact"] <= res["elementwise"] <= 1
     assert (tmp_path / "mnist-sort.png").exists()
     with pytest.raises(BenchmarkError, match="unknown --methods"):
-        mnist_sort.run(_args(mnist_sort, ["--out", str(tmp_path), "--methods", "bogus"]))
+        mnist_sort.run(bench_args("mnist-sort", ["--out", str(tmp_path), "--methods", "bogus"]))
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="MNIST files not present")
