@@ -96,17 +96,19 @@ static inline void qg_backward_row_##SUF(const T *xr, const T *gr, T m, int64_t 
         if (mode == QG_GST) q = q < cap ? q : cap;                                                \
         o[j] = q; s += q; dot += q * gr[j];                                                       \
     }                                                                                             \
-    T gk = gr[k], a, b, extra;                                                                    \
-    if (mode == QG_GST) { s += 1 - o[k]; dot += (1 - o[k]) * gk; o[k] = 1; }                      \
-    T inv = (T)1 / s, c = dot * inv;                                                              \
-    qg_coefficients_##SUF(mode, inv, c, gk, &a, &b, &extra);                                      \
+    T a, b, extra;                                                                                \
+    qg_coefficients_##SUF(mode, s, dot, o, k, gr[k], &a, &b, &extra);                             \
     for (int64_t j = 0; j < n; ++j) o[j] *= a * gr[j] + b;                                        \
     o[k] += extra;                                                                                \
 }
 
-/* out_j = q_j (a g_j + b), then out_k += extra (see the header). */
+/* After the first sweep of a backward row (q in o, s = sum q, dot = <q, g>): GST's q_k = 1, then
+   the coefficients of out_j = q_j (a g_j + b) and out_k += extra (see the header). */
 #define QG_COEFFICIENTS(T, SUF)                                                                   \
-static inline void qg_coefficients_##SUF(int mode, T inv, T c, T gk, T *a, T *b, T *extra) {      \
+static inline void qg_coefficients_##SUF(int mode, T s, T dot, T *o, int64_t k, T gk, T *a, T *b,   \
+                                         T *extra) {                                              \
+    if (mode == QG_GST) { s += 1 - o[k]; dot += (1 - o[k]) * gk; o[k] = 1; }                      \
+    T inv = (T)1 / s, c = dot * inv;                                                              \
     switch (mode) {                                                                               \
     case QG_ZGR: *a = (T)0.5 * inv; *b = (T)-0.5 * gk * inv; *extra = (T)0.5 * (gk - c); break;  \
     case QG_DARN: *a = 0; *b = -(gk - c) * inv; *extra = gk - c; break;                           \
@@ -371,10 +373,8 @@ static inline void qg_backward_row_f32v(const float *xr, const float *gr, float 
         vs += q;
         vdot += q * qv_load_part(gr + j, n - j, 0.0f);
     }
-    float s = qv_hsum(vs), dot = qv_hsum(vdot), gk = gr[k], a, b, extra;
-    if (mode == QG_GST) { s += 1.0f - o[k]; dot += (1.0f - o[k]) * gk; o[k] = 1.0f; }
-    float inv = 1.0f / s;
-    qg_coefficients_f32(mode, inv, dot * inv, gk, &a, &b, &extra);
+    float a, b, extra;
+    qg_coefficients_f32(mode, qv_hsum(vs), qv_hsum(vdot), o, k, gr[k], &a, &b, &extra);
     const qv va = qv_splat(a), vb = qv_splat(b);
     for (j = 0; j < full; j += QG_VL) qv_store(o + j, qv_load(o + j) * (va * qv_load(gr + j) + vb));
     for (; j < n; ++j) o[j] *= a * gr[j] + b;
