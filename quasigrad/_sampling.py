@@ -11,7 +11,7 @@ from . import _native
 from . import _validate as V
 
 __all__ = ["sample_categorical", "uniform", "gumbel", "conditional_gumbel", "compute_dtype", "is_compiling",
-           "draw", "fused_draw"]
+           "draw", "draw_index", "fused_draw"]
 
 
 def is_compiling() -> bool:
@@ -94,6 +94,13 @@ def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Option
     V.check_floating(logits)
     dim = V.normalize_dim(dim, logits.dim())
     V.check_generator(generator, logits.device)
+    return draw_index(logits, dim, generator)
+
+
+def draw_index(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The index of a fresh sample (arguments already checked): the fused kernel's draw where it
+    applies, so the same one the straight-through estimators make with the same generator, else
+    PyTorch's."""
     fused = fused_draw(logits, dim, generator)
     if fused is not None:
         return fused[1].clone()   # its own storage, not the discarded one-hot's

@@ -35,7 +35,7 @@ import torch
 from . import _native
 from . import _validate as V
 from . import registry
-from ._sampling import compute_dtype, conditional_gumbel, draw, fused_draw, gumbel, is_compiling
+from ._sampling import compute_dtype, conditional_gumbel, draw, draw_index, fused_draw, gumbel, is_compiling
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn"]
 
@@ -412,8 +412,7 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, dim: int 
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     k = V.check_int(k, "k", minimum=1)
-    drawn = fused_draw(logits, dim, generator) if index is None else None   # the same draw as st's
-    index = drawn[1] if drawn is not None else _draw(logits, dim, index, generator)[1]
+    index = draw_index(logits, dim, generator) if index is None else _draw(logits, dim, index, generator)[1]
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=logits.device).item())
     chunk = max(1, min(k, (1 << 22) // max(1, logits.numel())))
     return _GumbelRao.apply(logits, index, dim, tau, k, seed, chunk)
