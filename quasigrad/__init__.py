@@ -5,29 +5,35 @@ Layer 1, sample-level estimators (forward: the hard one-hot sample; backward: th
     y = quasigrad.reinmax(logits, tau=1.0, dim=-1)
     b = quasigrad.bernoulli.reinmax(logits)
 
-Layer 2, objectives: :mod:`quasigrad.objective`. Ground truth by enumeration:
-:mod:`quasigrad.exact`. The estimator registry: :mod:`quasigrad.registry`. Neighbouring
-families: :mod:`quasigrad.quant`, :mod:`quasigrad.optim`, :mod:`quasigrad.sort`,
-:mod:`quasigrad.samplers`, :mod:`quasigrad.em`, :mod:`quasigrad.vae`. The lab: :mod:`quasigrad.lab` and
-``quasigrad bench``.
+The layers, each a package that imports only from those before it:
+
+- :mod:`quasigrad.registry`: names → estimators, with their flags;
+- :mod:`quasigrad.estimators` (layer 1): the sample-level estimators;
+- :mod:`quasigrad.exact`: the ground truth by enumeration;
+- :mod:`quasigrad.objective` (layer 2): ``E[f(D)]`` with any estimator's gradient;
+- the neighbouring families :mod:`quasigrad.quant`, :mod:`quasigrad.optim`, :mod:`quasigrad.sort`,
+  :mod:`quasigrad.samplers`, :mod:`quasigrad.em`, and the reusable :mod:`quasigrad.models`;
+- :mod:`quasigrad.lab` (layer 3): quality against the exact gradient, built-in problems, and
+  ``quasigrad bench NAME`` (:mod:`quasigrad.bench`).
 """
 
 import importlib as _importlib
 
-from . import registry
-from ._sampling import sample_categorical
-from .categorical import darn, gapped_st, gumbel_rao, gumbel_softmax, reinmax, st, zgr
-from . import bernoulli, exact
+from . import _compat, registry
+from .estimators import bernoulli, darn, gapped_st, gumbel_rao, gumbel_softmax, reinmax, sample_categorical, st, zgr
+from . import exact, objective
 
 __version__ = "0.1.0"
 
-_LAZY = ("objective", "lab", "data", "quant", "optim", "sort", "samplers", "em", "vae", "bench")
+_LAZY = ("lab", "data", "quant", "optim", "sort", "samplers", "em", "models", "vae", "bench")
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn", "sample_categorical",
-           "bernoulli", "exact", "registry", *_LAZY]
+           "bernoulli", "exact", "registry", "objective", "estimators", *_LAZY]
+
+_compat.install()
 
 
-def __getattr__(name):
+def __getattr__(name: str):
     # Submodules that pull in more (training loops, plotting) load on first use.
     if name in _LAZY:
         return _importlib.import_module(f".{name}", __name__)

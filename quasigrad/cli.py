@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="quasigrad", description="Gradients through discrete things.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_check = sub.add_parser("check", help="exact bias of every registered estimator on small problems")
-    from . import check as _check
+    from .lab import check as _check
 
     _check.add_arguments(p_check)
     sub.add_parser("estimators", help="list the registered estimators and their flags")

@@ -39,7 +39,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from . import _validate as V
+from ._util import validate as V
 from . import registry
 
 __all__ = ["BernoulliMixture", "fit_em", "elbo", "fit_gradient", "check_binary"]

@@ -25,7 +25,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from . import _validate as V
+from ._util import validate as V
 from . import registry
 
 __all__ = ["expectation", "estimator_expectation", "gradient", "num_outcomes", "TooManyOutcomesError"]

@@ -121,20 +121,8 @@ def update(name: str, **fields) -> EstimatorInfo:
     return new
 
 
-def _load_all() -> None:
-    # Importing these modules registers their estimators. Optional layers are skipped when a
-    # module does not exist yet, never when it fails to import.
-    import importlib
-    import importlib.util
-
-    for mod in ("quasigrad.categorical", "quasigrad.bernoulli", "quasigrad.objective"):
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
-
-
 def get(name: str) -> EstimatorInfo:
     """Look up ``name``; an unknown name raises ``KeyError`` listing the known ones."""
-    _load_all()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -150,7 +138,6 @@ def names(*, family: Optional[str] = None, variable: Optional[str] = None, layer
 
 def entries(*, family: Optional[str] = None, variable: Optional[str] = None, layer: Optional[int] = None) -> list:
     """Registered :class:`EstimatorInfo` objects, filtered as in :func:`names`, sorted by name."""
-    _load_all()
     out = []
     for info in sorted(_REGISTRY.values(), key=lambda e: e.name):
         if family is not None and info.family != family:
@@ -165,7 +152,6 @@ def entries(*, family: Optional[str] = None, variable: Optional[str] = None, lay
 
 def resolve_names(requested: Optional[Iterable[str]], *, default: Iterable[str]) -> list:
     """Check a user's list of estimator names before any work starts; ``None`` means ``default``."""
-    _load_all()
     requested = list(default if requested is None else requested)
     unknown = [n for n in requested if n not in _REGISTRY]
     if unknown:

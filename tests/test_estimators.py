@@ -175,7 +175,7 @@ def test_gumbel_rao_matches_naive_algorithm():
     # the same conditional draws: the implementation seeds a private generator from `generator`
     gen = torch.Generator().manual_seed(5)
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen).item())
-    from quasigrad._sampling import conditional_gumbel
+    from quasigrad.estimators._sampling import conditional_gumbel
 
     z = conditional_gumbel(theta, idx, 1, num=k, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(z.argmax(-1), idx.expand(k, 4))  # conditioned on argmax = D
@@ -187,7 +187,7 @@ def test_stgs_matches_naive_algorithm():
     theta = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     tau = 0.6
     y = quasigrad.gumbel_softmax(theta, tau=tau, hard=True, generator=torch.Generator().manual_seed(9))
-    from quasigrad._sampling import gumbel
+    from quasigrad.estimators._sampling import gumbel
 
     noise = gumbel(theta.shape, dtype=theta.dtype, device="cpu", generator=torch.Generator().manual_seed(9))
     soft = torch.softmax((theta + noise) / tau, -1)

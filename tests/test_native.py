@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 
 import quasigrad
-from quasigrad import _native
+from quasigrad.estimators import _native
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason=f"no fused kernels: {_native.status()}")
 
@@ -209,7 +209,7 @@ def test_threads_do_not_change_results():
 
 def test_turned_off_by_environment(tmp_path):
     env = {**os.environ, "QUASIGRAD_NATIVE": "0"}
-    out = subprocess.run([sys.executable, "-c", "from quasigrad import _native; print(_native.status())"],
+    out = subprocess.run([sys.executable, "-c", "from quasigrad.estimators import _native; print(_native.status())"],
                          capture_output=True, text=True, env=env, check=True)
     assert "not in use" in out.stdout and "QUASIGRAD_NATIVE" in out.stdout
 

@@ -134,7 +134,7 @@ def test_transfer_matrix_matches_enumeration():
     model = S.Ising.lattice(4, 3, coupling=0.25, bias=0.1, dtype=torch.float64)
     model.b = model.b + torch.linspace(-0.3, 0.3, 12, dtype=torch.float64)   # not translation invariant
     exact = S.EnergyModel.exact_marginals(model)
-    torch.testing.assert_close(S._transfer_matrix_marginals(model.J, model.b, 4, 3), exact, atol=1e-12, rtol=0)
+    torch.testing.assert_close(S.models._transfer_matrix_marginals(model.J, model.b, 4, 3), exact, atol=1e-12, rtol=0)
     big = S.Ising.lattice(10, coupling=0.1, bias=0.0, dtype=torch.float64)
     torch.testing.assert_close(big.exact_marginals(), torch.full((100,), 0.5, dtype=torch.float64))  # symmetry
 

@@ -60,7 +60,7 @@ def test_isotonic_matches_min_max_formula():
     for n in (1, 2, 5, 9, 17):
         y = torch.randn(20, n, generator=gen, dtype=D) * torch.tensor([0.1, 1, 10] * 7, dtype=D)[:20, None]
         y = y + torch.linspace(-3, 3, n, dtype=D)        # trends that make long blocks
-        got = qs._isotonic(y, torch.zeros(n, dtype=D), "l2")
+        got = qs.isotonic._isotonic(y, torch.zeros(n, dtype=D), "l2")
         want = np.stack([_isotonic_oracle(row.numpy()) for row in y])
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10)
 
@@ -72,7 +72,7 @@ def test_isotonic_kl_satisfies_kkt():
     gen = torch.Generator().manual_seed(1)
     s = torch.randn(50, 8, generator=gen, dtype=D).sort(-1, descending=True).values * 0.5
     w = torch.log(torch.arange(8, 0, -1, dtype=D))
-    v = qs._isotonic(s, w, "kl")
+    v = qs.isotonic._isotonic(s, w, "kl")
     assert (v[:, :-1] >= v[:, 1:] - 1e-12).all()
     lam = (torch.exp(w) - torch.exp(s - v)).cumsum(-1)
     assert (lam >= -1e-9).all() and torch.allclose(lam[:, -1], torch.zeros(50, dtype=D), atol=1e-9)
@@ -107,7 +107,7 @@ def test_isotonic_kkt_on_cascade_prone_rows(regularization):
         cases.append((s, (rho if regularization == "l2" else torch.log(rho)).expand_as(s)))     # soft rank
         cases.append(((rho / eps).expand_as(x), x.sort(-1, descending=True).values))           # soft sort
     for s, w in cases:
-        v = qs._isotonic(s, w, regularization)
+        v = qs.isotonic._isotonic(s, w, regularization)
         assert (v[:, :-1] >= v[:, 1:]).all()
         lam = _kkt_residuals(s, w, v, regularization)
         assert (lam >= -1e-9).all() and (lam[:, -1].abs() < 1e-9).all()

@@ -66,7 +66,7 @@ def make_estimator(spec):
 
 def run(args) -> int:
     from .. import registry
-    from ..vae import RunSpec, VAEError, distributed_context, objective_samples
+    from .vae_training import RunSpec, VAEError, distributed_context, objective_samples
 
     preset = FULL if args.full else SHORT
     estimators = registry.resolve_names(args.estimators, default=[e for e in DEFAULT_ESTIMATORS
@@ -115,9 +115,3 @@ def run(args) -> int:
     plot_curves(store, groups, estimators, seeds, Path(args.out) / "binary-vae.png", "binary VAE")
     print(f"results: {store.path}  curves: {Path(args.out) / 'binary-vae.png'}")
     return 0
-
-
-if __name__ == "__main__":  # ``python -m quasigrad.bench.binary_vae ...`` is ``quasigrad bench binary-vae ...``
-    from quasigrad.cli import main
-
-    raise SystemExit(main(["bench", "binary-vae", *sys.argv[1:]]))

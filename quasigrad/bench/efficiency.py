@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from .. import _native
+from ..estimators import _native
 from ..lab._specs import StopHook, parse_specs
 from . import runner
 

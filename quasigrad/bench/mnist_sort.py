@@ -239,11 +239,3 @@ def _plot(summary, sizes, methods, out, title=""):
     ax.grid(True, alpha=0.3)
     save_figure(fig, Path(out) / "mnist-sort.png")
     plt.close(fig)
-
-
-if __name__ == "__main__":  # ``python -m quasigrad.bench.mnist_sort ...`` is ``quasigrad bench mnist-sort ...``
-    import sys
-
-    from quasigrad.cli import main
-
-    raise SystemExit(main(["bench", "mnist-sort", *sys.argv[1:]]))

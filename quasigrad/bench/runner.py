@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+
+from .._util.files import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from .._util.files import jsonable as _jsonable
+from .._util.tables import format_table, mean_std
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 __all__ = ["ResultStore", "atomic_write_json", "atomic_write_bytes", "atomic_torch_save", "save_figure",
            "check_out_dir", "progress", "format_table", "add_common_arguments", "mean_std", "load_mnist_arg", "BenchmarkError"]
@@ -47,53 +50,6 @@ def check_out_dir(path) -> Path:
     except OSError as exc:
         raise BenchmarkError(f"--out {str(path)!r} cannot be written: {exc.strerror or exc}") from None
     return path
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so that readers see
-    either the old file or the whole new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (non-finite floats become ``null``)."""
-    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_torch_save(obj: Any, path) -> None:
-    """``torch.save`` through a temporary file and a rename (for checkpoints)."""
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _jsonable(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return _jsonable(obj.item())
-    if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    return obj
 
 
 class ResultStore:
@@ -167,30 +123,6 @@ def load_mnist_arg(data):
         return load_mnist(data)
     except DataError as exc:
         raise BenchmarkError(f"--data: {exc}") from None
-
-
-def mean_std(values: Sequence[float]):
-    """Mean and (sample) standard deviation; std is 0 for a single value."""
-    values = [float(v) for v in values]
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan")
-    m = sum(values) / n
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return m, s
-
-
-def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, floatfmt: str = ".4g") -> str:
-    """A plain-text table with aligned columns (numbers formatted with ``floatfmt``)."""
-    def fmt(v):
-        if isinstance(v, float):
-            return format(v, floatfmt) if math.isfinite(v) else str(v)
-        return str(v)
-    cells = [[str(h) for h in headers]] + [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def save_figure(fig, path) -> None:

@@ -126,7 +126,7 @@ def run(args) -> int:
             s = (x / args.strength).sort(-1, descending=True).values
             rho = torch.arange(n, 0, -1, dtype=s.dtype)
             reg, w = ("l2", rho) if method == "soft_rank" else ("kl", torch.log(rho))
-            row["pav_rounds"] = qs._isotonic(s, w, reg, count_rounds=True)
+            row["pav_rounds"] = qs.isotonic._isotonic(s, w, reg, count_rounds=True)
         store.put(key, row)
 
     rows = []
@@ -177,11 +177,3 @@ def _plot(store, methods, sizes, batches, out):
 
     save_figure(fig, Path(out) / "sort-speed.png")
     plt.close(fig)
-
-
-if __name__ == "__main__":  # ``python -m quasigrad.bench.sort_speed ...`` is ``quasigrad bench sort-speed ...``
-    import sys
-
-    from quasigrad.cli import main
-
-    raise SystemExit(main(["bench", "sort-speed", *sys.argv[1:]]))

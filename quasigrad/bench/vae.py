@@ -1,7 +1,7 @@
 """``quasigrad bench vae``: the categorical MNIST VAE of the ReinMax paper (Table 2).
 
 For each configuration C×L (categories × latents), estimator and seed, trains
-:class:`quasigrad.vae.CategoricalVAE` with the paper's learning rate, temperature and optimiser
+:class:`quasigrad.models.vae.CategoricalVAE` with the paper's learning rate, temperature and optimiser
 for that configuration (those searched for ReinMax; the same for every estimator unless
 ``--lr/--tau/--optimizer`` say otherwise) and reports the training −ELBO (single sample,
 averaged over the last epoch) and the test −ELBO (single sample, fixed seed), mean ± std over
@@ -35,7 +35,7 @@ FULL = dict(epochs=160, train_size=None, seeds=list(range(10)), configs=None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..vae import CATEGORICAL_CONFIGS
+    from .vae_training import CATEGORICAL_CONFIGS
 
     add_common_arguments(parser, default_out="results/vae", seeds=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -136,7 +136,7 @@ def run_grid(*, name: str, out, fresh: bool, runs: List[Dict[str, Any]], store_c
     """Train every run in ``runs`` (dicts with ``key`` and ``spec``) not yet in the store."""
     import torch
 
-    from ..vae import VAEError, distributed_context, train
+    from .vae_training import VAEError, distributed_context, train
 
     rank, world = distributed_context()
     # Every rank reads the same file, so all skip the same finished runs; only rank 0 writes.
@@ -199,7 +199,7 @@ def summarise(store: ResultStore, groups: Sequence[str], estimators: Sequence[st
 
 def print_table(rows: List[Dict[str, Any]], group_label: str, *,
                 paper_label: Optional[str] = "paper train (Table 2)") -> str:
-    from ..vae import DISPLAY_NAMES
+    from .vae_training import DISPLAY_NAMES
 
     def pm(ms):
         return f"{ms[0]:.2f} ± {ms[1]:.2f}"
@@ -224,7 +224,7 @@ def plot_curves(store: ResultStore, groups: Sequence[str], estimators: Sequence[
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..vae import DISPLAY_NAMES
+    from .vae_training import DISPLAY_NAMES
 
     fig, axes = plt.subplots(2, len(groups), figsize=(4.5 * len(groups), 6.5), squeeze=False)
     for j, g in enumerate(groups):
@@ -252,7 +252,7 @@ def plot_curves(store: ResultStore, groups: Sequence[str], estimators: Sequence[
 
 def run(args) -> int:
     from .. import registry
-    from ..vae import CATEGORICAL_CONFIGS, PAPER_TABLE2, RunSpec, distributed_context
+    from .vae_training import CATEGORICAL_CONFIGS, PAPER_TABLE2, RunSpec, distributed_context
 
     preset = FULL if args.full else SHORT
     configs = args.configs or preset["configs"] or list(CATEGORICAL_CONFIGS)
@@ -287,14 +287,8 @@ def run(args) -> int:
     rows = summarise(store, configs, estimators, seeds, paper=PAPER_TABLE2)
     text = print_table(rows, "CxL")
     if not PAPER_TABLE2:
-        print("paper column: the paper's Table 2 values are not bundled (see quasigrad.vae.PAPER_TABLE2)")
+        print("paper column: the paper's Table 2 values are not bundled (see quasigrad.bench.paper.PAPER_TABLE2)")
     store.save(summary=rows, table=text)
     plot_curves(store, configs, estimators, seeds, Path(args.out) / "vae.png", "categorical VAE")
     print(f"results: {store.path}  curves: {Path(args.out) / 'vae.png'}")
     return 0
-
-
-if __name__ == "__main__":  # ``python -m quasigrad.bench.vae ...`` is ``quasigrad bench vae ...``
-    from quasigrad.cli import main
-
-    raise SystemExit(main(["bench", "vae", *sys.argv[1:]]))

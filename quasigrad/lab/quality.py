@@ -37,7 +37,7 @@ from typing import Iterable, List, Optional, Sequence
 import torch
 
 from .. import exact as _exact
-from ..bench.runner import format_table
+from .._util.tables import format_table
 from ._specs import Spec, parse_specs, default_specs
 from .problems import Problem
 

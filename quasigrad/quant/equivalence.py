@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .. import _validate as V
+from .._util import validate as V
 from . import functional as Q
 from .estimators import QuantEstimator, get_estimator
 

@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from .. import _validate as V
+from .._util import validate as V
 from .estimators import get_estimator
 
 __all__ = ["round", "floor", "ceil", "sign", "heaviside", "ternary", "uniform_quantize",

@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from . import exact, registry
-from .bench.runner import format_table
+from .. import exact, registry
+from .._util.tables import format_table
 
 __all__ = ["problems", "relative_bias", "run", "add_arguments"]
 
@@ -61,7 +61,7 @@ def _mc_gradients(info, theta, f, draws: int, seed: int, **kwargs) -> torch.Tens
         y = fn(batch, dim=-1, generator=gen, **{**info.defaults, **kwargs})
         total = fb(y).sum()
     else:
-        from . import objective
+        from .. import objective
 
         total = objective.expectation(fb, batch, estimator=info.name, generator=gen,
                                       **{**info.defaults, **kwargs}).sum()

@@ -33,8 +33,8 @@ from typing import Optional
 import torch
 
 from . import _native
-from . import _validate as V
-from . import registry
+from .._util import validate as V
+from .. import registry
 from ._sampling import compute_dtype, conditional_gumbel, draw, draw_index, fused_draw, gumbel, is_compiling
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn"]

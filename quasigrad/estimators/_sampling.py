@@ -8,19 +8,11 @@ from typing import Optional, Tuple
 import torch
 
 from . import _native
-from . import _validate as V
+from .._util import validate as V
+from .._util.validate import is_compiling
 
 __all__ = ["sample_categorical", "uniform", "gumbel", "conditional_gumbel", "compute_dtype", "is_compiling",
            "draw", "draw_index", "fused_draw"]
-
-
-def is_compiling() -> bool:
-    fn = getattr(torch.compiler, "is_compiling", None)
-    if fn is None:  # torch < 2.3
-        from torch import _dynamo
-
-        fn = _dynamo.is_compiling
-    return bool(fn())
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

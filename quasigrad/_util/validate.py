@@ -21,12 +21,19 @@ __all__ = [
     "check_index",
     "check_int",
     "normalize_dim",
+    "is_compiling",
 ]
 
-def _is_compiling() -> bool:
-    from ._sampling import is_compiling
+def is_compiling() -> bool:
+    """Whether ``torch.compile`` is tracing the caller (checks that read tensor values are
+    skipped then)."""
+    fn = getattr(torch.compiler, "is_compiling", None)
+    if fn is None:  # torch < 2.3
+        from torch import _dynamo
 
-    return is_compiling()
+        fn = _dynamo.is_compiling
+    return bool(fn())
+
 
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -112,7 +119,7 @@ def check_index(index, logits: torch.Tensor, dim: int, name: str = "index") -> t
     if index.device != logits.device:
         raise ValueError(f"{name} is on {index.device} but logits are on {logits.device}")
     n = logits.shape[dim]
-    if index.numel() and not _is_compiling():
+    if index.numel() and not is_compiling():
         lo, hi = int(index.min()), int(index.max())
         if lo < 0 or hi >= n:
             raise ValueError(f"{name} must hold categories in [0, {n - 1}], got values in [{lo}, {hi}]")
@@ -122,7 +129,7 @@ def check_index(index, logits: torch.Tensor, dim: int, name: str = "index") -> t
 def check_finite_rows(total: torch.Tensor, logits: torch.Tensor, dim: int, name: str = "logits") -> None:
     """Given per-row totals of the normalised probabilities (NaN where a row is invalid), raise a
     clear error if any row has NaN logits, +inf logits or only -inf logits."""
-    if _is_compiling():
+    if is_compiling():
         return
     if math.isfinite(float(total.sum())):  # one reduction and one sync; the sum of ~1s cannot overflow
         return

@@ -1,0 +1,32 @@
+"""Plain-text tables and summary statistics for the lab's and the benchmarks' reports."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence, Tuple
+
+__all__ = ["format_table", "mean_std"]
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and (sample) standard deviation; std is 0 for a single value."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    m = sum(values) / n
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return m, s
+
+
+def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, floatfmt: str = ".4g") -> str:
+    """A plain-text table with aligned columns (numbers formatted with ``floatfmt``)."""
+    def fmt(v):
+        if isinstance(v, float):
+            return format(v, floatfmt) if math.isfinite(v) else str(v)
+        return str(v)
+    cells = [[str(h) for h in headers]] + [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

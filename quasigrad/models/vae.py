@@ -1,0 +1,248 @@
+r"""Discrete variational autoencoders on MNIST: the models and their losses.
+
+The trainer that checkpoints, resumes and runs under ``torchrun`` is the benchmark's
+(:mod:`quasigrad.bench.vae_training`); these models are the part a user reuses.
+
+Two models, the two experiments by which the field compares gradient estimators:
+
+* :class:`CategoricalVAE`, the categorical MNIST VAE of Jang, Gu & Poole (2017) as used in
+  Table 2 of the ReinMax paper (Liu et al. 2023): ``L`` latent variables with ``C`` categories
+  each; encoder ``784-512-256-(L·C)`` and decoder ``(L·C)-256-512-784`` with ReLU; Bernoulli
+  likelihood on the grey levels in [0, 1] (binary cross-entropy summed over the 784 pixels);
+  analytic KL to the uniform prior.
+* :class:`BernoulliVAE`, the binary VAE of DisARM (Dong, Mnih & Tucker 2020) and RODEO (Shi et
+  al. 2022), Table 6 of the ReinMax paper: 200 Bernoulli latents, two hidden layers of 200
+  units with LeakyReLU (slope 0.3) in encoder and decoder, learned prior logits, dynamically
+  binarised MNIST (a fresh binarisation ``x ~ Bernoulli(grey level)`` for every batch).
+
+The negative ELBO of one image ``x`` is
+
+.. math::
+
+    -\mathrm{ELBO}(x) = \mathbb{E}_{z \sim q(z|x)}\big[-\log p(x \mid z)\big]
+                        + \mathrm{KL}\big(q(z|x) \,\|\, p(z)\big),
+
+where the KL term is computed exactly (a sum over the factors of ``q``) and the expectation is
+estimated with one sample (or ``K`` samples) of ``z``; the gradient of the expectation with
+respect to the encoder's logits is the chosen estimator's. Pathwise estimators (ST, ReinMax,
+STGS, …) pass the sample through the decoder and backpropagate; score-function estimators
+(REINFORCE-leave-one-out, DisARM, RELAX, …) go through :func:`quasigrad.objective.expectation`.
+
+References:
+    Liu, Dong, Liu, Yu, Gao (2023), "Bridging Discrete and Backpropagation: Straight-Through
+    and Beyond", NeurIPS (ReinMax); code conventions from github.com/LiyuanLucasLiu/ReinMax.
+    Jang, Gu, Poole (2017), "Categorical Reparameterization with Gumbel-Softmax", ICLR.
+    Dong, Mnih, Tucker (2020), "DisARM: An Antithetic Gradient Estimator for Binary Latent
+    Variables", NeurIPS.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import registry
+from ..estimators._sampling import sample_categorical
+
+__all__ = ["CategoricalVAE", "BernoulliVAE", "evaluate", "estimator_step", "objective_samples", "VAEError"]
+
+
+class VAEError(ValueError):
+    """A VAE run was given a setting it cannot use (the message names the setting)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def _mlp(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequential:
+    layers: List[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class CategoricalVAE(nn.Module):
+    r"""Categorical VAE: ``latents`` variables with ``categories`` categories each.
+
+    Encoder ``784-512-256-(L·C)`` (ReLU, no activation on the logits), decoder
+    ``(L·C)-256-512-784`` (ReLU) giving pixel logits; the likelihood is Bernoulli on the grey
+    levels (binary cross-entropy with the sigmoid of those logits, summed over pixels), the
+    prior uniform, so ``KL(q‖p) = Σ_l Σ_c q_lc log q_lc + L log C``.
+    """
+
+    variable = "categorical"
+
+    def __init__(self, latents: int, categories: int, *, pixels: int = 784, hidden: Sequence[int] = (512, 256)):
+        super().__init__()
+        if latents < 1 or categories < 2:
+            raise VAEError(f"need latents >= 1 and categories >= 2, got latents={latents}, categories={categories}")
+        self.latents, self.categories = int(latents), int(categories)
+        width = self.latents * self.categories
+        self.encoder = _mlp([pixels, *hidden, width], nn.ReLU)
+        self.decoder = _mlp([width, *reversed(hidden), pixels], nn.ReLU)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(..., L, C)`` of ``q(z|x)`` for images ``x`` of shape ``(..., 784)``."""
+        return self.encoder(x).unflatten(-1, (self.latents, self.categories))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's logits (what DistributedDataParallel calls; see :meth:`encode`)."""
+        return self.encode(x)
+
+    def reconstruction(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``−log p(x|z)`` per image: ``z`` one-hot ``(..., B, L, C)``, ``x`` ``(B, 784)`` → ``(..., B)``."""
+        logits = self.decoder(z.flatten(-2))
+        return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+    def kl(self, logits: torch.Tensor) -> torch.Tensor:
+        """Exact ``KL(q(z|x) ‖ uniform)`` per image, ``(B, L, C)`` → ``(B,)``."""
+        logq = torch.log_softmax(logits, -1)
+        return (logq.exp() * logq).sum((-2, -1)) + self.latents * math.log(self.categories)
+
+    def sample(self, logits: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """A one-hot draw from ``q`` (no gradient)."""
+        index = sample_categorical(logits, generator=generator)
+        return F.one_hot(index, self.categories).to(logits.dtype)
+
+
+class BernoulliVAE(nn.Module):
+    r"""Binary VAE of DisARM/RODEO: ``latents`` Bernoulli variables, encoder
+    ``784-200-200-latents`` and decoder ``latents-200-200-784`` with LeakyReLU (slope 0.3),
+    learned prior logits ``c``. With ``q_i = σ(a_i)`` and ``p_i = σ(c_i)``:
+
+    .. math:: \mathrm{KL}(q‖p) = \sum_i q_i \log\frac{q_i}{p_i} + (1-q_i)\log\frac{1-q_i}{1-p_i}.
+    """
+
+    variable = "bernoulli"
+
+    def __init__(self, latents: int = 200, *, pixels: int = 784, hidden: Sequence[int] = (200, 200),
+                 negative_slope: float = 0.3):
+        super().__init__()
+        if latents < 1:
+            raise VAEError(f"need latents >= 1, got {latents}")
+        self.latents = int(latents)
+        act = lambda: nn.LeakyReLU(negative_slope)  # noqa: E731
+        self.encoder = _mlp([pixels, *hidden, self.latents], act)
+        self.decoder = _mlp([self.latents, *reversed(hidden), pixels], act)
+        self.prior_logits = nn.Parameter(torch.zeros(self.latents))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits ``(B, latents)`` of ``q(z|x)``."""
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's logits (what DistributedDataParallel calls; see :meth:`encode`)."""
+        return self.encode(x)
+
+    def reconstruction(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``−log p(x|z)`` per image: ``z`` in {0,1} ``(..., B, latents)``, ``x`` ``(B, 784)`` → ``(..., B)``."""
+        logits = self.decoder(z)
+        return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+    def kl(self, logits: torch.Tensor) -> torch.Tensor:
+        """Exact ``KL(q(z|x) ‖ p(z))`` per image, ``(B, latents)`` → ``(B,)``."""
+        c = self.prior_logits.to(logits.dtype)
+        q = torch.sigmoid(logits)
+        return (q * (F.logsigmoid(logits) - F.logsigmoid(c))
+                + (1 - q) * (F.logsigmoid(-logits) - F.logsigmoid(-c))).sum(-1)
+
+    def sample(self, logits: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """A {0,1} draw from ``q`` (no gradient)."""
+        u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+        return (u < torch.sigmoid(logits.detach())).to(logits.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# One estimator step
+
+
+def estimator_step(model: nn.Module, x: torch.Tensor, estimator, *, tau: float = 1.0, num_samples: int = 1,
+                   generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""The surrogate loss of one batch and its −ELBO per image.
+
+    Args:
+        model: a :class:`CategoricalVAE` or :class:`BernoulliVAE` (possibly wrapped in DDP).
+        x: images ``(B, 784)`` (grey levels, or binarised for the binary VAE).
+        estimator: a registered name, or an estimator object accepted by
+            :func:`quasigrad.objective.expectation` (stateful ones such as RELAX).
+        tau: temperature, for estimators that take one.
+        num_samples: ``K`` evaluations of the decoder per image. Pathwise estimators average
+            the ``K`` losses; score-function estimators use them as their method prescribes
+            (leave-one-out baselines, antithetic pairs).
+        generator: source of every random draw.
+
+    Returns:
+        ``(loss, neg_elbo)``: ``loss`` a scalar to call ``backward`` on (mean over the batch,
+        gradient = the estimator's), ``neg_elbo`` ``(B,)`` the Monte Carlo −ELBO (detached).
+    """
+    inner = model.module if hasattr(model, "module") else model
+    variable = inner.variable
+    logits = model(x)  # through DDP when wrapped, so that its gradient hooks see the step
+    kl = inner.kl(logits)
+    info = registry.get(estimator) if isinstance(estimator, str) else None
+    if info is not None and getattr(info, variable) is not None:  # a layer-1 (sample-level) estimator
+        fn = info.function(variable)
+        kw = dict(info.defaults)
+        if info.has_tau:
+            kw["tau"] = tau
+        many = logits.unsqueeze(0).expand(num_samples, *logits.shape) if num_samples > 1 else logits
+        z = fn(many, generator=generator, **kw)
+        rec = inner.reconstruction(z, x)
+        if num_samples > 1:
+            rec = rec.mean(0)
+        loss = rec + kl
+        return loss.mean(), loss.detach()
+    from .. import objective  # the score-function family lives in the objective layer
+
+    def f(z):
+        return inner.reconstruction(z.to(logits.dtype), x)
+
+    est = objective.expectation(f, logits, estimator=estimator, num_samples=objective_samples(estimator, num_samples),
+                                variable=variable,
+                                generator=generator, **({"tau": tau} if info is not None and info.has_tau else {}))
+    loss = est + kl
+    return loss.mean(), loss.detach()
+
+
+def objective_samples(estimator, evaluations: int) -> int:
+    """``num_samples`` for :func:`quasigrad.objective.expectation` that makes ``estimator`` evaluate
+    ``f`` ``evaluations`` times per image: pairs for ARM/DisARM (so ``evaluations`` must be
+    even), exactly two for Double CV, at least two for leave-one-out; raises :class:`VAEError`
+    for a count the estimator cannot use."""
+    name = estimator if isinstance(estimator, str) else type(estimator).__name__.lower()
+    if name in ("arm", "disarm"):
+        if evaluations % 2:
+            raise VAEError(f"{name} evaluates f in antithetic pairs; it cannot use {evaluations} evaluations per step")
+        return evaluations // 2
+    if name == "double_cv" and evaluations != 2:
+        raise VAEError(f"double_cv uses exactly 2 evaluations of f per step, got {evaluations}")
+    if name == "rloo" and evaluations < 2:
+        raise VAEError(f"rloo needs at least 2 evaluations of f per step (leave-one-out), got {evaluations}")
+    return evaluations
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000, binarize: bool = False,
+             seed: int = 12345) -> float:
+    """Mean single-sample −ELBO on ``images`` (``(N, 784)`` grey levels), with a fixed seed so
+    that every estimator is scored on the same draws; binarised with that seed when asked."""
+    inner = model.module if hasattr(model, "module") else model
+    param = next(inner.parameters())
+    gen = torch.Generator(device=param.device).manual_seed(seed)
+    total, n = 0.0, 0
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start:start + batch_size].to(device=param.device, dtype=param.dtype)
+        if binarize:
+            x = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) < x).to(x.dtype)
+        logits = inner.encode(x)
+        z = inner.sample(logits, gen)
+        total += float((inner.reconstruction(z, x) + inner.kl(logits)).sum())
+        n += x.shape[0]
+    return total / max(n, 1)

@@ -1,0 +1,47 @@
+"""Pieces every relaxation shares: rows in the compute dtype with ``dim`` last, and the spread
+that ``relative=True`` measures in."""
+
+from __future__ import annotations
+
+import torch
+
+from .._util import validate as V
+from ..estimators._sampling import compute_dtype, is_compiling
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _rows(values, dim, name="values"):
+    """Check ``values`` and return ``(x, restore)``: ``x`` is a (B, n) view in the compute dtype
+    with ``dim`` last; ``restore(y)`` maps a (B, n) result back to ``values``' shape and dtype."""
+    V.check_floating(values, name)
+    dim = V.normalize_dim(dim, values.dim())
+    if values.shape[dim] == 0:
+        raise ValueError(f"{name} has size 0 along dim {dim}; it needs at least one element")
+    if not is_compiling() and not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; it needs finite values")
+    moved = values.movedim(dim, -1)
+    shape = moved.shape
+    x = moved.reshape(-1, shape[-1]).to(compute_dtype(values.dtype))
+
+    def restore(y):
+        return y.reshape(shape).movedim(-1, dim).to(values.dtype)
+
+    return x, restore, shape[:-1]
+
+
+def _spread(x):
+    """Each row's standard deviation (detached; 1 for a constant row): the unit of ``relative=True``."""
+    std = x.detach().std(-1, unbiased=False, keepdim=True)
+    return torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _standardize(x):
+    """``(x − mean) / spread`` per row (both detached) and the two, for ``relative=True``. Soft sort
+    and rank commute with a shift (sort(θ + c) = sort(θ) + c, rank(θ + c) = rank(θ)), so centring
+    only keeps the division from overflowing."""
+    centre = x.detach().mean(-1, keepdim=True)
+    scale = _spread(x)
+    return (x - centre) / scale, centre, scale

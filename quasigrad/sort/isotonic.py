@@ -1,0 +1,240 @@
+"""Fast soft sort and rank (Blondel et al. 2020): one sort, then an isotonic regression by
+pool-adjacent-violators, with l2 or KL regularisation."""
+
+from __future__ import annotations
+
+import torch
+
+from .._util import validate as V
+from ._common import _rows, _standardize
+
+
+def _check_regularization(regularization):
+    if regularization not in ("l2", "kl"):
+        raise ValueError(f"regularization must be 'l2' or 'kl', got {regularization!r}")
+
+
+def _segments(start):
+    """Flat segment ids (B·n) of the blocks whose first elements are marked in ``start`` (B, n)."""
+    b, n = start.shape
+    offset = torch.arange(b, device=start.device).unsqueeze(1) * n
+    return (start.long().cumsum(1) - 1 + offset).reshape(-1)
+
+
+def _segment_mean(y, seg):
+    flat = y.reshape(-1)
+    sums = torch.zeros_like(flat).index_add(0, seg, flat)
+    counts = torch.zeros_like(flat).index_add(0, seg, torch.ones_like(flat))
+    return (sums.gather(0, seg) / counts.gather(0, seg)).reshape(y.shape)
+
+
+def _segment_logsumexp(y, seg):
+    flat = y.reshape(-1)
+    top = torch.full_like(flat, -torch.inf).scatter_reduce(0, seg, flat.detach(), "amax", include_self=True)
+    top = top.gather(0, seg)                         # the block maximum, a constant for the gradient
+    sums = torch.zeros_like(flat).index_add(0, seg, torch.exp(flat - top))
+    return (top + torch.log(sums.gather(0, seg))).reshape(y.shape)
+
+
+def _block_values(s, w, seg, regularization):
+    """The isotonic solution on fixed blocks: l2, the block mean of ``s − w``; KL,
+    ``log Σ_B e^s − log Σ_B e^w``. Differentiable (the Jacobian is block averaging / block softmax)."""
+    if regularization == "l2":
+        return _segment_mean(s - w, seg)
+    return _segment_logsumexp(s, seg) - _segment_logsumexp(w, seg)
+
+
+def _block_bounds(start):
+    """First and last index of the block holding each element (blocks start where ``start`` is set)."""
+    b, n = start.shape
+    pos = torch.arange(n, device=start.device).expand(b, n)
+    first = torch.where(start, pos, 0).cummax(1).values
+    end = torch.ones_like(start)
+    end[:, :-1] = start[:, 1:]
+    last = torch.where(end, pos, n - 1).flip(1).cummin(1).values.flip(1)
+    return first, last
+
+
+def _block_sums(y, first, last):
+    """Block sums of ``y`` by prefix sums (used without gradient, in float64)."""
+    csum = torch.nn.functional.pad(y.cumsum(1), (1, 0))
+    return csum.gather(1, last + 1) - csum.gather(1, first)
+
+
+def _block_values_nograd(s, w, start, regularization):
+    """Block values of the isotonic problem for the partition ``start``, in float64 without gradient:
+    l2 by prefix sums; KL by prefix sums of ``exp(y − y_first)``, exact for the non-increasing
+    ``s`` and ``w`` that soft sort and rank pass (the first element of a block is its maximum)."""
+    first, last = _block_bounds(start)
+    if regularization == "l2":
+        return _block_sums(s - w, first, last) / (last - first + 1)
+
+    def lse(y):
+        ref = y.gather(1, first)
+        return ref + torch.log(_block_sums(torch.exp(y - ref), first, last))
+
+    return lse(s) - lse(w)
+
+
+def _outer_blocks(s, w, regularization):
+    """The starting partition: singletons, except that the first and the last block of the solution
+    are found exactly in O(n) and pooled at once (they are where merges otherwise cascade, one
+    block per round). On the cumulative-sum diagram, the last block is the chord of least slope to
+    the last point, i.e. it starts at ``argmin_k value(k..n)``, and the first block ends at
+    ``argmax_j value(1..j)`` (KL: value = ``log Σ e^s − log Σ e^w``, the same argument on the
+    weighted diagram). Every prefix of these blocks has a value on the right side of the block's
+    value, which is the property PAV's merges keep, so starting from them is exact."""
+    b, n = s.shape
+    if regularization == "l2":
+        y = s - w
+        count = torch.arange(1, n + 1, dtype=y.dtype, device=y.device)
+        prefix = y.cumsum(1) / count
+        suffix = y.flip(1).cumsum(1).flip(1) / count.flip(0)
+    else:
+        prefix = s.logcumsumexp(1) - w.logcumsumexp(1)
+        suffix = s.flip(1).logcumsumexp(1).flip(1) - w.flip(1).logcumsumexp(1).flip(1)
+    first_end = prefix.argmax(1, keepdim=True)          # the first block is [0, first_end]
+    last_start = suffix.argmin(1, keepdim=True)         # the last block is [last_start, n)
+    pos = torch.arange(n, device=s.device).expand(b, n)
+    start = (pos > first_end) & (pos <= last_start)
+    start[:, 0] = True
+    return start
+
+
+def _isotonic(s, w, regularization, *, count_rounds=False):
+    r"""Decreasing isotonic regression of each row of ``s`` (B, n) against ``w`` (B, n) or (n,):
+
+    .. math::
+        l2:\ \arg\min_{v_1 \ge \dots \ge v_n} \tfrac12 \|v - (s - w)\|^2, \qquad
+        KL:\ \arg\min_{v_1 \ge \dots \ge v_n} \langle e^{s - v}, 1\rangle + \langle e^w, v\rangle.
+
+    Pool adjacent violators, in parallel: every round computes the block values of every row at
+    once and merges, in every row, every run of adjacent blocks that violates the order (adjacent
+    violators always belong to one block of the solution, so merging them all at once is as exact
+    as merging them one by one). Each round costs O(n) per row and removes at least one boundary;
+    the number of rounds is data dependent and at most n, because a merged block can absorb one
+    neighbour per round (a cascade). Cascades happen mostly at the two ends of a row, so the first
+    and the last block are computed exactly beforehand (:func:`_outer_blocks`, O(n)); with that,
+    Gaussian rows of n = 1000 take 1–8 rounds for l2 and KL from ε = 0.01 to 100 (without it, up
+    to ~50). ``sort-speed`` reports the rounds of soft rank.
+
+    The blocks are found without gradient; the returned solution is recomputed on them
+    differentiably, so the backward pass is the exact Jacobian (piecewise constant partition),
+    O(n) per row.
+    """
+    w = w.expand_as(s)
+    rounds = 0
+    with torch.no_grad():
+        sd, wd = s.detach(), w.detach()
+        sd, wd = sd.double(), wd.double().contiguous()
+        start = _outer_blocks(sd, wd, regularization)
+        while True:
+            rounds += 1
+            v = _block_values_nograd(sd, wd, start, regularization)
+            violate = start[:, 1:] & (v[:, :-1] < v[:, 1:])
+            if not bool(violate.any()):
+                break
+            start[:, 1:] &= ~violate
+    if count_rounds:
+        return rounds
+    return _block_values(s, w, _segments(start), regularization)
+
+
+# --------------------------------------------------------------------------------------------
+# Fast soft sort and rank (Blondel et al. 2020)
+
+
+def soft_rank(values: torch.Tensor, *, regularization: str = "l2", regularization_strength: float = 1.0,
+              descending: bool = False, dim: int = -1, relative: bool = False) -> torch.Tensor:
+    r"""Soft ranks of ``values`` along ``dim`` (Blondel et al. 2020), ranks in ``[1, n]``.
+
+    Ascending ranks (the default, as ``torchsort.soft_rank``) give rank ``n`` to the largest
+    value; ``descending=True`` gives it rank 1. With ``ρ = (n, n−1, …, 1)`` and ``z = ±θ/ε``:
+
+    .. math::
+        r_{εQ}(θ) = P_Q(z, ρ) = z - v_Q(z_σ, ρ)_{σ^{-1}}, \qquad
+        r_{εE}(θ) = \exp P_E(z, \log ρ),
+
+    the Euclidean (l2) or KL projection of ``z`` onto the permutahedron of ``ρ``, computed by
+    one sort (``σ`` sorts ``z`` descending) and one isotonic regression ``v`` (pool adjacent
+    violators). As ``ε → 0`` the result is the hard rank; as ``ε → ∞`` every rank tends to
+    ``(n+1)/2`` (l2).
+
+    Args:
+        values: floating tensor, any shape; ranked along ``dim``.
+        regularization: ``"l2"`` (ranks piecewise linear in θ) or ``"kl"``.
+        regularization_strength: ε > 0; smaller is closer to the hard ranks.
+        descending: rank 1 for the largest value instead of the smallest.
+        dim: the dimension to rank along.
+        relative: ε is in units of each row's standard deviation (detached; the values are
+            standardised first), so that ranks of ``a + c·θ`` equal ranks of ``θ`` for ``c > 0``.
+
+    Returns:
+        Tensor shaped like ``values``. Differentiable: the backward pass is the exact Jacobian,
+        O(n) per row (block averages of the isotonic solution).
+
+    Example:
+        >>> soft_rank(torch.tensor([5., 1., 2.]), regularization_strength=2.0)
+        tensor([3.0000, 1.2500, 1.7500])
+    """
+    _check_regularization(regularization)
+    eps = V.check_positive(regularization_strength, "regularization_strength")
+    x, restore, _ = _rows(values, dim)
+    if relative:
+        x = _standardize(x)[0]
+    z = (-x if descending else x) / eps
+    n = z.shape[-1]
+    rho = torch.arange(n, 0, -1, dtype=z.dtype, device=z.device)
+    s, perm = z.sort(dim=-1, descending=True)
+    if regularization == "l2":
+        sol = s - _isotonic(s, rho, "l2")
+    else:
+        sol = torch.exp(s - _isotonic(s, torch.log(rho), "kl"))
+    return restore(torch.empty_like(sol).scatter(-1, perm, sol))
+
+
+def soft_sort(values: torch.Tensor, *, regularization: str = "l2", regularization_strength: float = 1.0,
+              descending: bool = False, dim: int = -1, relative: bool = False) -> torch.Tensor:
+    r"""Soft sort of ``values`` along ``dim`` (Blondel et al. 2020).
+
+    Descending: with ``ρ = (n, …, 1)`` and ``w = sort(θ)`` descending,
+
+    .. math::
+        s_{εQ}(θ) = P_Q(ρ/ε, θ) = ρ/ε - v_Q(ρ/ε, w), \qquad s_{εE}(θ) = ρ/ε - v_E(ρ/ε, w),
+
+    the projection of ``ρ/ε`` onto the permutahedron of θ (for KL in the log-space form of the
+    paper, so no sign restriction on θ). Ascending (the default, as ``torchsort``) is
+    ``−soft_sort(−θ, descending=True)``. ``ε → 0`` gives ``torch.sort``; large ε pools every value
+    to the mean (l2; the l2 output keeps the row's sum, the KL output does not).
+
+    Args:
+        values: floating tensor, any shape; sorted along ``dim``.
+        regularization: ``"l2"`` or ``"kl"``.
+        regularization_strength: ε > 0.
+        descending: sort from largest to smallest.
+        dim: the dimension to sort along.
+        relative: the values are standardised per row (mean and standard deviation, detached)
+            before the soft sort and mapped back after, so that
+            ``soft_sort(a + c·θ) = a + c·soft_sort(θ)`` for ``c > 0``.
+
+    Note:
+        The reference NumPy code of the paper computes ``arange(n)[::-1] + 1/ε`` where the paper
+        writes ``ρ/ε``; the two agree at ε = 1 and here the paper's ``ρ/ε`` is used.
+
+    Example:
+        >>> soft_sort(torch.tensor([5., 1., 2.]), regularization_strength=1.0)
+        tensor([1.6667, 2.6667, 3.6667])
+    """
+    _check_regularization(regularization)
+    eps = V.check_positive(regularization_strength, "regularization_strength")
+    x, restore, _ = _rows(values, dim)
+    if relative:
+        x, centre, scale = _standardize(x)
+    sign = 1.0 if descending else -1.0
+    w, _ = (sign * x).sort(dim=-1, descending=True)
+    n = w.shape[-1]
+    z = torch.arange(n, 0, -1, dtype=w.dtype, device=w.device) / eps
+    out = sign * (z - _isotonic(z.expand_as(w), w, regularization))
+    if relative:
+        out = out * scale + centre
+    return restore(out)
