@@ -61,11 +61,14 @@ def sample(logits: torch.Tensor, *, generator: Optional[torch.Generator] = None)
     return u >= torch.sigmoid(-a)
 
 
-def _prepare(logits, index, generator, tau=None):
+_NO_TAU = object()
+
+
+def _prepare(logits, index, generator, tau=_NO_TAU):
     V.check_floating(logits)
     V.check_generator(generator, logits.device)
-    if tau is not None:
-        tau = V.check_positive(tau, "tau")
+    if tau is not _NO_TAU:
+        tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     b = sample(logits, generator=generator) if index is None else _check_sample(index, logits)
     if index is not None and not is_compiling() and bool(torch.isnan(logits).any()):
         raise ValueError("logits contains NaN; it needs real values")
@@ -153,7 +156,7 @@ def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False
     twin ``[0, a]``; returns the probability of ``b = 1`` (relaxed) or ``b`` (``hard=True``).
     Without ``index`` the logistic noise is unconditioned; with ``index`` it is conditioned on ``b``."""
     V.check_floating(logits)
-    tau = V.check_positive(tau, "tau")
+    tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     if index is not None:
         index = _twin_index(logits, index, generator)
     y = C.gumbel_softmax(_twin(logits), tau=tau, hard=hard, dim=-1, index=index, generator=generator)
@@ -164,7 +167,7 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, index: Op
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """GR-MCK for Bernoulli variables: :func:`quasigrad.gumbel_rao` on the twin ``[0, a]``."""
     V.check_floating(logits)
-    tau = V.check_positive(tau, "tau")
+    tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     index = _twin_index(logits, index, generator)
     return C.gumbel_rao(_twin(logits), tau=tau, k=k, dim=-1, index=index, generator=generator)[..., 1]
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -44,13 +45,26 @@ __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", 
 # Shared pieces
 
 
-def _prepare(logits, dim, generator, tau=None):
+_NO_TAU = object()
+
+
+def _prepare(logits, dim, generator, tau=_NO_TAU):
     V.check_floating(logits)
-    dim = V.normalize_dim(dim, logits.dim())
+    dim = V.category_dim(logits, dim)
     V.check_generator(generator, logits.device)
-    if tau is not None:
-        tau = V.check_positive(tau, "tau")
+    if tau is not _NO_TAU:
+        tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     return dim, tau
+
+
+def _tempered_softmax(z, tau, dim, dtype=None):
+    """``softmax(z/τ)`` (in ``dtype``, default ``z``'s) that is finite wherever the softmax of
+    ``z`` is: for ``τ < 1`` the row max (detached) is subtracted before dividing, so that a
+    ``|z|/τ`` beyond the float range gives the limit rather than ``inf − inf``."""
+    z = z if dtype is None else z.to(dtype)
+    if tau < 1.0:
+        z = z - z.detach().amax(dim, keepdim=True)
+    return torch.softmax(z / tau, dim)
 
 
 def _draw(logits, dim, index, generator):
@@ -64,9 +78,7 @@ def _draw(logits, dim, index, generator):
         if not is_compiling():
             if not bool(torch.isfinite(probs).all()):
                 V.describe_bad_logits(logits, dim)
-            if bool((probs.gather(dim, index.unsqueeze(dim)) == 0).any()):
-                raise ValueError("index selects a category whose probability is 0 (logit -inf); "
-                                 "a sample can only hold categories with finite logits")
+            V.check_index_possible(logits, index, dim)
     return probs, index
 
 
@@ -196,7 +208,7 @@ def _estimate(logits, dim, tau, index, generator, mode, kernel, tau_kernel=None)
     if tau == 1.0:
         return _apply(logits, index, dim, kernel, probs)
     with torch.no_grad():
-        pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
+        pi_tau = _tempered_softmax(logits.detach(), tau, dim, probs.dtype)
     return _apply(logits, index, dim, *tau_kernel(probs, pi_tau))
 
 
@@ -310,14 +322,14 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
             q = torch.minimum(probs, top * math.exp(-gap)).scatter_(dim, idx, top)
             q = q.div_(q.sum(dim, keepdim=True))
         else:
+            # θ' − θ_m: every entry at most 0, so that dividing by τ cannot overflow to inf − inf
             theta = logits.detach().to(probs.dtype)
-            top = theta.amax(dim, keepdim=True)
-            shifted = torch.minimum(theta, top - gap).scatter_(dim, idx, top)
+            shifted = (theta - theta.amax(dim, keepdim=True)).clamp_max_(-gap).scatter_(dim, idx, 0.0)
             q = torch.softmax(shifted / tau, dim)
     return _apply(logits, index, dim, _k_st if tau == 1.0 else functools.partial(_k_st, scale=1.0 / tau), q)
 
 
-def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False, dim: int = -1,
+def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False, eps: float = 1e-10, dim: int = -1, *,
                    index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Gumbel-softmax / Concrete relaxation (Jang, Gu, Poole 2017; Maddison, Mnih, Teh 2017) and,
     with ``hard=True``, straight-through Gumbel-softmax (STGS).
@@ -334,10 +346,16 @@ def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False
 
     Bias: the relaxed sample is a biased estimator of the discrete expectation for any
     ``τ > 0``; STGS is biased (it depends on ``G`` beyond ``D``).
+
+    The positional arguments are those of ``torch.nn.functional.gumbel_softmax``
+    (``logits, tau, hard, eps, dim``). ``eps`` is unused and deprecated, as in PyTorch: a value
+    other than the default gives a ``DeprecationWarning``.
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     if not isinstance(hard, bool):
         raise TypeError(f"hard must be a bool, got {hard!r}")
+    if eps != 1e-10:
+        warnings.warn("gumbel_softmax: eps is deprecated and has no effect", DeprecationWarning, stacklevel=2)
     cdt = compute_dtype(logits.dtype)
     with torch.no_grad():
         theta = logits.detach().to(cdt)
@@ -345,12 +363,13 @@ def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False
             noise = gumbel(theta.shape, dtype=cdt, device=theta.device, generator=generator)
         else:
             index = V.check_index(index, logits, dim)
+            V.check_index_possible(logits, index, dim)
             noise = conditional_gumbel(theta, index, dim, generator=generator) - theta
         noise = noise.masked_fill_(torch.isneginf(theta), 0.0)
         if not is_compiling():
             total = torch.logsumexp(theta + noise, dim)
             V.check_finite_rows(total, logits, dim)
-    y = torch.softmax((logits.to(cdt) + noise) / tau, dim)
+    y = _tempered_softmax(logits.to(cdt) + noise, tau, dim)
     if not hard:
         return y.to(logits.dtype)
     with torch.no_grad():
@@ -386,7 +405,7 @@ class _GumbelRao(torch.autograd.Function):
         done = 0
         while done < k:
             n = min(chunk, k - done)
-            s = torch.softmax(conditional_gumbel(theta_c, index, dim, num=n, generator=gen) / tau, dim + 1)
+            s = _tempered_softmax(conditional_gumbel(theta_c, index, dim, num=n, generator=gen), tau, dim + 1)
             acc += _jvp_softmax(s, g.unsqueeze(0), dim + 1).sum(0)
             done += n
         return (acc / (k * tau)).to(theta.dtype), None, None, None, None, None, None
