@@ -28,7 +28,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .lab import check as _check
 
     _check.add_arguments(p_check)
-    sub.add_parser("estimators", help="list the registered estimators and their flags")
+    p_est = sub.add_parser("estimators", help="list the registered estimators and their flags")
+    p_est.add_argument("--markdown", action="store_true", help="the table as Markdown, as in the docs")
     p_bench = sub.add_parser("bench", help="run a benchmark: " + ", ".join(sorted(BENCHMARKS)),
                              add_help=False)
     p_bench.add_argument("name", nargs="?", help="benchmark name")
@@ -41,6 +42,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "estimators":
             from . import registry
 
+            if args.markdown:
+                print(registry.markdown_table())
+                return 0
             print(registry.table())
             from . import quant
 

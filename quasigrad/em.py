@@ -40,7 +40,7 @@ from typing import Callable, List, Optional
 import torch
 
 from ._util import validate as V
-from . import registry
+from . import objective, registry
 
 __all__ = ["BernoulliMixture", "fit_em", "elbo", "fit_gradient", "check_binary"]
 
@@ -209,10 +209,9 @@ def elbo(model: BernoulliMixture, x: torch.Tensor, q_logits: torch.Tensor, *, es
     """A Monte Carlo estimate of the ELBO of each example, shaped ``(N,)``, whose gradient with
     respect to ``q_logits`` ``(N, K)`` is the estimator's (pathwise for the model's parameters).
 
-    ``estimator`` is a registered name: a layer-1 function for categorical variables is used
-    directly (``num_samples`` draws averaged, default 1); an estimator without one goes through
-    :func:`quasigrad.objective.expectation` (``num_samples`` default: the estimator's own, 2 for
-    ``rloo``). The entropy term is exact."""
+    ``estimator`` is a registered name, run by :func:`quasigrad.objective.expectation`
+    (``num_samples`` default: the estimator's own, 2 for ``rloo``); pathwise estimators average
+    ``f`` over their draws. The entropy term is exact."""
     check_binary(x)
     V.check_floating(q_logits, "q_logits")
     if q_logits.shape != (x.shape[0], model.num_components):
@@ -220,19 +219,9 @@ def elbo(model: BernoulliMixture, x: torch.Tensor, q_logits: torch.Tensor, *, es
                          f"got {tuple(q_logits.shape)}")
     if num_samples is not None:
         num_samples = V.check_int(num_samples, "num_samples")
-    info = registry.get(estimator)
     f = _decoder_f(model, x)
     logq = torch.log_softmax(q_logits, -1)
     entropy = -(logq.exp() * logq).sum(-1)
-    kwargs = {**info.defaults, **estimator_kwargs}
-    if info.categorical is not None and info.objective is None:
-        z = torch.stack([info.categorical(q_logits, generator=generator, **kwargs) for _ in range(num_samples or 1)])
-        return f(z).mean(0) + entropy
-    try:
-        from . import objective
-    except ImportError:
-        raise ValueError(f"estimator {estimator!r} has no layer-1 function and quasigrad.objective "
-                         f"is not available to run it") from None
     return objective.expectation(f, q_logits, estimator=estimator, num_samples=num_samples,
                                  generator=generator, **estimator_kwargs) + entropy
 

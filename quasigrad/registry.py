@@ -16,17 +16,16 @@ names fail with the list of known ones.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, FrozenSet, Iterable, Optional
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-__all__ = ["EstimatorInfo", "UnknownEstimatorError", "register", "update", "get", "names", "entries",
-           "resolve_names", "table"]
+from ._util.registry import Registry, UnknownNameError
+
+__all__ = ["EstimatorInfo", "UnknownEstimatorError", "register", "update", "get", "canonical", "names", "entries",
+           "resolve_names", "table", "markdown_table"]
 
 
-class UnknownEstimatorError(KeyError, ValueError):
+class UnknownEstimatorError(UnknownNameError):
     """An estimator name that is not registered (a ``KeyError`` whose message prints plainly)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,24 +33,37 @@ class EstimatorInfo:
     """What the registry knows of one estimator.
 
     Attributes:
-        name: the registered name (``--estimators`` on the command line).
+        name: the registered name, equal to the public function's name where there is one
+            (``--estimators`` on the command line).
         family: ``"straight-through"``, ``"relaxation"``, ``"score-function"``,
-            ``"control-variate"``, ``"pair"``, ``"exact"`` or ``"quantizer"``.
+            ``"control-variate"``, ``"pair"`` or ``"exact"``.
         unbiased: whether ``E[ĝ] = ∇θ E[f(D)]`` for every ``f``.
         needs_grad_f: whether the estimator differentiates ``f`` (pathwise) rather than only
             evaluating it.
         grad_depends_on_sample_only: whether the gradient is a function of the drawn sample ``D``
             alone (then its expectation can be computed exactly by enumeration).
         variables: variable types supported: ``"categorical"``, ``"bernoulli"``.
-        evaluations: evaluations of ``f`` per step (``None``: set by ``num_samples``).
         has_tau: whether it takes a temperature ``tau``.
         reference: the paper.
         categorical: sample-level function for categorical variables (layer 1), or None.
         bernoulli: sample-level function for Bernoulli variables (layer 1), or None.
-        objective: layer-2 implementation ``(f, logits, *, num_samples, dim, generator, **kw)``
-            returning one estimate per example, or None (layer 1 functions are wrapped
-            generically by :mod:`quasigrad.objective`).
+        objective: layer-2 implementation ``(f, logits, *, num_samples, dim, variable, generator,
+            **kw)`` returning one estimate per example; None for an estimator that runs only as
+            the object its ``state`` factory makes.
         defaults: default keyword arguments (for example ``{"gap": 1.0}``).
+        aliases: older spellings that still look this entry up.
+        default_samples, min_samples, max_samples: ``num_samples`` when none is given, and the
+            range the estimator accepts (``max_samples=None``: no upper bound).
+        evaluations_per_sample: evaluations of ``f`` per unit of ``num_samples`` (2 for the
+            antithetic pair of ARM and DisARM, 3 for REBAR and RELAX's ``f(D)``, ``f(σ(z))``,
+            ``f(σ(z̃))``).
+        extra_evaluations: evaluations of ``f`` per step beside those (Double CV's one at the
+            point of its Taylor expansion); not counted by :meth:`num_samples_for`, as the papers
+            do not count it in their ``K``.
+        sample_unit: what one unit of ``num_samples`` is, for messages (``"antithetic pair"``).
+        state: for a stateful estimator (one that learns, like RELAX), a factory
+            ``state(num_inputs, **kw) -> torch.nn.Module`` making the object to pass as
+            ``estimator=`` every step (``num_inputs``: variables × categories per example).
     """
 
     name: str
@@ -60,43 +72,98 @@ class EstimatorInfo:
     needs_grad_f: bool
     grad_depends_on_sample_only: bool
     variables: FrozenSet[str]
-    evaluations: Optional[int] = 1
     has_tau: bool = False
     reference: str = ""
     categorical: Optional[Callable] = None
     bernoulli: Optional[Callable] = None
     objective: Optional[Callable] = None
     defaults: Dict[str, object] = dataclasses.field(default_factory=dict)
+    aliases: Tuple[str, ...] = ()
+    default_samples: int = 1
+    min_samples: int = 1
+    max_samples: Optional[int] = None
+    evaluations_per_sample: int = 1
+    extra_evaluations: int = 0
+    sample_unit: str = "sample"
+    state: Optional[Callable[..., Any]] = None
 
     def function(self, variable: str = "categorical") -> Callable:
-        """The sample-level function for ``variable`` (``"categorical"`` or ``"bernoulli"``)."""
-        fn = {"categorical": self.categorical, "bernoulli": self.bernoulli}.get(variable)
+        """The sample-level function for ``variable`` (``"categorical"`` or ``"bernoulli"``).
+
+        Raises:
+            ValueError: an unknown ``variable``, or none registered for it.
+        """
         if variable not in ("categorical", "bernoulli"):
             raise ValueError(f"variable must be 'categorical' or 'bernoulli', got {variable!r}")
+        fn = self.categorical if variable == "categorical" else self.bernoulli
         if fn is None:
             raise ValueError(f"estimator {self.name!r} has no sample-level function for {variable} variables")
         return fn
 
+    @property
+    def layer(self) -> int:
+        """1 for a sample-level estimator, 2 for one of the objective layer only."""
+        return 1 if (self.categorical is not None or self.bernoulli is not None) else 2
 
-_REGISTRY: Dict[str, EstimatorInfo] = {}
-_FAMILIES = {"straight-through", "relaxation", "score-function", "control-variate", "pair", "exact", "quantizer"}
-_VARIABLES = {"categorical", "bernoulli", "real"}
+    def num_samples_for(self, evaluations: int) -> int:
+        """``num_samples`` that makes this estimator evaluate ``f`` ``evaluations`` times.
+
+        Raises:
+            ValueError: ``evaluations`` is not a multiple of :attr:`evaluations_per_sample` or
+                gives a sample count outside ``[min_samples, max_samples]``.
+        """
+        per = self.evaluations_per_sample
+        if evaluations < 1 or evaluations % per:
+            raise ValueError(f"estimator {self.name!r} evaluates f {per} times per {self.sample_unit}; it cannot "
+                             f"use {evaluations} evaluations per step")
+        k = evaluations // per
+        if k < self.min_samples or (self.max_samples is not None and k > self.max_samples):
+            want = (f"exactly {self.min_samples * per}" if self.max_samples == self.min_samples
+                    else f"at least {self.min_samples * per}")
+            raise ValueError(f"estimator {self.name!r} needs {want} evaluations of f per step, got {evaluations}")
+        return k
+
+    def evaluations(self, num_samples: int) -> int:
+        """Evaluations of ``f`` per step with ``num_samples`` samples (not for ``exact``, which
+        evaluates every outcome)."""
+        return num_samples * self.evaluations_per_sample + self.extra_evaluations
+
+    def evaluations_label(self) -> str:
+        """Evaluations of ``f`` per step, in terms of ``K = num_samples`` where it is free."""
+        if self.family == "exact":
+            return "all"
+        if self.max_samples is not None and self.max_samples == self.min_samples:
+            return str(self.evaluations(self.min_samples))
+        per = "" if self.evaluations_per_sample == 1 else str(self.evaluations_per_sample)
+        return f"{per}K" + (f"+{self.extra_evaluations}" if self.extra_evaluations else "")
+
+
+_REGISTRY: Registry[EstimatorInfo] = Registry("estimator", error=UnknownEstimatorError)
+_FAMILIES = {"straight-through", "relaxation", "score-function", "control-variate", "pair", "exact"}
+_VARIABLES = {"categorical", "bernoulli"}
 
 
 def register(name: str, *, family: str, unbiased: bool, needs_grad_f: bool,
-             grad_depends_on_sample_only: bool, variables: Iterable[str], evaluations: Optional[int] = 1,
-             has_tau: bool = False, reference: str = "", categorical: Optional[Callable] = None,
-             bernoulli: Optional[Callable] = None, objective: Optional[Callable] = None,
-             defaults: Optional[dict] = None, replace: bool = False) -> EstimatorInfo:
+             grad_depends_on_sample_only: bool, variables: Iterable[str], has_tau: bool = False,
+             reference: str = "", categorical: Optional[Callable] = None, bernoulli: Optional[Callable] = None,
+             objective: Optional[Callable] = None, defaults: Optional[dict] = None, aliases: Iterable[str] = (),
+             default_samples: int = 1, min_samples: int = 1, max_samples: Optional[int] = None,
+             evaluations_per_sample: int = 1, extra_evaluations: int = 0, sample_unit: str = "sample",
+             state: Optional[Callable[..., Any]] = None, replace: bool = False) -> EstimatorInfo:
     """Register an estimator under ``name`` and return its :class:`EstimatorInfo`.
 
-    Registering a name twice is an error unless ``replace=True`` (a module may add its
-    layer-2 implementation to an existing entry with :func:`update`).
+    Args:
+        name: the registered name; the keyword arguments are the fields of
+            :class:`EstimatorInfo`.
+        replace: allow registering a name twice (a module may also attach its Bernoulli
+            function or its layer-2 implementation to an existing entry with :func:`update`).
+
+    Returns:
+        The new entry.
+
+    Raises:
+        ValueError: a taken name, an unknown family or variable type.
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty string, got {name!r}")
-    if name in _REGISTRY and not replace:
-        raise ValueError(f"estimator {name!r} is already registered")
     if family not in _FAMILIES:
         raise ValueError(f"family must be one of {sorted(_FAMILIES)}, got {family!r}")
     variables = frozenset(variables)
@@ -104,68 +171,103 @@ def register(name: str, *, family: str, unbiased: bool, needs_grad_f: bool,
         raise ValueError(f"variables must be a non-empty subset of {sorted(_VARIABLES)}, got {sorted(variables)}")
     info = EstimatorInfo(name=name, family=family, unbiased=bool(unbiased), needs_grad_f=bool(needs_grad_f),
                          grad_depends_on_sample_only=bool(grad_depends_on_sample_only), variables=variables,
-                         evaluations=evaluations, has_tau=bool(has_tau), reference=reference,
-                         categorical=categorical, bernoulli=bernoulli, objective=objective,
-                         defaults=dict(defaults or {}))
-    _REGISTRY[name] = info
-    return info
+                         has_tau=bool(has_tau), reference=reference, categorical=categorical,
+                         bernoulli=bernoulli, objective=objective, defaults=dict(defaults or {}),
+                         aliases=tuple(aliases), default_samples=default_samples, min_samples=min_samples,
+                         max_samples=max_samples, evaluations_per_sample=evaluations_per_sample,
+                         extra_evaluations=extra_evaluations, sample_unit=sample_unit, state=state)
+    return _REGISTRY.register(name, info, aliases=info.aliases, replace=replace)
 
 
-def update(name: str, **fields) -> EstimatorInfo:
+def update(name: str, **fields: Any) -> EstimatorInfo:
     """Change fields of a registered estimator: a module attaches its Bernoulli function
-    (``bernoulli=``) or its layer-2 implementation (``objective=``) to an existing entry."""
+    (``bernoulli=``) or its layer-2 implementation (``objective=``) to an existing entry.
+
+    Returns:
+        The updated entry.
+    """
     if name not in _REGISTRY:
         raise UnknownEstimatorError(f"cannot update {name!r}: it is not registered")
-    new = dataclasses.replace(_REGISTRY[name], **fields)
-    _REGISTRY[name] = new
-    return new
+    return _REGISTRY.replace(name, dataclasses.replace(_REGISTRY.get(name), **fields))
 
 
 def get(name: str) -> EstimatorInfo:
-    """Look up ``name``; an unknown name raises ``KeyError`` listing the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownEstimatorError(
-            f"unknown estimator {name!r}; known estimators: {', '.join(sorted(_REGISTRY))}") from None
+    """Look up ``name`` (or an older spelling of it).
+
+    Raises:
+        UnknownEstimatorError: an unknown name (a ``KeyError`` and a ``ValueError``), listing the
+            known ones.
+    """
+    return _REGISTRY.get(name)
 
 
-def names(*, family: Optional[str] = None, variable: Optional[str] = None, layer: Optional[int] = None) -> list:
-    """Registered names, optionally only one family, one variable type, or one layer
-    (1: has a sample-level function; 2: has an objective implementation or a layer-1 function)."""
+def canonical(name: str) -> str:
+    """The registered name that ``name`` stands for (itself, or the entry of an older spelling)."""
+    return _REGISTRY.canonical(name)
+
+
+def names(*, family: Optional[str] = None, variable: Optional[str] = None, layer: Optional[int] = None) -> List[str]:
+    """Registered names, sorted, optionally only one family, one variable type, or one layer
+    (1: has a sample-level function; 2: every estimator, since each runs through the objective layer)."""
     return [e.name for e in entries(family=family, variable=variable, layer=layer)]
 
 
-def entries(*, family: Optional[str] = None, variable: Optional[str] = None, layer: Optional[int] = None) -> list:
+def entries(*, family: Optional[str] = None, variable: Optional[str] = None,
+            layer: Optional[int] = None) -> List[EstimatorInfo]:
     """Registered :class:`EstimatorInfo` objects, filtered as in :func:`names`, sorted by name."""
     out = []
-    for info in sorted(_REGISTRY.values(), key=lambda e: e.name):
+    for info in _REGISTRY.values():
         if family is not None and info.family != family:
             continue
         if variable is not None and variable not in info.variables:
             continue
-        if layer == 1 and info.categorical is None and info.bernoulli is None:
+        if layer == 1 and info.layer != 1:
             continue
         out.append(info)
     return out
 
 
-def resolve_names(requested: Optional[Iterable[str]], *, default: Iterable[str]) -> list:
-    """Check a user's list of estimator names before any work starts; ``None`` means ``default``."""
+def resolve_names(requested: Optional[Iterable[str]], *, default: Iterable[str]) -> List[str]:
+    """Check a user's list of estimator names before any work starts; ``None`` means ``default``.
+
+    Returns:
+        The names as given (older spellings kept, so that labels and result keys stay as typed).
+
+    Raises:
+        UnknownEstimatorError: naming every unknown name and listing the known ones.
+    """
     requested = list(default if requested is None else requested)
     unknown = [n for n in requested if n not in _REGISTRY]
     if unknown:
         raise UnknownEstimatorError(f"unknown estimator(s) {', '.join(map(repr, unknown))}; "
-                       f"known estimators: {', '.join(sorted(_REGISTRY))}")
+                                    f"known estimators: {', '.join(_REGISTRY.names())}")
     return requested
 
 
+_COLUMNS = ("name", "family", "unbiased", "needs df/dD", "grad f(D) only", "variables", "f evals", "tau",
+            "also")
+
+
+def _rows() -> List[Tuple[str, ...]]:
+    yes = {True: "yes", False: "no"}
+    return [(e.name, e.family, yes[e.unbiased], yes[e.needs_grad_f], yes[e.grad_depends_on_sample_only],
+             ",".join(sorted(e.variables)), e.evaluations_label(), yes[e.has_tau], ",".join(e.aliases))
+            for e in entries()]
+
+
 def table() -> str:
-    """A plain-text table of every registered estimator and its flags."""
-    rows = [("name", "family", "unbiased", "needs df/dD", "grad f(D) only", "variables", "f evals", "tau")]
-    for e in entries():
-        rows.append((e.name, e.family, "yes" if e.unbiased else "no", "yes" if e.needs_grad_f else "no",
-                     "yes" if e.grad_depends_on_sample_only else "no", ",".join(sorted(e.variables)),
-                     "K" if e.evaluations is None else str(e.evaluations), "yes" if e.has_tau else "no"))
+    """A plain-text table of every registered estimator and its flags (``quasigrad estimators``)."""
+    rows = [_COLUMNS] + _rows()
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def markdown_table() -> str:
+    """The same table in Markdown, with each estimator's reference (the docs' tables are this
+    function's output, checked by the tests)."""
+    head = _COLUMNS + ("reference",)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, e in zip(_rows(), entries()):
+        cells = (f"`{row[0]}`",) + row[1:-1] + (", ".join(f"`{a}`" for a in e.aliases), e.reference)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -278,8 +278,8 @@ def test_every_registered_estimator_runs(variable, dtype):
     logits = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype).requires_grad_(True)
     f = lambda d: (d.float() - 0.3).pow(2).flatten(1).sum(-1)  # noqa: E731
     names = [n for n in registry.names(variable=variable) if n != "relax"]
-    assert {"exact", "reinforce", "rloo", "rebar", "rao_blackwell", "double_cv", "st", "reinmax", "stgs",
-            "gumbel_rao", "gst", "zgr", "darn"} <= set(names)
+    assert {"exact", "reinforce", "rloo", "rebar", "rao_blackwell", "double_cv", "st", "reinmax", "gumbel_softmax",
+            "gumbel_rao", "gapped_st", "zgr", "darn"} <= set(names)
     for name in names:
         kw = {"max_outcomes": 1 << 20} if name == "exact" else {}
         out = O.expectation(f, logits, estimator=name, variable=variable, generator=torch.Generator().manual_seed(1),
@@ -342,7 +342,8 @@ def test_wrong_output_shape():
         O.expectation(lambda d: 1.0, torch.zeros(4, 3, requires_grad=True), estimator="reinforce")
 
 
-@pytest.mark.parametrize("name", [n for n in registry.names() if registry.get(n).needs_grad_f])
+@pytest.mark.parametrize("name", [n for n in registry.names() if registry.get(n).needs_grad_f
+                                  and registry.get(n).objective is not None])
 def test_pathwise_estimator_with_non_differentiable_f(name):
     info = registry.get(name)
     variable = "categorical" if "categorical" in info.variables else "bernoulli"
@@ -381,7 +382,7 @@ def test_other_bad_inputs():
         O.expectation(f, torch.zeros(4, 3, dtype=torch.long), estimator="rloo")
     with pytest.raises(ValueError, match="expansion"):
         O.expectation(f, logits, estimator="double_cv", expansion="median")
-    with pytest.raises(ValueError, match="exactly two"):
+    with pytest.raises(ValueError, match="exactly 2 samples"):
         O.expectation(f, logits, estimator="double_cv", num_samples=3)
     with pytest.raises(exact.TooManyOutcomesError):
         O.expectation(lambda d: d.sum(), torch.zeros(40, 3), estimator="exact")
@@ -391,16 +392,17 @@ def test_other_bad_inputs():
 
 @pytest.mark.parametrize("variable", ["categorical", "bernoulli"])
 def test_evaluations_flag_is_honest(variable):
-    # The registry's `evaluations` is the number of calls to f per step (None: num_samples of them).
+    # The registry's evaluations(k) is the number of calls to f per step with num_samples = k.
     theta, a = _problem(variable)
     for info in registry.entries(variable=variable):
         if info.name in ("exact", "relax", "rao_blackwell"):
             continue  # exact: C ** variables outcomes; relax: an object; rao_blackwell: k + num_samples
-        calls = []
-        f = lambda d: (calls.append(1), FUNCTIONS["quadratic"](a)(d))[1]  # noqa: E731
-        O.expectation(f, theta.clone().requires_grad_(True), estimator=info.name, variable=variable,
-                      num_samples=3 if info.evaluations is None else None)
-        assert len(calls) == (3 if info.evaluations is None else info.evaluations), info.name
+        for k in sorted({info.default_samples, max(info.min_samples, 3 if info.max_samples is None else 0)}):
+            calls = []
+            f = lambda d: (calls.append(1), FUNCTIONS["quadratic"](a)(d))[1]  # noqa: E731
+            O.expectation(f, theta.clone().requires_grad_(True), estimator=info.name, variable=variable,
+                          num_samples=k)
+            assert len(calls) == info.evaluations(k), (info.name, k)
 
 
 def test_lazy_attribute_and_registry_lookup():

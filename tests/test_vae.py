@@ -123,7 +123,7 @@ def test_bad_settings_are_refused_with_the_setting_named():
         vae.RunSpec(batch_size=100, shards=3).validate()
     with pytest.raises(vae.VAEError, match="optimizer"):
         vae.RunSpec(optimizer="sgd").validate()
-    with pytest.raises(vae.VAEError, match="antithetic pairs"):
+    with pytest.raises(vae.VAEError, match="antithetic pair"):
         vae.objective_samples("disarm", 3)
     with pytest.raises(vae.VAEError, match="exactly 2"):
         vae.objective_samples("double_cv", 3)

@@ -48,20 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_estimator(spec):
-    """The estimator object for stateful estimators, else ``None`` (the registered name is
-    used): RELAX gets a fresh control variate in the form of Grathwohl et al.'s VAE
-    experiments, ``c(z) = η f(σ_λ(z)) + net(σ_λ(z))`` with ``net`` a one-hidden-layer MLP of 100
-    tanh units (:func:`quasigrad.objective.control_variate_mlp`), seeded from the run's seed.
-    Without the ``f`` term (a bare untrained MLP) its estimates are REINFORCE without a
-    baseline, far too noisy for ``f`` of ~500 nats."""
+    """The estimator object for a stateful estimator (its registry entry's ``state`` factory,
+    e.g. RELAX with the control variate of Grathwohl et al.'s VAE experiments), seeded from the
+    run's seed; ``None`` for the others (the registered name is used)."""
     import torch
 
-    if spec.estimator != "relax":
-        return None
-    from .. import objective
+    from .. import registry
 
+    factory = registry.get(spec.estimator).state
+    if factory is None:
+        return None
     torch.manual_seed(spec.seed + 7919)
-    return objective.RELAX(objective.control_variate_mlp(spec.latents), use_f=True)
+    return factory(spec.latents)
 
 
 def run(args) -> int:

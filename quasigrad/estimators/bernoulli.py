@@ -172,6 +172,6 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, index: Op
     return C.gumbel_rao(_twin(logits), tau=tau, k=k, dim=-1, index=index, generator=generator)[..., 1]
 
 
-for _name, _fn in (("st", st), ("reinmax", reinmax), ("zgr", zgr), ("darn", darn), ("gst", gapped_st),
-                   ("stgs", gumbel_softmax), ("gumbel_rao", gumbel_rao)):
+for _name, _fn in (("st", st), ("reinmax", reinmax), ("zgr", zgr), ("darn", darn), ("gapped_st", gapped_st),
+                   ("gumbel_softmax", gumbel_softmax), ("gumbel_rao", gumbel_rao)):
     registry.update(_name, bernoulli=_fn)

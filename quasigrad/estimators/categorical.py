@@ -434,11 +434,12 @@ registry.register("zgr", family="straight-through", grad_depends_on_sample_only=
                   reference="Shekhovtsov 2023", categorical=zgr, **_COMMON)
 registry.register("darn", family="straight-through", grad_depends_on_sample_only=True,
                   reference="Gregor et al. 2014", categorical=darn, **_COMMON)
-registry.register("gst", family="straight-through", grad_depends_on_sample_only=True, has_tau=True,
-                  reference="Fan et al. 2022", categorical=gapped_st, defaults={"gap": 1.0}, **_COMMON)
-registry.register("stgs", family="relaxation", grad_depends_on_sample_only=False, has_tau=True,
-                  reference="Jang, Gu, Poole 2017; Maddison, Mnih, Teh 2017", categorical=gumbel_softmax,
-                  defaults={"hard": True}, **_COMMON)
+registry.register("gapped_st", family="straight-through", grad_depends_on_sample_only=True, has_tau=True,
+                  reference="Fan et al. 2022", categorical=gapped_st, defaults={"gap": 1.0}, aliases=("gst",),
+                  **_COMMON)
+registry.register("gumbel_softmax", family="relaxation", grad_depends_on_sample_only=False, has_tau=True,
+                  reference="Jang, Gu, Poole 2017; Maddison, Mnih, Teh 2017 (straight-through: hard=True)",
+                  categorical=gumbel_softmax, defaults={"hard": True}, aliases=("stgs",), **_COMMON)
 registry.register("gumbel_rao", family="relaxation", grad_depends_on_sample_only=False, has_tau=True,
                   reference="Paulus, Maddison, Krause 2021", categorical=gumbel_rao, defaults={"k": 10},
                   **_COMMON)

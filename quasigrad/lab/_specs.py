@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Dict, Iterable, List, Optional
 
-from .. import registry
+from .. import objective, registry
 
 __all__ = ["Spec", "parse_specs", "default_specs", "StopHook", "STOP_ENV"]
 
@@ -20,11 +20,10 @@ __all__ = ["Spec", "parse_specs", "default_specs", "StopHook", "STOP_ENV"]
 #: that the tests can check that an interrupted run resumes to the same results.
 STOP_ENV = "QUASIGRAD_BENCH_STOP_AFTER"
 
-#: Estimators that need an object the user creates and trains (a learned control variate):
-#: they cannot be run by name, so the lab leaves them out of its default lists and refuses them
-#: by name with the reason.
-NEEDS_OBJECT = {"relax": "it learns its control variate: create quasigrad.objective.RELAX(...) and train it "
-                         "with your model; the lab runs estimators by name only"}
+def _needs_object(info: registry.EstimatorInfo) -> bool:
+    """Whether the estimator runs only as an object the user creates and trains (a learned
+    control variate): the lab runs estimators by name, so it leaves these out."""
+    return info.objective is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,18 +53,9 @@ class Spec:
 
     def surrogate(self, f, logits, *, tau=None, dim: int = -1, variable: str = "categorical", generator=None):
         """``f`` of a draw, per example, whose gradient with respect to ``logits`` is this
-        estimator's: ``f(estimator(logits))`` for a sample-level estimator, else
-        ``quasigrad.objective.expectation(f, logits, estimator=name, ...)``."""
-        kw = self.tau_kwargs(tau)
-        if self.has_sample_function(variable):
-            fn = self.info.function(variable)
-            if variable == "categorical":
-                return f(fn(logits, dim=dim, generator=generator, **kw))
-            return f(fn(logits, generator=generator, **kw))
-        from .. import objective
-
+        estimator's: :func:`quasigrad.objective.expectation` with this specification's options."""
         return objective.expectation(f, logits, estimator=self.name, dim=dim, variable=variable,
-                                     generator=generator, **kw)
+                                     generator=generator, tau=tau, **self.kwargs)
 
 
 def _value(text: str):
@@ -109,8 +99,9 @@ def parse_specs(requested: Optional[Iterable[str]], *, default: Iterable[str], v
         specs.append((text, name, kwargs))
     registry.resolve_names(names, default=[])
     for name in names:
-        if name in NEEDS_OBJECT:
-            raise ValueError(f"estimator {name!r} cannot be run by name here: {NEEDS_OBJECT[name]}")
+        if _needs_object(registry.get(name)):
+            raise ValueError(f"estimator {name!r} cannot be run by name here: it learns as it goes, so it is an "
+                             f"object created and trained with your model; the lab runs estimators by name only")
     out = []
     for text, name, kwargs in specs:
         info = registry.get(name)
@@ -121,9 +112,6 @@ def parse_specs(requested: Optional[Iterable[str]], *, default: Iterable[str], v
         if need == "sample" and not has_sample:
             raise ValueError(f"estimator {name!r} has no sample-level function for {variable} variables; "
                              f"this benchmark needs one")
-        if not has_sample and info.objective is None:
-            raise ValueError(f"estimator {name!r} has neither a sample-level nor an objective-level "
-                             f"implementation for {variable} variables")
         out.append(Spec(text, name, {**info.defaults, **kwargs}))
     labels = [s.label for s in out]
     dup = sorted({l for l in labels if labels.count(l) > 1})
@@ -137,10 +125,7 @@ def default_specs(*, variable: str = "categorical", families: Iterable[str] = ("
     """Every registered estimator usable on ``variable`` in the given families (sorted by name)."""
     out = []
     for info in registry.entries(variable=variable):
-        if info.family not in families or info.name in NEEDS_OBJECT:
-            continue
-        fn = info.categorical if variable == "categorical" else info.bernoulli
-        if fn is not None or info.objective is not None:
+        if info.family in families and not _needs_object(info):
             out.append(info.name)
     return out
 

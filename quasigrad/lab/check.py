@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from .. import exact, registry
+from .. import exact, objective, registry
 from .._util.tables import format_table
 
 __all__ = ["problems", "relative_bias", "run", "add_arguments"]
@@ -55,16 +55,7 @@ def _mc_gradients(info, theta, f, draws: int, seed: int, **kwargs) -> torch.Tens
     """``draws`` independent single-draw gradient estimates, shape ``(draws, *theta.shape)``."""
     gen = torch.Generator().manual_seed(seed)
     batch = theta.detach().unsqueeze(0).expand((draws,) + tuple(theta.shape)).clone().requires_grad_(True)
-    fb = torch.vmap(f)
-    if info.categorical is not None:
-        fn = info.categorical
-        y = fn(batch, dim=-1, generator=gen, **{**info.defaults, **kwargs})
-        total = fb(y).sum()
-    else:
-        from .. import objective
-
-        total = objective.expectation(fb, batch, estimator=info.name, generator=gen,
-                                      **{**info.defaults, **kwargs}).sum()
+    total = objective.expectation(torch.vmap(f), batch, estimator=info.name, generator=gen, **kwargs).sum()
     (grads,) = torch.autograd.grad(total, batch)
     return grads
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import registry
+from .. import objective, registry
 from ..estimators._sampling import sample_categorical
 
 __all__ = ["CategoricalVAE", "BernoulliVAE", "evaluate", "estimator_step", "objective_samples", "VAEError"]
@@ -183,49 +183,30 @@ def estimator_step(model: nn.Module, x: torch.Tensor, estimator, *, tau: float =
         gradient = the estimator's), ``neg_elbo`` ``(B,)`` the Monte Carlo −ELBO (detached).
     """
     inner = model.module if hasattr(model, "module") else model
-    variable = inner.variable
     logits = model(x)  # through DDP when wrapped, so that its gradient hooks see the step
     kl = inner.kl(logits)
-    info = registry.get(estimator) if isinstance(estimator, str) else None
-    if info is not None and getattr(info, variable) is not None:  # a layer-1 (sample-level) estimator
-        fn = info.function(variable)
-        kw = dict(info.defaults)
-        if info.has_tau:
-            kw["tau"] = tau
-        many = logits.unsqueeze(0).expand(num_samples, *logits.shape) if num_samples > 1 else logits
-        z = fn(many, generator=generator, **kw)
-        rec = inner.reconstruction(z, x)
-        if num_samples > 1:
-            rec = rec.mean(0)
-        loss = rec + kl
-        return loss.mean(), loss.detach()
-    from .. import objective  # the score-function family lives in the objective layer
 
     def f(z):
         return inner.reconstruction(z.to(logits.dtype), x)
 
     est = objective.expectation(f, logits, estimator=estimator, num_samples=objective_samples(estimator, num_samples),
-                                variable=variable,
-                                generator=generator, **({"tau": tau} if info is not None and info.has_tau else {}))
+                                variable=inner.variable, generator=generator, tau=tau)
     loss = est + kl
     return loss.mean(), loss.detach()
 
 
 def objective_samples(estimator, evaluations: int) -> int:
     """``num_samples`` for :func:`quasigrad.objective.expectation` that makes ``estimator`` evaluate
-    ``f`` ``evaluations`` times per image: pairs for ARM/DisARM (so ``evaluations`` must be
-    even), exactly two for Double CV, at least two for leave-one-out; raises :class:`VAEError`
-    for a count the estimator cannot use."""
-    name = estimator if isinstance(estimator, str) else type(estimator).__name__.lower()
-    if name in ("arm", "disarm"):
-        if evaluations % 2:
-            raise VAEError(f"{name} evaluates f in antithetic pairs; it cannot use {evaluations} evaluations per step")
-        return evaluations // 2
-    if name == "double_cv" and evaluations != 2:
-        raise VAEError(f"double_cv uses exactly 2 evaluations of f per step, got {evaluations}")
-    if name == "rloo" and evaluations < 2:
-        raise VAEError(f"rloo needs at least 2 evaluations of f per step (leave-one-out), got {evaluations}")
-    return evaluations
+    ``f`` ``evaluations`` times per image (:meth:`quasigrad.registry.EstimatorInfo.num_samples_for`:
+    pairs for ARM/DisARM, exactly two samples for Double CV, at least two for leave-one-out);
+    an estimator object takes ``evaluations`` samples. Raises :class:`VAEError` for a count the
+    estimator cannot use."""
+    if not isinstance(estimator, str):
+        return evaluations
+    try:
+        return registry.get(estimator).num_samples_for(evaluations)
+    except ValueError as exc:
+        raise VAEError(str(exc)) from None
 
 
 @torch.no_grad()

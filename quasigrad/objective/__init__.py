@@ -42,14 +42,14 @@ simulator), while ``f``'s own parameters still receive ``∇ f``.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 
 from .. import registry
 from .._util import validate as V
 from ._problem import _VARIABLES, PathwiseError
-from .control_variates import REBAR, RELAX, _double_cv, _rebar_fixed, _relax_by_name, control_variate_mlp
+from .control_variates import REBAR, RELAX, _double_cv, _rebar_fixed, control_variate_mlp
 from .pairs import _arm, _disarm
 from .pathwise import _exact_objective, _pathwise
 from .score_function import EMABaseline, LearnedBaseline, _rao_blackwell, _reinforce, _rloo
@@ -58,10 +58,15 @@ __all__ = ["expectation", "EMABaseline", "LearnedBaseline", "REBAR", "RELAX", "c
            "PathwiseError"]
 
 
-def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, *, estimator="rloo",
-                num_samples: Optional[int] = None, dim: int = -1, variable: str = "categorical",
-                generator: Optional[torch.Generator] = None, **estimator_kwargs) -> torch.Tensor:
+def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, *,
+                estimator: Union[str, Callable[..., torch.Tensor]] = "rloo", num_samples: Optional[int] = None,
+                dim: int = -1, variable: str = "categorical", generator: Optional[torch.Generator] = None,
+                tau: Optional[float] = None, **estimator_kwargs: Any) -> torch.Tensor:
     r"""Estimate ``E_{D ~ p_θ}[f(D)]`` per example; the gradient of the result is the estimator's.
+
+    This is the one place where an estimator's name becomes a gradient estimate: the lab,
+    ``quasigrad check``, the VAE models and EM all call it. What differs per estimator (its
+    implementation, default options, sample counts) comes from its registry entry.
 
     Args:
         f: a sample shaped like ``logits`` (one-hot along ``dim``; {0, 1} floats for Bernoulli)
@@ -73,16 +78,25 @@ def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor,
             (:class:`EMABaseline`, :class:`LearnedBaseline`, :class:`REBAR`, :class:`RELAX`, or any
             callable taking ``(f, logits, *, num_samples, dim, variable, generator, **kw)``).
         num_samples: samples (pairs for ``arm``/``disarm``) per example; ``None`` takes the
-            estimator's default (2 for ``rloo`` and ``double_cv``, 1 otherwise).
+            estimator's default (``registry.get(name).default_samples``: 2 for ``rloo`` and
+            ``double_cv``, 1 otherwise).
         dim: the category dimension (categorical only).
         variable: ``"categorical"`` or ``"bernoulli"``.
         generator: ``torch.Generator`` for the draws.
-        **estimator_kwargs: the estimator's options (``tau`` for layer-1 estimators, ``baseline``
-            for ``reinforce``, ``k`` for ``rao_blackwell``, ...).
+        tau: a temperature for the estimators that have one (``registry.get(name).has_tau``),
+            ignored by the others, so that one setting serves a comparison across families; a
+            ``tau`` among ``estimator_kwargs`` is passed as given.
+        **estimator_kwargs: the estimator's options (``baseline`` for ``reinforce``, ``k`` for
+            ``rao_blackwell`` and ``gumbel_rao``, ``gap`` for ``gapped_st``, ...).
 
     Returns:
         A tensor of shape ``f``'s output: the Monte Carlo estimate of ``E[f]`` per example (the
         exact value for ``exact``), whose gradient is the estimator's.
+
+    Raises:
+        UnknownEstimatorError: an unknown name. ``ValueError``: a variable type the estimator
+        does not support or a sample count outside its range. ``TypeError``: a stateful
+        estimator (one that must be an object) given by name.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -98,12 +112,15 @@ def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor,
             raise ValueError(f"variable must be 'categorical' or 'bernoulli', got {variable!r}")
         if variable not in info.variables:
             raise ValueError(f"estimator {estimator!r} supports {sorted(info.variables)} variables, not {variable!r}")
+        if info.objective is None:
+            raise TypeError(f"estimator {estimator!r} learns as it goes, so it is an object created once: "
+                             f"est = quasigrad.registry.get({info.name!r}).state(num_inputs) (or the class "
+                             f"itself); put its parameters in the optimiser and pass estimator=est each step")
         impl = info.objective
-        if impl is None:
-            if info.categorical is None and info.bernoulli is None:
-                raise ValueError(f"estimator {estimator!r} has no objective implementation")
-            impl = _pathwise(info)
         kwargs = {**info.defaults, **estimator_kwargs}
+        if tau is not None and info.has_tau:
+            kwargs.setdefault("tau", tau)
+        num_samples = _check_samples(info, num_samples)
     elif callable(estimator):
         impl, kwargs = estimator, estimator_kwargs
     else:
@@ -112,36 +129,54 @@ def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor,
     return impl(f, logits, num_samples=num_samples, dim=dim, variable=variable, generator=generator, **kwargs)
 
 
+def _check_samples(info: registry.EstimatorInfo, num_samples: Optional[int]) -> int:
+    if num_samples is None:
+        return info.default_samples
+    k = V.check_int(num_samples, "num_samples")
+    if k < info.min_samples or (info.max_samples is not None and k > info.max_samples):
+        span = (f"== {info.min_samples} (exactly {info.min_samples} samples)" if info.max_samples == info.min_samples
+                else f">= {info.min_samples}" if info.max_samples is None
+                else f"in [{info.min_samples}, {info.max_samples}]")
+        raise ValueError(f"estimator {info.name!r} needs num_samples {span}, got {k}")
+    return k
+
+
+def _relax_state(num_inputs: int, **kwargs: Any) -> RELAX:
+    """RELAX in the form of its VAE experiments: ``c(z) = η f(σ_λ(z)) + net(σ_λ(z))`` with ``net``
+    :func:`control_variate_mlp` (one hidden layer of 100 tanh units)."""
+    return RELAX(control_variate_mlp(num_inputs), **{"use_f": True, **kwargs})
+
+
 _BOTH = ("categorical", "bernoulli")
 registry.register("exact", family="exact", unbiased=True, needs_grad_f=False, grad_depends_on_sample_only=False,
-                  variables=_BOTH, evaluations=None, reference="enumeration of every outcome (C ** variables)",
-                  objective=_exact_objective, replace=True)
+                  variables=_BOTH, reference="enumeration of every outcome (C ** variables)",
+                  objective=_exact_objective)
 registry.register("reinforce", family="score-function", unbiased=True, needs_grad_f=False,
-                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=None,
-                  reference="Williams 1992", objective=_reinforce, replace=True)
+                  grad_depends_on_sample_only=False, variables=_BOTH, reference="Williams 1992",
+                  objective=_reinforce)
 registry.register("rloo", family="score-function", unbiased=True, needs_grad_f=False,
-                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=None,
-                  reference="Kool, van Hoof, Welling 2019", objective=_rloo, replace=True)
+                  grad_depends_on_sample_only=False, variables=_BOTH, reference="Kool, van Hoof, Welling 2019",
+                  objective=_rloo, default_samples=2, min_samples=2)
 registry.register("arm", family="pair", unbiased=True, needs_grad_f=False, grad_depends_on_sample_only=False,
-                  variables=("bernoulli",), evaluations=2, reference="Yin & Zhou 2019", objective=_arm,
-                  replace=True)
+                  variables=("bernoulli",), reference="Yin & Zhou 2019", objective=_arm, evaluations_per_sample=2,
+                  sample_unit="antithetic pair")
 registry.register("disarm", family="pair", unbiased=True, needs_grad_f=False, grad_depends_on_sample_only=False,
-                  variables=_BOTH, evaluations=2, reference="Dong, Mnih, Tucker 2020; categorical: 2021",
-                  objective=_disarm, replace=True)
+                  variables=_BOTH, reference="Dong, Mnih, Tucker 2020; categorical: 2021", objective=_disarm,
+                  evaluations_per_sample=2, sample_unit="antithetic pair")
 registry.register("double_cv", family="control-variate", unbiased=True, needs_grad_f=True,
-                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=3,
-                  reference="Titsias & Shi 2022", objective=_double_cv, replace=True)
+                  grad_depends_on_sample_only=False, variables=_BOTH, reference="Titsias & Shi 2022",
+                  objective=_double_cv, default_samples=2, min_samples=2, max_samples=2, extra_evaluations=1)
 registry.register("rao_blackwell", family="score-function", unbiased=True, needs_grad_f=False,
-                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=None,
+                  grad_depends_on_sample_only=False, variables=_BOTH,
                   reference="Liu, Regier, Tripuraneni, Jordan, McAuliffe 2019", objective=_rao_blackwell,
-                  defaults={"k": 4}, replace=True)
+                  defaults={"k": 4})
 registry.register("rebar", family="control-variate", unbiased=True, needs_grad_f=True,
-                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=3,
-                  reference="Tucker et al. 2017", objective=_rebar_fixed, replace=True)
-registry.register("relax", family="control-variate", unbiased=True, needs_grad_f=False,
-                  grad_depends_on_sample_only=False, variables=_BOTH, evaluations=1,
-                  reference="Grathwohl et al. 2018 (stateful: quasigrad.objective.RELAX)", objective=_relax_by_name,
-                  replace=True)
-for _info in list(registry._REGISTRY.values()):
-    if _info.objective is None and (_info.categorical is not None or _info.bernoulli is not None):
-        registry.update(_info.name, objective=_pathwise(_info))
+                  grad_depends_on_sample_only=False, variables=_BOTH,
+                  reference="Tucker et al. 2017 (by name: fixed η, λ; trained: quasigrad.objective.REBAR)",
+                  objective=_rebar_fixed, evaluations_per_sample=3)
+registry.register("relax", family="control-variate", unbiased=True, needs_grad_f=True,
+                  grad_depends_on_sample_only=False, variables=_BOTH,
+                  reference="Grathwohl et al. 2018 (stateful: quasigrad.objective.RELAX)", objective=None,
+                  evaluations_per_sample=3, state=_relax_state)
+for _info in registry.entries(layer=1):
+    registry.update(_info.name, objective=_pathwise(_info))

@@ -253,9 +253,3 @@ def _rebar_fixed(f, logits, *, num_samples=None, dim=-1, variable="categorical",
     est = REBAR(temperature=temperature, eta=eta, learn_temperature=False, learn_eta=False, train_cv=False)
     est = est.to(device=logits.device)
     return est(f, logits, num_samples=num_samples, dim=dim, variable=variable, generator=generator)
-
-
-def _relax_by_name(f, logits, **kwargs):
-    raise TypeError("'relax' learns its control variate, so it is an object created once: "
-                    "relax = quasigrad.objective.RELAX(quasigrad.objective.control_variate_mlp(num_inputs)); "
-                    "put relax.parameters() in the optimiser and pass estimator=relax each step")
