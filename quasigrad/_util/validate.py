@@ -31,14 +31,14 @@ __all__ = [
 ]
 
 def is_compiling() -> bool:
-    """Whether ``torch.compile`` is tracing the caller (checks that read tensor values are
-    skipped then)."""
+    """Whether ``torch.compile`` is tracing the caller or a ``torch.func`` transform (vmap, grad,
+    jacrev, ...) is running: checks that read tensor values are skipped then."""
     fn = getattr(torch.compiler, "is_compiling", None)
     if fn is None:  # torch < 2.3
         from torch import _dynamo
 
         fn = _dynamo.is_compiling
-    return bool(fn())
+    return bool(fn()) or bool(torch._C._are_functorch_transforms_active())
 
 
 

@@ -30,7 +30,7 @@ import torch
 from .._util import validate as V
 from . import categorical as C
 from .. import registry
-from ._sampling import compute_dtype, is_compiling, uniform
+from ._sampling import compute_dtype, is_compiling, row_uniforms
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn", "sample"]
 
@@ -50,14 +50,16 @@ def _check_sample(index, logits):
 
 
 def sample(logits: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Draw ``b ~ Bernoulli(σ(logits))`` as a bool tensor (one uniform number per element);
-    ``-inf`` gives 0 and ``+inf`` gives 1 with certainty."""
+    """Draw ``b ~ Bernoulli(σ(logits))`` as a bool tensor (one uniform number per element, from
+    the row stream that the categorical draws use, so that ``b`` is the sample of the categorical
+    twin ``[0, a]`` with the same generator state); ``-inf`` gives 0 and ``+inf`` gives 1 with
+    certainty."""
     V.check_floating(logits)
     V.check_generator(generator, logits.device)
     a = logits.detach().to(compute_dtype(logits.dtype))
     if not is_compiling() and bool(torch.isnan(a).any()):
         raise ValueError(f"logits contains NaN ({int(torch.isnan(a).sum())} value(s)); it needs real values")
-    u = uniform(a.shape, dtype=a.dtype, device=a.device, generator=generator)
+    u = row_uniforms(generator, a.shape, a.dtype, a.device)
     return u >= torch.sigmoid(-a)
 
 
@@ -168,7 +170,8 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, index: Op
     """GR-MCK for Bernoulli variables: :func:`quasigrad.gumbel_rao` on the twin ``[0, a]``."""
     V.check_floating(logits)
     tau = V.check_temperature(tau, compute_dtype(logits.dtype))
-    index = _twin_index(logits, index, generator)
+    if index is not None:
+        index = _twin_index(logits, index, generator)
     return C.gumbel_rao(_twin(logits), tau=tau, k=k, dim=-1, index=index, generator=generator)[..., 1]
 
 
