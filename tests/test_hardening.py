@@ -33,7 +33,7 @@ HALF = (torch.float16, torch.bfloat16)
 
 
 def _call(fn, x, **kw):
-    if fn in (CAT["stgs"], BERN["stgs"]):
+    if fn in (CAT["gumbel_softmax"], BERN["gumbel_softmax"]):
         kw.setdefault("hard", True)
     return fn(x, **kw)
 
@@ -66,7 +66,7 @@ def test_half_precision_logits_at_small_tau_match_float32(name, dtype):
     torch.testing.assert_close(g_half.float(), g_ref.to(dtype).float(), rtol=1e-2, atol=1e-3)
 
 
-WITH_TAU = [(n, {}) for n in TAU if n != "stgs"] + [("stgs", {"hard": True}), ("stgs", {"hard": False})]
+WITH_TAU = [(n, {}) for n in TAU if n != "gumbel_softmax"] + [("gumbel_softmax", {"hard": True}), ("gumbel_softmax", {"hard": False})]
 
 
 @pytest.mark.parametrize("name,kw", WITH_TAU)
@@ -76,7 +76,7 @@ def test_logits_over_tau_beyond_float_range_stay_finite(name, kw, theta, tau):
     theta = torch.tensor(theta)
     y, g = _value_and_grad(CAT[name], theta, tau=tau, **kw)
     assert _finite(y, g)
-    if name != "stgs" and name != "gumbel_rao":
+    if name != "gumbel_softmax" and name != "gumbel_rao":
         # the same draw in float64, where θ/τ does not overflow, gives the same gradient
         index = y.argmax(-1)
         _, g64 = _value_and_grad(CAT[name], theta.double(), tau=tau, index=index)
@@ -361,7 +361,7 @@ def _check_property(name, variable, problem):
         kw["dim"] = dim
     if registry.get(name).has_tau:
         kw["tau"] = tau
-    if name == "stgs":
+    if name == "gumbel_softmax":
         kw["hard"] = bool(seed % 2)
     x = logits.clone().requires_grad_(True)
     try:
