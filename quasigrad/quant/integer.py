@@ -82,8 +82,9 @@ def integer_weight(quantizer: nn.Module, weight: torch.Tensor) -> IntegerWeight:
     Returns:
         :class:`IntegerWeight` whose :meth:`~IntegerWeight.dequantize` equals ``quantizer(weight)``.
     """
-    if hasattr(quantizer, "integer_weight"):
-        return quantizer.integer_weight(weight)
+    custom = getattr(quantizer, "integer_weight", None)
+    if callable(custom):
+        return custom(weight)
     w = weight.detach()
     with torch.no_grad():
         if isinstance(quantizer, LSQQuantizer):
@@ -163,6 +164,9 @@ class _IntLayer(nn.Module):
 
     bits: int
     qmin: int
+    weight_packed: torch.Tensor
+    weight_scale: torch.Tensor
+    weight_zero_point: torch.Tensor
     weight_shape: Tuple[int, ...]
     weight_dtype: torch.dtype
     compute_dtype: torch.dtype

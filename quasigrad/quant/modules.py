@@ -121,6 +121,7 @@ class LSQQuantizer(nn.Module):
         get_estimator(estimator).params(params)  # checks the parameter names
         self.estimator, self.params = get_estimator(estimator).name, dict(params)
         self.step = nn.Parameter(torch.ones(()))
+        self.initialized: torch.Tensor
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.channels: Optional[int] = None
         if per_channel and channels is not None:
@@ -361,6 +362,7 @@ def quantize_model(model: nn.Module, *, weight_quantizer: QuantizerSpec = None, 
             targets.append((name, mod))
     for name, mod in targets:
         wq, aq = _make(weight_quantizer, mod), _make(act_quantizer, mod)
+        new: Union[QuantLinear, QuantConv2d]
         if isinstance(mod, nn.Linear):
             new = QuantLinear(mod.in_features, mod.out_features, mod.bias is not None, weight_quantizer=wq,
                               act_quantizer=aq, device=mod.weight.device, dtype=mod.weight.dtype)
