@@ -14,7 +14,8 @@ for clarity; a large model would gather only the rows routed to each expert.)
 
 The task is synthetic and says so: inputs ``x ~ N(0, I)`` in 8 dimensions; a hidden teacher
 assigns each input to one of ``--experts`` regions (the argmax of ``x·R``) and the target is that
-region's own linear function of ``x``. Printed: the test mean squared error in evaluation mode
+region's own linear function of ``x``; the experts are linear (``--hidden`` gives them a hidden
+layer), so one expert alone cannot fit it and the routing has to be learned. Printed: the test mean squared error in evaluation mode
 (hard routing) for each estimator and k, how the test inputs spread over the experts, and, as
 references, one expert for everything and routing by the teacher's regions.
 """
@@ -35,6 +36,7 @@ def parse_args():
     p.add_argument("--k", type=int, nargs="+", default=[1, 2], help="experts chosen per input (default 1 2)")
     p.add_argument("--estimators", nargs="+", default=["st", "reinmax"])
     p.add_argument("--tau", type=float, default=1.0, help="the estimators' temperature")
+    p.add_argument("--hidden", type=int, default=0, help="hidden units per expert (0: linear experts)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -51,15 +53,16 @@ def parse_args():
 class HardRoutedMoE(nn.Module):
     """``y = mean over the k chosen experts e of expert_e(x)``, the choice made by a router."""
 
-    def __init__(self, dim, experts, k, estimator, tau, hidden=32):
+    def __init__(self, dim, experts, k, estimator, tau, hidden=0):
         super().__init__()
         if not 1 <= k <= experts:
             raise ValueError(f"k must be between 1 and the number of experts ({experts}), got {k}")
         self.k = k
         self.router = nn.Linear(dim, experts)
         self.pick = quasigrad.nn.CategoricalSample(estimator, tau=tau)
-        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-                                     for _ in range(experts))
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)) if hidden else nn.Linear(dim, 1)
+            for _ in range(experts))
 
     def route(self, x):
         """A k-hot gate: k picks without replacement, each a one-hot with the estimator's gradient."""
@@ -124,13 +127,14 @@ def main():
     for estimator in args.estimators:
         for k in args.k:
             start = time.perf_counter()
-            model = train(HardRoutedMoE(8, args.experts, k, estimator, args.tau), teacher, args,
+            model = train(HardRoutedMoE(8, args.experts, k, estimator, args.tau, args.hidden), teacher, args,
                           torch.Generator().manual_seed(args.seed + 2))
             mse, load = evaluate(model, x_test, y_test)
             shares = " ".join(f"{v:.2f}" for v in load.tolist())
             print(f"  {estimator:>8}  top-{k}: MSE {mse:.4f}   expert load {shares}   "
                   f"({time.perf_counter() - start:.1f} s)")
-    single = train(HardRoutedMoE(8, 1, 1, "st", 1.0), teacher, args, torch.Generator().manual_seed(args.seed + 2))
+    single = train(HardRoutedMoE(8, 1, 1, "st", 1.0, args.hidden), teacher, args,
+                   torch.Generator().manual_seed(args.seed + 2))
     print(f"  reference: one expert for every input  MSE {evaluate(single, x_test, y_test)[0]:.4f}")
     oracle = (teacher.A[region] * x_test).sum(-1)
     print(f"  reference: the teacher's own regions   MSE {(oracle - y_test).pow(2).mean().item():.4f} (noise floor)")
