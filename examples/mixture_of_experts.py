@@ -15,9 +15,10 @@ for clarity; a large model would gather only the rows routed to each expert.)
 The task is synthetic and says so: inputs ``x ~ N(0, I)`` in 8 dimensions; a hidden teacher
 assigns each input to one of ``--experts`` regions (the argmax of ``x·R``) and the target is that
 region's own linear function of ``x``; the experts are linear (``--hidden`` gives them a hidden
-layer), so one expert alone cannot fit it and the routing has to be learned. Printed: the test mean squared error in evaluation mode
-(hard routing) for each estimator and k, how the test inputs spread over the experts, and, as
-references, one expert for everything and routing by the teacher's regions.
+layer), so one expert alone cannot fit it and the routing has to be learned. Printed: the test
+mean squared error in evaluation mode (hard routing) for each estimator and k, how the test
+inputs spread over the experts, and, as references, one expert for everything and routing by the
+teacher's regions.
 """
 
 import argparse
