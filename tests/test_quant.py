@@ -268,6 +268,23 @@ def test_lsq_step_is_never_initialised_from_evaluation_data():
         quant.LSQQuantizer(4, step=-1.0)
 
 
+def test_lsq_quantizer_survives_a_step_pushed_through_zero():
+    q = quant.LSQQuantizer(4, per_channel=True, channels=2, step=[0.5, 0.25])
+    with torch.no_grad():
+        q.step.copy_(torch.tensor([-0.5, 0.0]))             # as an optimiser step can leave it
+    w = torch.tensor([[0.3, -1.2], [0.1, 2.0]], requires_grad=True)
+    y = q(w)
+    assert torch.isfinite(y).all()
+    assert torch.equal(y[0], quant.lsq(w[0].detach(), torch.tensor(0.5), 4))   # |step| is used
+    y.sum().backward()
+    assert torch.isfinite(q.step.grad).all()
+    layer = quant.QuantLinear(2, 2, weight_quantizer=q)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    small = quant.convert(layer.eval())
+    assert torch.equal(small.dequantized_weight(), layer.quantized_weight())
+
+
 def test_print_shows_bit_widths():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     quant.quantize_model(model, weight_quantizer=lambda m: quant.LSQQuantizer(4, per_channel=True),

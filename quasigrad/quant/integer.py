@@ -91,7 +91,7 @@ def integer_weight(quantizer: nn.Module, weight: torch.Tensor) -> IntegerWeight:
             if not bool(quantizer.initialized):
                 raise RuntimeError("cannot convert an LSQQuantizer whose step is not initialised (train first, or "
                                    "call quantizer.initialize(weight))")
-            s = quantizer._shaped_step(w).detach()
+            s = quantizer.effective_step(w).detach()
             codes = torch.round(torch.clamp(w / s, -quantizer.qn, quantizer.qp))
             return IntegerWeight(codes.long(), s.to(codes.dtype), torch.zeros((), dtype=codes.dtype),
                                  -quantizer.qn, quantizer.bits, codes.dtype)

@@ -90,7 +90,8 @@ class LSQQuantizer(nn.Module):
     each channel) from the first batch the quantizer sees **in training mode**, or by
     :meth:`initialize`, or from ``step=``. It is never set from data seen in evaluation mode: an
     evaluation-mode call before initialisation raises ``RuntimeError`` (the step would otherwise
-    be fitted to validation or test data and then kept).
+    be fitted to validation or test data and then kept). It quantizes with ``|step|`` (see
+    :meth:`effective_step`), so an optimiser that takes a step through zero does not break training.
 
     Args:
         bits: number of bits (>= 2 when ``signed``).
@@ -187,6 +188,13 @@ class LSQQuantizer(nn.Module):
         shape[axis] = self.channels
         return self.step.reshape(shape)
 
+    def effective_step(self, x: torch.Tensor) -> torch.Tensor:
+        """The step the quantizer uses for ``x``: ``|step|``, at least the smallest normal float,
+        shaped to broadcast against ``x``. An optimiser step that takes a learned step through zero
+        (Adam does, for a channel whose weights all but vanish) leaves a valid quantizer."""
+        s = self._shaped_step(x)
+        return s.abs().clamp_min(torch.finfo(s.dtype).tiny)
+
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
         """Set the step from ``x`` to ``2·mean|x| / √Q_P`` (per channel: the mean over each
@@ -208,7 +216,8 @@ class LSQQuantizer(nn.Module):
                     "(call model.train()), by quantizer.initialize(x), or by step= at construction; never from "
                     "data seen in evaluation mode")
             self.initialize(x)
-        return Q.lsq(x, self._shaped_step(x), self.bits, signed=self.signed, estimator=self.estimator, **self.params)
+        return Q.lsq(x, self.effective_step(x), self.bits, signed=self.signed, estimator=self.estimator,
+                     **self.params)
 
     def extra_repr(self):
         kind = f"per_channel=True, channels={self.channels}, axis={self.axis}" if self.per_channel else "per_tensor"
