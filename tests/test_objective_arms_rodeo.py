@@ -10,11 +10,12 @@ import math
 
 import pytest
 import torch
+from test_objective import FUNCTIONS, Z, _check_unbiased, _mc, _problem
 
-from quasigrad import objective as O, registry
+from quasigrad import objective as O
+from quasigrad import registry
 from quasigrad.models import vae
 from quasigrad.objective.antithetic import copula_joint, dirichlet_copula
-from test_objective import FUNCTIONS, Z, _check_unbiased, _mc, _problem
 
 THETA = torch.tensor([0.4, -0.7, 1.2, 0.0], dtype=torch.float64)
 

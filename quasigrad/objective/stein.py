@@ -41,10 +41,10 @@ def stein_control_net(hidden: int = 100) -> torch.nn.Module:
     surrogate to give ``h₀`` and ``h₁``. The last layer starts at zero, so an untrained
     :class:`RODEO` is the fixed form that ``estimator="rodeo"`` runs."""
     V.check_int(hidden, "hidden")
-    net = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.LeakyReLU(0.3), torch.nn.Linear(hidden, 2))
-    torch.nn.init.zeros_(net[2].weight)
-    torch.nn.init.zeros_(net[2].bias)
-    return net
+    last = torch.nn.Linear(hidden, 2)
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    return torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.LeakyReLU(0.3), last)
 
 
 class RODEO(torch.nn.Module):
@@ -95,6 +95,7 @@ class RODEO(torch.nn.Module):
 
     def _outputs(self, feats: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
         """``net`` on features ``(…, 2)``; ``(…, 2)`` in the compute dtype."""
+        assert self.net is not None
         ref = next(iter(self.net.parameters()), None) if isinstance(self.net, torch.nn.Module) else None
         out = self.net(feats if ref is None else feats.to(ref.dtype))
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(feats.shape):
