@@ -23,7 +23,7 @@ def _loss(z, weight):
 
 
 def test_every_sample_level_estimator_is_covered():
-    assert {"st", "reinmax", "gst", "zgr", "darn", "stgs", "gumbel_rao"} <= set(CATEGORICAL)
+    assert {"st", "reinmax", "gapped_st", "zgr", "darn", "gumbel_softmax", "gumbel_rao"} <= set(CATEGORICAL)
     assert set(BERNOULLI) == set(CATEGORICAL)
 
 

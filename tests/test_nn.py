@@ -109,7 +109,7 @@ def test_bernoulli_sample_train_and_eval():
 
 def test_settings_show_in_repr_and_can_change():
     layer = qnn.CategoricalSample("gst", tau=0.7, gap=0.5)
-    assert repr(layer) == "CategoricalSample(estimator='gst', tau=0.7, gap=0.5, dim=-1, eval_mode='mode')"
+    assert repr(layer) == "CategoricalSample(estimator='gapped_st', tau=0.7, gap=0.5, dim=-1, eval_mode='mode')"
     assert repr(qnn.BernoulliSample()) == "BernoulliSample(estimator='st', tau=1.0, eval_mode='mode')"
     layer.tau = 2.0
     assert layer._kwargs["tau"] == 2.0 and "tau=2.0" in repr(layer)
