@@ -228,6 +228,18 @@ def test_topk_is_finite_near_the_float_range(relative, stochastic):
     assert _finite(mask, result.log_prob, result.set_log_prob, g)
 
 
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+def test_relative_soft_rank_is_finite_near_the_float_range(regularization):
+    # the row's centre and spread are computed without summing or squaring values near the float range
+    x = HUGE.clone().requires_grad_(True)
+    r = soft_rank(x, regularization, 1.0, relative=True)
+    (g,) = torch.autograd.grad((r * torch.randn(r.shape)).sum(), x)
+    assert _finite(r, g)
+    torch.testing.assert_close(r[0], torch.tensor([3.0, 1.0, 2.0]))
+    y = soft_sort(x, "l2", 1.0, relative=True)
+    assert _finite(y) and bool((y.diff(dim=-1) >= 0).all())
+
+
 def _linear(d):
     return (d * torch.arange(d.shape[-1], dtype=d.dtype)).sum()
 
