@@ -226,6 +226,11 @@ def load_mnist(root: Optional[PathLike] = None, *, download: bool = False, verif
         DataError: a file is missing, damaged or unreadable; the message names the file or the
             directory (and the variable that named it), what was expected and how to get the files.
     """
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a directory path (str or os.PathLike) or None, got {type(root).__name__}")
+    for name, flag in (("download", download), ("verify", verify)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
     named = _explicit(root)
     if named is not None:
         try:

@@ -164,6 +164,7 @@ def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor,
 
 def gradient(f: Callable, logits: torch.Tensor, **kwargs) -> torch.Tensor:
     """The exact gradient ``∇θ Σ_examples E[f(D)]`` as a tensor shaped like ``logits``."""
+    V.check_floating(logits)
     theta = logits.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(expectation(f, theta, **kwargs).sum(), theta)
     return grad

@@ -242,3 +242,11 @@ def test_unreadable_directory_is_reported(tmp_path, monkeypatch):
             load_mnist(directory)
     finally:
         directory.chmod(0o755)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"root": 3}, "root must be a directory path"),
+                                          ({"root": SHARED, "verify": "yes"}, "verify must be a bool"),
+                                          ({"root": SHARED, "download": 1}, "download must be a bool")])
+def test_bad_arguments_are_refused(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        load_mnist(**kwargs)

@@ -4,6 +4,7 @@ and empty category dimensions, NaN that must not slip through, and the signature
 every layer-1 estimator (categorical and Bernoulli) over shapes, dims, dtypes, temperatures and
 logits: each call gives a finite forward value and gradient or a clear ValueError/TypeError."""
 
+import functools
 import math
 import warnings
 
@@ -227,6 +228,18 @@ def test_topk_is_finite_near_the_float_range(relative, stochastic):
     assert _finite(mask, result.log_prob, result.set_log_prob, g)
 
 
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+def test_relative_soft_rank_is_finite_near_the_float_range(regularization):
+    # the row's centre and spread are computed without summing or squaring values near the float range
+    x = HUGE.clone().requires_grad_(True)
+    r = soft_rank(x, regularization, 1.0, relative=True)
+    (g,) = torch.autograd.grad((r * torch.randn(r.shape)).sum(), x)
+    assert _finite(r, g)
+    torch.testing.assert_close(r[0], torch.tensor([3.0, 1.0, 2.0]))
+    y = soft_sort(x, "l2", 1.0, relative=True)
+    assert _finite(y) and bool((y.diff(dim=-1) >= 0).all())
+
+
 def _linear(d):
     return (d * torch.arange(d.shape[-1], dtype=d.dtype)).sum()
 
@@ -403,3 +416,104 @@ def test_property_tau_is_checked(value):
         else:
             assert _finite(y) and isinstance(value, (int, float)) and not isinstance(value, bool)
             assert math.isfinite(value) and value > 0
+
+
+# -- a fixed table of bad arguments for every public entry point of these layers -----------------
+
+NAN = float("nan")
+NOT_TENSORS = [[[0.0, 1.0]], 3.0, None, "logits"]
+WRONG_DTYPES = [torch.tensor([[0, 1]]), torch.tensor([[True, False]]), torch.zeros(1, 2, dtype=torch.complex64)]
+ZERO_DIM = torch.tensor(1.0)
+BAD_POSITIVE = [0.0, -1.0, NAN, INF, -INF, None, "1", True, torch.ones(2), 1 + 2j]
+BAD_DIMS = [2.5, "x", None, True, 2, -3]
+
+
+def _f(d):
+    return d.sum()
+
+
+def _spec():
+    """entry point → (call taking (x, **overrides), a valid x, the names of its positive scalars,
+    whether its values are categorical logits (NaN, +inf and all-masked rows refused), whether it
+    takes dim, the name its errors give the tensor)."""
+    good = torch.tensor([[0.0, 1.0, 2.0], [1.0, -1.0, 0.5]])
+    table = {}
+    for name, fn in CAT.items():
+        scal = ["tau"] if registry.get(name).has_tau else []
+        scal += ["gap"] if name == "gst" else []
+        scal += ["k"] if name == "gumbel_rao" else []
+        table[f"categorical.{name}"] = (functools.partial(_call, fn), good, scal, "categorical", True, "logits")
+    for name, fn in BERN.items():
+        scal = ["tau"] if registry.get(name).has_tau else []
+        scal += ["gap"] if name == "gst" else []
+        table[f"bernoulli.{name}"] = (functools.partial(_call, fn), good, scal, "bernoulli", False, "logits")
+    table["sample_categorical"] = (quasigrad.sample_categorical, good, [], "categorical", True, "logits")
+    table["bernoulli.sample"] = (quasigrad.bernoulli.sample, good, [], "bernoulli", False, "logits")
+    table["exact.expectation"] = (lambda x, **kw: exact.expectation(_f, x, **kw), good, ["max_outcomes"],
+                                  "categorical", True, "logits")
+    table["exact.gradient"] = (lambda x, **kw: exact.gradient(_f, x, **kw), good, ["max_outcomes"],
+                               "categorical", True, "logits")
+    table["exact.estimator_expectation"] = (lambda x, **kw: exact.estimator_expectation(_f, x, "st", **kw), good,
+                                            ["max_outcomes", "tau"], "categorical", True, "logits")
+    table["exact.num_outcomes"] = (lambda x, **kw: exact.num_outcomes(x, **kw), good, [], None, True, "logits")
+    for est in ("rloo", "reinforce", "disarm", "double_cv", "rebar", "st", "rao_blackwell", "exact"):
+        scal = ["num_samples"] if est != "exact" else []
+        scal += ["temperature"] if est == "rebar" else []
+        table[f"objective.expectation[{est}]"] = (
+            lambda x, est=est, **kw: objective.expectation(_f, x, estimator=est, **kw), good, scal, "categorical",
+            True, "logits")
+    for fn in (soft_sort, soft_rank):
+        table[f"sort.{fn.__name__}"] = (fn, good, ["regularization_strength"], "values", True, "values")
+    for fn in (neural_sort, soft_sort_permutation):
+        table[f"sort.{fn.__name__}"] = (fn, good, ["tau"], "values", True, "scores")
+    table["sort.relaxed_topk"] = (lambda x, **kw: relaxed_topk(x, 2, **kw), good, ["tau"], "values", True, "logits")
+    table["sort.gumbel_topk"] = (lambda x, **kw: gumbel_topk(x, 2, **kw), good, [], "categorical", True, "logits")
+    table["sort.plackett_luce_log_prob"] = (
+        lambda x, **kw: plackett_luce_log_prob(x, torch.tensor([[0, 1], [2, 1]]), **kw), good, [], "categorical",
+        True, "logits")
+    return table
+
+
+SPEC = _spec()
+
+
+def _cases(entry):
+    _, good, scalars, values, has_dim, tname = SPEC[entry]
+    cases = [(f"not a tensor {v!r}"[:30], (v,), {}, tname) for v in NOT_TENSORS]
+    cases += [(f"dtype {t.dtype}", (t,), {}, tname) for t in WRONG_DTYPES]
+    cases.append(("0-dim", (ZERO_DIM,), {}, tname))
+    if values == "categorical":
+        cases += [("NaN", (torch.tensor([[NAN, 0.0, 1.0], [0.0, 1.0, 2.0]]),), {}, tname),
+                  ("+inf", (torch.tensor([[INF, 0.0, 1.0], [0.0, 1.0, 2.0]]),), {}, tname),
+                  ("all -inf", (torch.tensor([[-INF, -INF, -INF], [0.0, 1.0, 2.0]]),), {}, tname)]
+    elif values in ("bernoulli", "values"):
+        cases.append(("NaN", (torch.tensor([[NAN, 0.0, 1.0], [0.0, 1.0, 2.0]]),), {}, tname))
+    if values == "values":
+        cases.append(("inf", (torch.tensor([[INF, 0.0, 1.0], [0.0, 1.0, 2.0]]),), {}, tname))
+    if has_dim:
+        cases += [(f"dim={d!r}", (good,), {"dim": d}, "dim") for d in BAD_DIMS]
+        cases.append(("empty dim", (torch.empty(2, 0),), {}, tname))
+    for s in scalars:
+        for v in BAD_POSITIVE:
+            if s == "num_samples" and v is None:
+                continue                                  # None: the estimator's default
+            cases.append((f"{s}={v!r}"[:30], (good,), {s: v}, s))
+    if entry not in ("exact.num_outcomes", "exact.expectation", "exact.gradient", "exact.estimator_expectation",
+                     "sort.soft_sort", "sort.soft_rank", "sort.plackett_luce_log_prob"):
+        cases += [("generator=42", (good,), {"generator": 42}, "generator"),
+                  ("generator=str", (good,), {"generator": "seed"}, "generator")]
+    return cases
+
+
+ALL_CASES = [(entry, *case) for entry in SPEC for case in _cases(entry)]
+
+
+@pytest.mark.parametrize("entry,label,args,kwargs,names", ALL_CASES,
+                         ids=[f"{c[0]}-{c[1]}" for c in ALL_CASES])
+def test_bad_argument_gets_a_clear_error(entry, label, args, kwargs, names):
+    """Every bad argument is refused with a ValueError, TypeError or IndexError whose message names
+    the argument (and nothing is silently coerced)."""
+    call = SPEC[entry][0]
+    with pytest.raises((ValueError, TypeError, IndexError)) as err:
+        call(*args, **kwargs)
+    assert names in str(err.value), str(err.value)

@@ -7,7 +7,9 @@ backward pass. Notation: ``π = softmax(θ)``, ``π_τ = softmax(θ/τ)``, ``J(q
 
 Common arguments:
     logits: floating tensor of any shape; ``-inf`` masks a category (never drawn, zero gradient).
-    tau: temperature (> 0), where the estimator has one.
+    tau: temperature (> 0, with ``1/τ`` finite in the compute dtype), where the estimator has one.
+        ``θ/τ`` is formed in the compute dtype after subtracting each row's max (for ``τ < 1``), so
+        logits near the float range or a small ``τ`` give finite values, never ``inf − inf``.
     dim: the category dimension.
     index: optional int64 tensor shaped like ``logits`` without ``dim``: a sample the caller
         already drew (then nothing is drawn). Lets two estimators be compared on the same draws,

@@ -258,6 +258,7 @@ class REBAR(RELAX):
 def _rebar_fixed(f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None,
                  temperature=0.5, eta=1.0):
     """REBAR with fixed η and λ (by name; for trained ones create :class:`REBAR` once)."""
+    V.check_floating(logits)
     est = REBAR(temperature=temperature, eta=eta, learn_temperature=False, learn_eta=False, train_cv=False)
     est = est.to(device=logits.device)
     return est(f, logits, num_samples=num_samples, dim=dim, variable=variable, generator=generator)

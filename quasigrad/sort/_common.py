@@ -47,6 +47,9 @@ def _standardize(x):
     """``(x − mean) / spread`` per row (both detached) and the two, for ``relative=True``. Soft sort
     and rank commute with a shift (sort(θ + c) = sort(θ) + c, rank(θ + c) = rank(θ)), so centring
     only keeps the division from overflowing."""
-    centre = x.detach().mean(-1, keepdim=True)
+    xd = x.detach()
+    top = xd.abs().amax(-1, keepdim=True)
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    centre = (xd / top).mean(-1, keepdim=True) * top     # a sum of values near the float range overflows
     scale = _spread(x)
     return (x - centre) / scale, centre, scale

@@ -23,6 +23,7 @@ def _scores(scores, dim, tau, stochastic, generator, relative, descending):
     ``s`` (``L(s/r) = L(s)/r``), so each row is divided by ``r ≥ 1`` (detached) and ``τ`` with it:
     ``r = 1`` unless the row's values are large enough for ``L`` to overflow (``|L| ≤ 3n max|s|``)."""
     tau = V.check_positive(tau, "tau")
+    V.check_floating(scores, "scores")
     V.check_generator(generator, scores.device)
     s, _, batch = _rows(scores, dim, "scores")
     if stochastic:

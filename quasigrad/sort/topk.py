@@ -86,7 +86,7 @@ def plackett_luce_log_prob(logits: torch.Tensor, indices: torch.Tensor, *, dim: 
         Log-probabilities, shape ``logits.shape`` without ``dim``; differentiable in ``logits``.
     """
     V.check_floating(logits, "logits")
-    dim = V.normalize_dim(dim, logits.dim())
+    dim = V.category_dim(logits, dim)
     if not isinstance(indices, torch.Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
         raise TypeError(f"indices must be an integer tensor, got {getattr(indices, 'dtype', type(indices).__name__)}")
     if indices.dim() != logits.dim() or any(a != b for i, (a, b) in enumerate(zip(indices.shape, logits.shape))
@@ -103,8 +103,8 @@ def plackett_luce_log_prob(logits: torch.Tensor, indices: torch.Tensor, *, dim: 
     theta = theta.reshape(-1, n).to(compute_dtype(logits.dtype))
     idx = indices.movedim(dim, -1).reshape(-1, k).long()
     if not is_compiling():
-        if bool(torch.isnan(theta).any() | torch.isposinf(theta).any()):
-            V.describe_bad_logits(logits, dim)       # -inf masks an item; NaN and +inf are no weights
+        if bool(torch.isnan(theta).any() | torch.isposinf(theta).any() | torch.isneginf(theta).all(-1).any()):
+            V.describe_bad_logits(logits, dim)       # -inf masks an item; NaN, +inf, all masked: no weights
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise ValueError(f"indices must be in [0, {n - 1}], got values in [{int(idx.min())}, {int(idx.max())}]")
         if k > 1 and bool((idx.sort(-1).values.diff(dim=-1) == 0).any()):
@@ -163,6 +163,7 @@ def relaxed_topk(logits: torch.Tensor, k: int, *, tau: float = 1.0, hard: bool =
     (straight-through). ``relative``: τ in units of each row's standard deviation.
     """
     tau = V.check_positive(tau, "tau")
+    V.check_floating(logits, "logits")
     V.check_generator(generator, logits.device)
     s, restore, _ = _rows(logits, dim, "logits")
     k = _check_k(k, s.shape[-1])
