@@ -13,9 +13,9 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _native, _ops, _streams
 from .._util import validate as V
 from .._util.validate import is_compiling
+from . import _native, _ops, _streams
 
 __all__ = ["sample_categorical", "uniform", "gumbel", "conditional_gumbel", "compute_dtype", "is_compiling",
            "draw", "draw_index", "seed", "row_uniforms"]

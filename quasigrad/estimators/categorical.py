@@ -35,9 +35,9 @@ from typing import Optional
 
 import torch
 
-from . import _native, _ops, _streams
-from .._util import validate as V
 from .. import registry
+from .._util import validate as V
+from . import _native, _ops, _streams
 from ._sampling import compute_dtype, draw, is_compiling, seed
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn"]
