@@ -41,12 +41,17 @@ def functorch_active() -> bool:
     return bool(torch._C._are_functorch_transforms_active())
 
 
+def dynamo_compiling() -> bool:
+    """Whether ``torch.compile`` is tracing the caller."""
+    return bool(torch.compiler.is_compiling())
+
+
 def use_kernels(x: torch.Tensor) -> bool:
     """Whether ``x`` goes through the operators here: a float32/float64 CPU tensor, the library
     loaded, and no ``torch.func`` transform running (whose tensors have no memory to hand to C)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
         return False
-    if not V.is_compiling() and functorch_active():
+    if not dynamo_compiling() and functorch_active():
         return False
     return _kernels_loaded()
 
