@@ -1,8 +1,8 @@
-"""The fused CPU kernels (quasigrad/_kernels.c) against the pure PyTorch path they replace.
+"""The fused CPU kernels (quasigrad/estimators/_kernels.c) against the PyTorch computations they
+stand for, and the properties of their outputs.
 
-Every check compares the two paths on the same draw: the fused path draws D, then the PyTorch
-path is run with ``index=`` set to that draw (which never goes through the kernels). The tests
-are skipped only where no C compiler exists; on this project's machines one does, so they run.
+Where no C compiler exists the kernels cannot load and these tests are skipped (the PyTorch path
+is tested everywhere else); on this project's machines one does, so they run.
 """
 
 import math
@@ -15,12 +15,13 @@ import torch
 from scipy import stats
 
 import quasigrad
-from quasigrad.estimators import _native
+from quasigrad.estimators import _native, _ops, _streams
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason=f"no fused kernels: {_native.status()}")
 
 EST = {"st": quasigrad.st, "reinmax": quasigrad.reinmax, "zgr": quasigrad.zgr, "darn": quasigrad.darn,
        "gst": quasigrad.gapped_st}
+MODES = {"st": _native.ST, "zgr": _native.ZGR, "darn": _native.DARN, "gst": _native.GST}
 SIZES = [2, 3, 7, 8, 9, 16, 17, 64, 1000]
 
 
@@ -32,68 +33,108 @@ def _logits(shape, dtype, seed, masked=True, scale=3.0):
     return x
 
 
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-13)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", SIZES)
-def test_fused_sample_gives_one_hot_row_max_and_no_masked_category(dtype, n):
+def test_sample_gives_one_hot_row_max_and_no_masked_category(dtype, n):
     x = _logits((37, n), dtype, n)
-    d, index, row_max, bad = _native.sample(x, torch.Generator().manual_seed(0))
+    d, index, row_max, bad = _native.sample(x, 12345)
     assert bad == 0
     assert torch.equal(row_max, x.amax(-1))
     assert torch.equal(d, torch.nn.functional.one_hot(index, n).to(dtype))
     assert (torch.softmax(x, -1).gather(-1, index[:, None]) > 0).all()   # never a masked category
 
 
-MODES = {"st": _native.ST, "zgr": _native.ZGR, "darn": _native.DARN, "gst": _native.GST}
-
-
-def _reference_backward(mode, g, x, index, gap=1.0):
-    """The four formulas of _kernels.c by PyTorch operators, in float64."""
-    x, g = x.double(), g.double()
-    p = torch.softmax(x, -1)
-    onehot = torch.nn.functional.one_hot(index, x.shape[-1]).double()
-    if mode == "gst":
-        top = p.amax(-1, keepdim=True)
-        q = torch.where(onehot > 0, top, torch.minimum(p, top * torch.exp(torch.tensor(-gap, dtype=p.dtype))))
-        p = q / q.sum(-1, keepdim=True)
-    c = (p * g).sum(-1, keepdim=True)
-    g_k = g.gather(-1, index[..., None])
-    if mode in ("st", "gst"):
-        return p * (g - c)
-    if mode == "zgr":
-        return 0.5 * p * (g - g_k) + 0.5 * (g_k - c) * onehot
-    return (g_k - c) * (onehot - p)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", SIZES)
+def test_sample_equals_the_pytorch_draw(dtype, n):
+    # the same row uniforms: the same sample, bar a rounding tie at a category boundary (about
+    # n·1e-7 per row in float32, so the allowance of one row in 3,000 is hardly ever used)
+    x = _logits((3000, n), dtype, 3 * n)
+    seed = torch.tensor(-987654321, dtype=torch.int64)
+    _, index, _, _ = _native.sample(x, _streams.seed_value(seed))
+    _, ref, _ = _ops._categorical_ref(x, seed, -1)
+    assert (index != ref).sum() <= (1 if dtype == torch.float32 else 0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("n", SIZES)
-def test_fused_backward_matches_its_formula(mode, n, dtype):
+def test_backward_matches_its_formula(mode, n, dtype):
     x = _logits((23, n), dtype, 7 * n)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(n), dtype=dtype)
-    _, index, row_max, _ = _native.sample(x, torch.Generator().manual_seed(2))
+    _, index, row_max, _ = _native.sample(x, 2)
     out = _native.backward(MODES[mode], g, x, row_max, index, math.exp(-1.0))
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-13)
-    torch.testing.assert_close(out.double(), _reference_backward(mode, g, x, index), **tol)
+    ref = _ops.categorical_backward_ref(MODES[mode], g.double(), x.double(), row_max.double(), index, math.exp(-1.0))
+    torch.testing.assert_close(out.double(), ref, **_tol(dtype))
     assert (out[torch.isneginf(x)] == 0).all()   # masked categories get no gradient
 
 
-@pytest.mark.parametrize("flags", [["-O3"], ["-O3", "-march=native", "-mno-avx512f"]], ids=["generic", "no-avx512"])
-def test_other_builds_draw_the_same_and_agree(tmp_path, flags):
-    # The kernels built for other targets (no -march: GCC/Clang 8-lane vectors; -march=native
-    # without AVX-512: the AVX2 + FMA intrinsics where the CPU has them) against the build in use:
-    # the same uniform numbers, so the same draws (bar a rounding tie at a category boundary,
-    # allowed once in 4,000 rows) and the same gradients to float32 rounding.
-    lib = _native._compile_variant(flags, tmp_path)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tau", [1.0, 0.3, 2.5])
+@pytest.mark.parametrize("n", [2, 5, 8, 13, 64, 300])
+def test_gumbel_kernel_matches_pytorch(n, tau, dtype):
+    x = _logits((41, n), dtype, 5 * n)
+    seed = torch.tensor(424242, dtype=torch.int64)
+    s = _streams.seed_value(seed)
+    y, d, index, bad = _native.gumbel(x, s, _streams.noise_key(s), tau, True)
+    y_ref, i_ref = _ops._gumbel_ref(x, seed, None, tau, -1)
+    assert bad == 0 and (index != i_ref).sum() <= (1 if dtype == torch.float32 else 0)
+    same = index == i_ref
+    torch.testing.assert_close(y[same], y_ref[same], rtol=2e-5 if dtype == torch.float32 else 1e-10, atol=1e-7)
+    assert torch.equal(d, torch.nn.functional.one_hot(index, n).to(dtype))
+    assert torch.equal(y.argmax(-1), index)          # the noise is conditioned on the sample
+    assert (y[torch.isneginf(x)] == 0).all()
+    # with the sample given: the same noise, conditioned on it
+    y2, _, index2, _ = _native.gumbel(x, s, _streams.noise_key(s), tau, False, index)
+    assert torch.equal(index2, index) and torch.equal(y2, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [2, 7, 10, 64])
+def test_gumbel_rao_backward_kernel_matches_pytorch(n, dtype):
+    x = _logits((19, n), dtype, n, masked=n > 2)
+    seed = torch.tensor(77, dtype=torch.int64)
+    index = quasigrad.sample_categorical(x, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    for tau, k in ((1.0, 5), (0.4, 33)):
+        out = _native.gumbel_rao_backward(x, index, g, _streams.noise_key(_streams.seed_value(seed)), tau, k)
+        ref = _ops.gumbel_rao_grad(x.double(), index, g.double(), seed, tau, k)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_uniform_kernel_matches_pytorch(dtype):
+    seed = torch.tensor(-5, dtype=torch.int64)
+    u = _native.uniform(_streams.seed_value(seed), 10001, dtype)
+    assert torch.equal(u, _streams.row_uniforms(seed, (10001,), dtype))
+    assert 0 <= float(u.min()) and float(u.max()) < 1
+
+
+@pytest.mark.parametrize("variant", ["generic", "avx2", "avx512"])
+def test_every_cpu_target_draws_the_same_and_agrees(variant):
+    # The build for another target (generic vector code, AVX2 + FMA, AVX-512) against the one in
+    # use: the same uniform numbers, so the same draws (bar a rounding tie, at most one row in
+    # 4,000) and the same gradients and relaxed samples to float32 rounding.
+    kernels = _native._load()
+    if variant not in kernels.supported:
+        pytest.skip(f"this CPU cannot run the {variant} kernels")
     x = _logits((4000, 67), torch.float32, 11)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
-    ref_d, ref_index, ref_max, _ = _native.sample(x, torch.Generator().manual_seed(6))
-    with _native._using(lib):
-        d, index, row_max, bad = _native.sample(x, torch.Generator().manual_seed(6))
+    ref_d, ref_index, ref_max, _ = _native.sample(x, 6)
+    ref_y = _native.gumbel(x, 6, 7, 0.5, False, ref_index)[0]
+    with _native._variant(variant):
+        d, index, row_max, bad = _native.sample(x, 6)
         outs = {m: _native.backward(code, g, x, ref_max, ref_index, 0.3) for m, code in MODES.items()}
+        y = _native.gumbel(x, 6, 7, 0.5, False, ref_index)[0]
     assert bad == 0 and torch.equal(row_max, ref_max)
     assert (index != ref_index).sum() <= 1
     for m, code in MODES.items():
         torch.testing.assert_close(outs[m], _native.backward(code, g, x, ref_max, ref_index, 0.3), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y, ref_y, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -108,22 +149,21 @@ def test_fused_gradient_equals_pytorch_path_on_the_same_draw(name, n, dtype):
     x.grad = None
     index = y.argmax(-1)
     (EST[name](x, index=index) * g).sum().backward()    # index given: the PyTorch path
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-13)
-    torch.testing.assert_close(fused, x.grad, **tol)
+    torch.testing.assert_close(fused, x.grad, **_tol(dtype))
     assert torch.isfinite(fused).all()
 
 
-def test_fused_path_is_taken_and_pytorch_path_elsewhere(monkeypatch):
+def test_fused_operator_is_called_on_cpu_floats_only(monkeypatch):
     calls = []
     real = _native.sample
     monkeypatch.setattr(_native, "sample", lambda *a: calls.append(1) or real(*a))
     x = torch.randn(6, 10, requires_grad=True)
     quasigrad.zgr(x)
-    assert calls == [1]
-    quasigrad.zgr(x.t(), dim=0)                    # categories not along a contiguous last dim
-    quasigrad.zgr(x.bfloat16())                    # half precision
+    quasigrad.zgr(x.t(), dim=0)                    # any layout and dim: moved to the last dimension
+    assert calls == [1, 1]
+    quasigrad.zgr(x.bfloat16())                    # half precision: PyTorch operators
     quasigrad.zgr(x, index=torch.zeros(6, dtype=torch.long))
-    assert calls == [1]
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize("n", [5, 13, 40])
@@ -142,12 +182,33 @@ def test_fused_draw_is_categorical(n):
     assert stats.chisquare(counts[keep].numpy(), (probs[keep] * draws).numpy()).pvalue > 1e-3
 
 
-def test_same_generator_same_draw_for_every_estimator_and_the_sampler():
-    x = torch.randn(64, 33)
-    draws = [quasigrad.sample_categorical(x, generator=torch.Generator().manual_seed(3))]
-    for fn in EST.values():
-        draws.append(fn(x.clone().requires_grad_(True), generator=torch.Generator().manual_seed(3)).argmax(-1))
-    assert all(torch.equal(draws[0], d) for d in draws[1:])
+def test_conditional_noise_gives_gumbel_softmax_its_distribution():
+    # The sample first, then Gumbel noise conditioned on it, is exactly unconditioned Gumbel
+    # noise: the relaxed sample's mean over 40,000 draws equals that of torch's Gumbel-softmax
+    # with an independent generator (within 5 standard errors per coordinate: a correct sampler
+    # fails this about once in 10^6 runs per coordinate).
+    theta = torch.tensor([0.3, -1.0, 2.0, 0.0, -0.5], dtype=torch.float64)
+    draws, tau = 40000, 0.7
+    x = theta.expand(draws, 5).contiguous()
+    ours = quasigrad.gumbel_softmax(x, tau=tau, generator=torch.Generator().manual_seed(3))
+    g = -torch.log(torch.empty_like(x).exponential_(generator=torch.Generator().manual_seed(4)))
+    theirs = torch.softmax((x + g) / tau, -1)
+    se = (ours.var(0) / draws + theirs.var(0) / draws).sqrt()
+    assert ((ours.mean(0) - theirs.mean(0)).abs() < 5 * se).all()
+
+
+def test_negative_and_conjugate_views_are_resolved_before_the_kernel():
+    # a negative view is contiguous but its memory holds -x: the kernel must see x
+    x = torch.randn(500, 9, dtype=torch.float64)
+    neg = torch._neg_view(-x)
+    assert neg.is_neg() and neg.is_contiguous()
+    for fn in [*EST.values(), lambda v, generator: quasigrad.gumbel_softmax(v, hard=True, generator=generator),
+               lambda v, generator: quasigrad.gumbel_rao(v, generator=generator)]:
+        a = fn(neg, generator=torch.Generator().manual_seed(8))
+        b = fn(x.clone(), generator=torch.Generator().manual_seed(8))
+        assert torch.equal(a, b)
+    s = quasigrad.sample_categorical(neg, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(s, quasigrad.sample_categorical(x, generator=torch.Generator().manual_seed(8)))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -156,17 +217,15 @@ def test_extreme_logits_give_finite_results(dtype):
     x = torch.tensor([[0.0, -80.0, -100.0, -1e30, 5.0, -95.0, -103.0, -70.0, 1.0],
                       [1e30, -1e30, 0.0, 0.0, 3e38, 0.0, 0.0, 0.0, 0.0],
                       [float("-inf")] * 8 + [2.0]], dtype=dtype, requires_grad=True)
-    for fn in EST.values():
+    fns = [*EST.values(), lambda v, generator: quasigrad.gumbel_softmax(v, tau=0.3, hard=True, generator=generator),
+           lambda v, generator: quasigrad.gumbel_softmax(v, tau=3.0, generator=generator),
+           lambda v, generator: quasigrad.gumbel_rao(v, tau=0.5, k=7, generator=generator)]
+    for fn in fns:
         y = fn(x, generator=torch.Generator().manual_seed(0))
         (y * torch.arange(9, dtype=dtype)).sum().backward()
-        assert torch.isfinite(x.grad).all()
+        assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
         assert y[2, 8] == 1
         x.grad = None
-    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
-    _, index, row_max, _ = _native.sample(x.detach(), None)
-    for mode, code in MODES.items():
-        out = _native.backward(code, g, x.detach(), row_max, index, math.exp(-1.0))
-        torch.testing.assert_close(out.double(), _reference_backward(mode, g, x.detach(), index), rtol=1e-5, atol=1e-30)
 
 
 @pytest.mark.parametrize("bad", ["nan", "posinf", "all_masked"])
@@ -178,9 +237,20 @@ def test_fused_path_rejects_bad_rows(bad):
         x[1, 7] = float("inf")
     else:
         x[1] = float("-inf")
-    for fn in EST.values():
+    fns = [*EST.values(), quasigrad.gumbel_softmax, quasigrad.gumbel_rao,
+           lambda v: quasigrad.sample_categorical(v)]
+    for fn in fns:
         with pytest.raises(ValueError, match="logits"):
             fn(x.clone().requires_grad_(True))
+
+
+def test_given_index_of_zero_probability_is_rejected():
+    x = torch.randn(3, 5)
+    x[1, 2] = float("-inf")
+    index = torch.tensor([0, 2, 4])
+    for fn in (quasigrad.gumbel_softmax, quasigrad.gumbel_rao, quasigrad.st):
+        with pytest.raises(ValueError, match="probability is 0"):
+            fn(x, index=index)
 
 
 def test_output_can_be_modified_in_place():
@@ -194,30 +264,41 @@ def test_output_can_be_modified_in_place():
 def test_threads_do_not_change_results():
     x = torch.randn(300, 129, requires_grad=True)
     g = torch.randn(300, 129)
-    grads = []
+    fns = [quasigrad.zgr, lambda v, generator: quasigrad.gumbel_softmax(v, tau=0.5, hard=True, generator=generator),
+           lambda v, generator: quasigrad.gumbel_rao(v, k=4, generator=generator)]
     before = torch.get_num_threads()
     try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            x.grad = None
-            (quasigrad.zgr(x, generator=torch.Generator().manual_seed(9)) * g).sum().backward()
-            grads.append(x.grad.clone())
+        for fn in fns:
+            grads = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                x.grad = None
+                (fn(x, generator=torch.Generator().manual_seed(9)) * g).sum().backward()
+                grads.append(x.grad.clone())
+            assert torch.equal(grads[0], grads[1])
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(grads[0], grads[1])
 
 
-def test_turned_off_by_environment(tmp_path):
+def test_turned_off_by_environment():
     env = {**os.environ, "QUASIGRAD_NATIVE": "0"}
     out = subprocess.run([sys.executable, "-c", "from quasigrad.estimators import _native; print(_native.status())"],
-                         capture_output=True, text=True, env=env, check=True)
+                         capture_output=True, text=True, env=env, check=True, timeout=120)
     assert "not in use" in out.stdout and "QUASIGRAD_NATIVE" in out.stdout
+
+
+def test_status_says_which_library_and_code():
+    info = _native.info()
+    assert info["in_use"] and os.path.exists(info["path"])
+    assert info["variant"] in ("generic", "avx2", "avx512")
+    text = _native.status()
+    assert info["path"] in text and info["variant"] in text and "in use" in text
 
 
 @pytest.mark.parametrize("n", [3, 16, 64])
 def test_outputs_sharing_storage_do_not_overlap_or_share_versions(n):
     x = torch.randn(50, n)
-    d, index, row_max, _ = _native.sample(x, torch.Generator().manual_seed(0))
+    d, index, row_max, _ = _native.sample(x, 0)
     spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in (d, index, row_max))
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     saved, versions = (index.clone(), row_max.clone()), (index._version, row_max._version)
@@ -226,7 +307,6 @@ def test_outputs_sharing_storage_do_not_overlap_or_share_versions(n):
     assert (index._version, row_max._version) == versions
     assert d._base is None and index._base is None       # not views: autograd treats them as fresh
     drawn = quasigrad.sample_categorical(x, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(drawn, index)
     assert drawn.untyped_storage().nbytes() == drawn.numel() * 8   # not the one-hot's storage
 
 

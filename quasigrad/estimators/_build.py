@@ -210,6 +210,8 @@ def verify(library: Path, owners, *, sources: Path = HERE) -> Tuple[Optional[str
     (:func:`unsafe`), the record must match the current sources, and the file's size and SHA-256
     must match the record. Returns ``(None, record)`` or ``(reason, None)``."""
     library = Path(library)
+    if not os.path.lexists(record_path(library)):
+        return f"{library} has no record beside it ({record_path(library).name} is missing)", None
     for path in (library.parent, library, record_path(library)):
         why = unsafe(path, owners)
         if why:

@@ -45,6 +45,8 @@
    draws of that conditional noise of (1/tau) J(y) g, each draw made in the row's scratch memory
    (no memory grows with k).
 
+   qg_softmax_backward_*: c y (g - <y, g>), the backward pass of Gumbel-softmax (c = 1/tau).
+
    qg_uniform_*: u from the row stream for `count` consecutive counters (Bernoulli draws). */
 #include <stdint.h>
 #include <stdlib.h>
@@ -333,6 +335,15 @@ static inline void qg_accumulate_f32(float *out, const float *r, const float *g,
     qg_accumulate_f32v(out, r, g, c, dot, n);
 }
 static inline void qg_scale_f32(float *y, float c, int64_t n) { qg_scale_f32v(y, c, n); }
+static inline float qg_dot_f32(const float *a, const float *b, int64_t n) {
+    const int64_t full = n - n % QG_VL;
+    qv acc = qv_splat(0.0f);
+    int64_t j;
+    for (j = 0; j < full; j += QG_VL) acc += qv_load(a + j) * qv_load(b + j);
+    float s = qv_hsum(acc);
+    for (; j < n; ++j) s += a[j] * b[j];
+    return s;
+}
 
 static inline int qg_max_f64(const double *x, int64_t n, double *m) { return qg_max_f64s(x, n, m); }
 static inline double qg_expsum_f64(const double *x, double m, double *e, int64_t n) { return qg_expsum_f64s(x, m, e, n); }
@@ -349,6 +360,11 @@ static inline void qg_accumulate_f64(double *out, const double *r, const double 
     for (int64_t j = 0; j < n; ++j) out[j] += c * r[j] * (g[j] - dot);
 }
 static inline void qg_scale_f64(double *y, double c, int64_t n) { for (int64_t j = 0; j < n; ++j) y[j] *= c; }
+static inline double qg_dot_f64(const double *a, const double *b, int64_t n) {
+    double s = 0;
+    for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
+    return s;
+}
 
 /* ---------------------------------------------------------------------------------------------
    Rows and entry points, for float and double. */
@@ -458,6 +474,18 @@ int64_t QG_FN(qg_gumbel_rao_backward_##SUF)(const T *x, const int64_t *idx, cons
         free(e);                                                                                  \
     }                                                                                             \
     return oom ? -1 : bad;                                                                        \
+}                                                                                                 \
+                                                                                                  \
+/* out = c y (g - <y, g>) row by row: the softmax's backward at its output y, scaled by c. */     \
+void QG_FN(qg_softmax_backward_##SUF)(const T *y, const T *g, T *out, T c, int64_t rows, int64_t n, int nthreads) { \
+    (void)nthreads;                                                                               \
+    QG_PARALLEL_FOR                                                                               \
+    for (int64_t r = 0; r < rows; ++r) {                                                          \
+        const T *yr = y + r * n, *gr = g + r * n;                                                 \
+        T *o = out + r * n;                                                                       \
+        memset(o, 0, (size_t)n * sizeof(T));                                                      \
+        qg_accumulate_##SUF(o, yr, gr, c, qg_dot_##SUF(yr, gr, n), n);                            \
+    }                                                                                             \
 }                                                                                                 \
                                                                                                   \
 void QG_FN(qg_uniform_##SUF)(uint64_t key, int64_t offset, int64_t count, T *out, int nthreads) {  \

@@ -24,6 +24,7 @@ results. :func:`status` says which library is in use, why, and what was refused 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -37,7 +38,7 @@ import torch
 from . import _build
 
 __all__ = ["available", "status", "info", "usable", "sample", "backward", "gumbel", "gumbel_rao_backward",
-           "uniform", "isotonic", "isotonic_backward", "ST", "ZGR", "DARN", "GST"]
+           "softmax_backward", "uniform", "isotonic", "isotonic_backward", "ST", "ZGR", "DARN", "GST"]
 
 ABI = 3
 # The backward formulas (the kernel's mode argument).
@@ -57,6 +58,7 @@ def _signatures(suffix: str) -> Dict[str, Tuple[list, object]]:
         "qg_gumbel": ([_P, _P, _P, _P, _P, _U64, _U64, f, _I64, _I64, _INT], _I64),
         "qg_gumbel_rao_backward": ([_P, _P, _P, _P, _U64, f, _I64, _I64, _I64, _INT], _I64),
         "qg_uniform": ([_U64, _I64, _I64, _P, _INT], None),
+        "qg_softmax_backward": ([_P, _P, _P, f, _I64, _I64, _INT], None),
     }
 
 
@@ -86,17 +88,22 @@ class _Kernels:
                 self.variant, self.why = asked, "chosen by QUASIGRAD_CPU"
             else:
                 self.why += f"; QUASIGRAD_CPU={asked} ignored (not one of {', '.join(choices)})"
-        self.fn = {}
+        self.lib, self.supported = lib, choices
+        self.fn = self.functions(self.variant)
+
+    def functions(self, variant: str) -> Dict[str, object]:
+        """The entry points of one CPU target's build, by name and dtype suffix."""
+        out: Dict[str, object] = {}
         for suffix in _F:
             for name, (args, result) in _signatures(suffix).items():
-                fn = getattr(lib, f"{name}_{suffix}_{self.variant}")
+                fn = getattr(self.lib, f"{name}_{suffix}_{variant}")
                 fn.argtypes, fn.restype = args, result
-                self.fn[f"{name}_{suffix}"] = fn
+                out[f"{name}_{suffix}"] = fn
             for name, (args, result) in _ISOTONIC.items():
-                fn = getattr(lib, f"{name}_{suffix}")
+                fn = getattr(self.lib, f"{name}_{suffix}")
                 fn.argtypes, fn.restype = args, result
-                self.fn[f"{name}_{suffix}"] = fn
-        self.lib = lib
+                out[f"{name}_{suffix}"] = fn
+        return out
 
 
 _lock = threading.Lock()
@@ -195,6 +202,31 @@ def _load() -> Optional[_Kernels]:
         _notes[:] = notes
         _tried = True
     return _kernels
+
+
+@contextlib.contextmanager
+def _variant(name: str):
+    """Run the kernels of CPU target ``name`` inside the block (tests: the targets agree)."""
+    kernels = _load()
+    if kernels is None or name not in kernels.supported:
+        raise RuntimeError(f"the {name} kernels cannot run here")
+    saved, kernels.fn = kernels.fn, kernels.functions(name)
+    try:
+        yield
+    finally:
+        kernels.fn = saved
+
+
+@contextlib.contextmanager
+def _disabled():
+    """Inside the block, behave as if the library had not loaded (tests: the PyTorch path)."""
+    global _kernels
+    saved = _load()
+    _kernels = None
+    try:
+        yield
+    finally:
+        _kernels = saved
 
 
 def available() -> bool:
@@ -323,6 +355,15 @@ def gumbel_rao_backward(x: torch.Tensor, index: torch.Tensor, grad: torch.Tensor
                                                      noise, tau, k, rows, n, _threads())
     if status_ < 0:
         raise MemoryError("quasigrad: out of memory in the fused Gumbel-Rao kernel")
+    return out
+
+
+def softmax_backward(y: torch.Tensor, grad: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale · y ⊙ (g − ⟨y, g⟩)`` row by row (Gumbel-softmax's backward, ``scale = 1/τ``)."""
+    y, grad = _plain(y), _plain(grad.to(y.dtype))
+    rows, n = _rows(y)
+    out = torch.empty_like(y)
+    _fn("qg_softmax_backward", y.dtype)(y.data_ptr(), grad.data_ptr(), out.data_ptr(), scale, rows, n, _threads())
     return out
 
 

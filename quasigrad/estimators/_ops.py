@@ -12,7 +12,8 @@ sample. Every operator takes its categories along the last dimension (callers mo
 - ``categorical(logits, seed, mode, cap, dim) -> (one_hot, index, row_max)``: a fresh draw;
   backward: ``categorical_backward`` with formula ``mode`` (ST, ZGR, DARN, GST).
 - ``gumbel_softmax(logits, seed, index?, tau, hard, dim) -> (y, one_hot, index)``: the relaxed
-  sample ``y`` (and its one-hot when ``hard``); backward ``(1/τ) J(y) g``.
+  sample ``y`` (and its one-hot when ``hard``); backward ``gumbel_softmax_backward``,
+  ``(1/τ) J(y) g``.
 - ``gumbel_rao(logits, seed, index?, tau, k, dim) -> (one_hot, index)``; backward:
   ``gumbel_rao_backward`` (k conditional draws made again from ``seed``).
 
@@ -40,12 +41,17 @@ def functorch_active() -> bool:
     return bool(torch._C._are_functorch_transforms_active())
 
 
+def dynamo_compiling() -> bool:
+    """Whether ``torch.compile`` is tracing the caller."""
+    return bool(torch.compiler.is_compiling())
+
+
 def use_kernels(x: torch.Tensor) -> bool:
     """Whether ``x`` goes through the operators here: a float32/float64 CPU tensor, the library
     loaded, and no ``torch.func`` transform running (whose tensors have no memory to hand to C)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
         return False
-    if not V.is_compiling() and functorch_active():
+    if not dynamo_compiling() and functorch_active():
         return False
     return _kernels_loaded()
 
@@ -179,6 +185,7 @@ _lib.define("categorical_backward(Tensor grad, Tensor logits, Tensor row_max, Te
             "-> Tensor")
 _lib.define("gumbel_softmax(Tensor logits, Tensor seed, Tensor? index, float tau, bool hard, int dim) "
             "-> (Tensor, Tensor, Tensor)")
+_lib.define("gumbel_softmax_backward(Tensor grad, Tensor y, float tau) -> Tensor")
 _lib.define("gumbel_rao(Tensor logits, Tensor seed, Tensor? index, float tau, int k, int dim) -> (Tensor, Tensor)")
 _lib.define("gumbel_rao_backward(Tensor grad, Tensor logits, Tensor index, Tensor seed, float tau, int k) -> Tensor")
 
@@ -217,6 +224,13 @@ def _gumbel_softmax(logits, seed, index, tau, hard, dim):
     return y, onehot, drawn
 
 
+def _gumbel_softmax_backward(grad, y, tau):
+    if _kernel_ok(y):
+        return _native.softmax_backward(y, grad, 1.0 / tau)
+    g = grad.to(y.dtype)
+    return y * (g - (y * g).sum(-1, keepdim=True)) / tau
+
+
 def _gumbel_rao(logits, seed, index, tau, k, dim):
     if index is None:
         d, index, _ = _categorical(logits, seed, 0, 0.0, dim)
@@ -232,7 +246,8 @@ def _gumbel_rao_backward(grad, logits, index, seed, tau, k):
 
 
 for _name, _impl in (("categorical", _categorical), ("categorical_backward", _categorical_backward),
-                     ("gumbel_softmax", _gumbel_softmax), ("gumbel_rao", _gumbel_rao),
+                     ("gumbel_softmax", _gumbel_softmax), ("gumbel_softmax_backward", _gumbel_softmax_backward),
+                     ("gumbel_rao", _gumbel_rao),
                      ("gumbel_rao_backward", _gumbel_rao_backward)):
     _lib.impl(_name, _impl, "CompositeExplicitAutograd")
 
@@ -252,6 +267,11 @@ def _(grad, logits, row_max, index, mode, cap):
 def _(logits, seed, index, tau, hard, dim):
     return (torch.empty_like(logits), torch.empty_like(logits) if hard else logits.new_empty(0),
             logits.new_empty(logits.shape[:-1], dtype=torch.int64))
+
+
+@torch.library.register_fake("quasigrad::gumbel_softmax_backward", lib=_lib)
+def _(grad, y, tau):
+    return torch.empty_like(y)
 
 
 @torch.library.register_fake("quasigrad::gumbel_rao", lib=_lib)
@@ -287,8 +307,7 @@ def _gumbel_grad(ctx, grad_y, grad_onehot, _index):
         g = grad_onehot if g is None else g + grad_onehot
     if g is None:
         return None, None, None, None, None, None
-    out = torch._softmax_backward_data(g.to(y.dtype), y, -1, y.dtype)
-    return (out if ctx.tau == 1.0 else out / ctx.tau), None, None, None, None, None
+    return torch.ops.quasigrad.gumbel_softmax_backward(g, y, ctx.tau), None, None, None, None, None
 
 
 def _gumbel_rao_setup(ctx, inputs, output):

@@ -13,9 +13,9 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _native, _ops, _streams
 from .._util import validate as V
 from .._util.validate import is_compiling
+from . import _native, _ops, _streams
 
 __all__ = ["sample_categorical", "uniform", "gumbel", "conditional_gumbel", "compute_dtype", "is_compiling",
            "draw", "draw_index", "seed", "row_uniforms"]
@@ -42,7 +42,7 @@ def gumbel(shape, *, dtype: torch.dtype, device, generator: Optional[torch.Gener
 
 def seed(generator: Optional[torch.Generator], device) -> torch.Tensor:
     """The call's seed (:func:`quasigrad.estimators._streams.draw_seed`)."""
-    return _streams.seed(generator, device, is_compiling())
+    return _streams.seed(generator, device, _ops.dynamo_compiling())
 
 
 def row_uniforms(generator: Optional[torch.Generator], shape, dtype: torch.dtype, device) -> torch.Tensor:

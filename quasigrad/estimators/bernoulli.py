@@ -27,9 +27,9 @@ from typing import Optional
 
 import torch
 
+from .. import registry
 from .._util import validate as V
 from . import categorical as C
-from .. import registry
 from ._sampling import compute_dtype, is_compiling, row_uniforms
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn", "sample"]

@@ -38,9 +38,9 @@ from typing import Optional
 
 import torch
 
-from . import _native, _ops, _streams
-from .._util import validate as V
 from .. import registry
+from .._util import validate as V
+from . import _native, _ops, _streams
 from ._sampling import compute_dtype, draw, is_compiling, seed
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn"]
@@ -104,6 +104,8 @@ def _fused(logits, dim, index, generator, mode, cap=0.0):
 
 
 def _one_hot(index, like, dim):
+    if _ops.functorch_active():   # vmap has a batching rule for scatter, not for scatter_
+        return torch.zeros_like(like).scatter(dim, index.unsqueeze(dim), 1)
     return torch.zeros_like(like).scatter_(dim, index.unsqueeze(dim), 1)
 
 
@@ -311,7 +313,7 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
         if tau == 1.0:
             # softmax(θ') straight from π: exp θ'_j = min(exp θ_j, exp(θ_m − gap)), exp θ'_D = exp θ_m
             top = probs.amax(dim, keepdim=True)
-            q = torch.minimum(probs, top * math.exp(-gap)).scatter_(dim, idx, top)
+            q = torch.minimum(probs, top * math.exp(-gap)).scatter(dim, idx, top)
             q = q.div_(q.sum(dim, keepdim=True))
         else:
             # θ' − θ_m: every entry at most 0, so that dividing by τ cannot overflow to inf − inf
@@ -376,7 +378,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False, e
         idx = index.unsqueeze(-1)
         a = total / big_e.gather(-1, idx)
         # G with θ + G − max θ = log r (see quasigrad.estimators._ops.relaxed); finite where θ = −inf
-        noise = torch.log(torch.addcmul(e, a, big_e)).neg_().scatter_(-1, idx, (m - theta).gather(-1, idx))
+        noise = torch.log(torch.addcmul(e, a, big_e)).neg_().scatter(-1, idx, (m - theta).gather(-1, idx))
     y = _tempered_softmax(x.to(cdt) + noise, tau, -1)
     if not hard:
         return back(y).to(logits.dtype)

@@ -1,11 +1,20 @@
 """Fast soft sort and rank (Blondel et al. 2020): one sort, then an isotonic regression by
-pool-adjacent-violators, with l2 or KL regularisation."""
+pool-adjacent-violators, with l2 or KL regularisation.
+
+The isotonic regression runs, on float32/float64 CPU tensors where the fused kernels are loaded,
+in the C kernel ``qg_isotonic`` (``quasigrad/estimators/_isotonic.c``: the sequential PAV, one
+row per thread) as the PyTorch operator ``torch.ops.quasigrad.isotonic`` (with a fake
+implementation and an autograd formula whose backward is ``quasigrad::isotonic_backward``);
+elsewhere (CUDA, half precision, no compiler, ``torch.func``) in PyTorch operators, vectorised
+across rows (:func:`_isotonic_torch`). Both give the same blocks and values.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from .._util import validate as V
+from ..estimators import _native, _ops
 from ._common import _rows, _standardize
 
 
@@ -101,7 +110,38 @@ def _outer_blocks(s, w, regularization):
     return start
 
 
+def _blocks_torch(s, w, regularization, count_rounds=False):
+    """Where the blocks of the isotonic solution start (bool, (B, n)), by parallel PAV rounds (see
+    :func:`_isotonic_torch`); with ``count_rounds``, the number of rounds instead."""
+    w = w.expand_as(s)
+    rounds = 0
+    with torch.no_grad():
+        sd, wd = s.detach().double(), w.detach().double().contiguous()
+        start = _outer_blocks(sd, wd, regularization)
+        while True:
+            rounds += 1
+            v = _block_values_nograd(sd, wd, start, regularization)
+            violate = start[:, 1:] & (v[:, :-1] < v[:, 1:])
+            if not bool(violate.any()):
+                break
+            start[:, 1:] &= ~violate
+    return rounds if count_rounds else start
+
+
+_REG = {"l2": 0, "kl": 1}
+
+
 def _isotonic(s, w, regularization, *, count_rounds=False):
+    """Decreasing isotonic regression of each row of ``s`` (B, n) against ``w`` (B, n) or (n,):
+    the fused operator where it applies, else :func:`_isotonic_torch` (see there)."""
+    if count_rounds:
+        return _blocks_torch(s, w, regularization, count_rounds=True)
+    if _ops.use_kernels(s) and w.dtype == s.dtype and w.device == s.device:
+        return torch.ops.quasigrad.isotonic(s, w, _REG[regularization])[0]
+    return _isotonic_torch(s, w, regularization)
+
+
+def _isotonic_torch(s, w, regularization):
     r"""Decreasing isotonic regression of each row of ``s`` (B, n) against ``w`` (B, n) or (n,):
 
     .. math::
@@ -116,28 +156,99 @@ def _isotonic(s, w, regularization, *, count_rounds=False):
     neighbour per round (a cascade). Cascades happen mostly at the two ends of a row, so the first
     and the last block are computed exactly beforehand (:func:`_outer_blocks`, O(n)); with that,
     Gaussian rows of n = 1000 take 1–8 rounds for l2 and KL from ε = 0.01 to 100 (without it, up
-    to ~50). ``sort-speed`` reports the rounds of soft rank.
+    to ~50). ``sort-speed`` reports the rounds of soft rank (of this implementation; the kernel's
+    sequential PAV has no rounds).
 
     The blocks are found without gradient; the returned solution is recomputed on them
     differentiably, so the backward pass is the exact Jacobian (piecewise constant partition),
     O(n) per row.
     """
     w = w.expand_as(s)
-    rounds = 0
-    with torch.no_grad():
-        sd, wd = s.detach(), w.detach()
-        sd, wd = sd.double(), wd.double().contiguous()
-        start = _outer_blocks(sd, wd, regularization)
-        while True:
-            rounds += 1
-            v = _block_values_nograd(sd, wd, start, regularization)
-            violate = start[:, 1:] & (v[:, :-1] < v[:, 1:])
-            if not bool(violate.any()):
-                break
-            start[:, 1:] &= ~violate
-    if count_rounds:
-        return rounds
-    return _block_values(s, w, _segments(start), regularization)
+    return _block_values(s, w, _segments(_blocks_torch(s, w, regularization)), regularization)
+
+
+# --------------------------------------------------------------------------------------------
+# The operators: quasigrad::isotonic(s, w, reg) -> (v, starts) and its backward
+
+
+_lib = torch.library.Library("quasigrad", "FRAGMENT")
+_lib.define("isotonic(Tensor s, Tensor w, int reg) -> (Tensor, Tensor)")
+_lib.define("isotonic_backward(Tensor grad, Tensor s, Tensor w, Tensor starts, int reg, bool need_s, bool need_w) "
+            "-> (Tensor, Tensor)")
+_NAMES = {0: "l2", 1: "kl"}
+
+
+def _iso_impl(s, w, reg):
+    if _native.usable(s) and w.dtype == s.dtype:
+        return _native.isotonic(s, w, reg)
+    shape = torch.broadcast_shapes(s.shape, w.shape)
+    start = _blocks_torch(s.expand(shape), w.expand(shape), _NAMES[reg])
+    v = _block_values(s.expand(shape), w.expand(shape), _segments(start), _NAMES[reg])
+    return v, start.to(torch.uint8)
+
+
+def _vjp_torch(grad, s, w, starts, reg, need_s, need_w):
+    """The isotonic solution's vector-Jacobian product on the blocks ``starts`` by differentiable
+    PyTorch operators (so that it has a gradient itself): with ``G`` the block sums of ``grad``,
+    l2: ``±G/|B|``; KL: ``G softmax_B(s)`` and ``−G softmax_B(w)``."""
+    shape = starts.shape
+    seg = _segments(starts.bool())
+    flat = grad.reshape(-1)
+    block_sum = torch.zeros_like(flat).index_add(0, seg, flat).gather(0, seg).reshape(shape)
+    if reg == 0:
+        counts = torch.zeros_like(flat).index_add(0, seg, torch.ones_like(flat)).gather(0, seg).reshape(shape)
+        mean = block_sum / counts
+        return (mean if need_s else None), (-mean if need_w else None)
+
+    def softmax(y):
+        y = y.expand(shape)
+        return torch.exp(y - _segment_logsumexp(y, seg))
+
+    return (block_sum * softmax(s) if need_s else None), (-block_sum * softmax(w) if need_w else None)
+
+
+def _iso_backward_impl(grad, s, w, starts, reg, need_s, need_w):
+    if _native.usable(s) and w.dtype == s.dtype:
+        gs, gw = _native.isotonic_backward(grad, s, w, starts, reg, need_s, need_w)
+    else:
+        gs, gw = _vjp_torch(grad, s, w, starts, reg, need_s, need_w)
+    empty = grad.new_empty(0)
+    return (empty if gs is None else gs), (empty if gw is None else gw)
+
+
+_lib.impl("isotonic", _iso_impl, "CompositeExplicitAutograd")
+_lib.impl("isotonic_backward", _iso_backward_impl, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("quasigrad::isotonic", lib=_lib)
+def _(s, w, reg):
+    shape = torch.broadcast_shapes(s.shape, w.shape)
+    return s.new_empty(shape), s.new_empty(shape, dtype=torch.uint8)
+
+
+@torch.library.register_fake("quasigrad::isotonic_backward", lib=_lib)
+def _(grad, s, w, starts, reg, need_s, need_w):
+    return (grad.new_empty(starts.shape) if need_s else grad.new_empty(0),
+            grad.new_empty(starts.shape) if need_w else grad.new_empty(0))
+
+
+def _iso_setup(ctx, inputs, output):
+    s, w, reg = inputs
+    ctx.reg = reg
+    ctx.save_for_backward(s, w, output[1])
+
+
+def _iso_grad(ctx, grad, _starts):
+    s, w, starts = ctx.saved_tensors
+    need_s, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if torch.is_grad_enabled():   # create_graph: a backward pass that is differentiable itself
+        gs, gw = _vjp_torch(grad, s, w, starts, ctx.reg, need_s, need_w)
+    else:
+        gs, gw = torch.ops.quasigrad.isotonic_backward(grad, s, w, starts, ctx.reg, need_s, need_w)
+    return (gs.sum_to_size(s.shape) if need_s else None), (gw.sum_to_size(w.shape) if need_w else None), None
+
+
+torch.library.register_autograd("quasigrad::isotonic", _iso_grad, setup_context=_iso_setup, lib=_lib)
 
 
 # --------------------------------------------------------------------------------------------
