@@ -178,7 +178,7 @@ def _rodeo_fixed(f, logits, *, num_samples=None, dim=-1, variable="categorical",
     It helps where ``f`` is close to linear over the spread of the samples and can hurt where it is
     strongly curved: with two samples on four Bernoulli variables, total variance 0.15 against
     RLOO's 2.8 for ``softplus(2⟨a, b⟩) + ⟨a, b⟩``, but 5.5 against 1.7 for a cubic of ``⟨a, b⟩``
-    (where 40 steps of training bring the object below RLOO; tests/test_objective_arms_rodeo.py)."""
+    (the trained object, 150 Adam steps at lr 3e-2 on 64 examples: 5.8 → 0.56, below RLOO)."""
     est = RODEO(None, alpha=alpha, beta=beta, learn_scales=False, train_cv=False).to(device=logits.device)
     return est(f, logits, num_samples=num_samples, dim=dim, variable=variable, generator=generator)
 
