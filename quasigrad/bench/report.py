@@ -402,6 +402,15 @@ def _plot(cs: List[Claim], path: Path) -> bool:
     return True
 
 
+def _label(results_dir, page: Path) -> str:
+    """How the page names the results directory: relative to the folder above the page's (the
+    repository root for ``docs/reproduction.md``), else as given."""
+    try:
+        return Path(results_dir).resolve().relative_to(page.resolve().parent.parent).as_posix()
+    except ValueError:
+        return Path(results_dir).as_posix()
+
+
 def write_report(results_dir, page) -> str:
     """Read the stores under ``results_dir``, write ``page`` (Markdown) and its plot beside it.
 
@@ -410,12 +419,8 @@ def write_report(results_dir, page) -> str:
     """
     page = Path(page)
     stores = load_stores(results_dir)
-    try:
-        label = Path(results_dir).resolve().relative_to(page.resolve().parent.parent).as_posix()
-    except ValueError:
-        label = Path(results_dir).as_posix()
     plotted = _plot(claims(stores), page.parent / PLOT_NAME)
-    text = build_page(stores, results_label=label, plot=PLOT_NAME if plotted else None)
+    text = build_page(stores, results_label=_label(results_dir, page), plot=PLOT_NAME if plotted else None)
     atomic_write_bytes(page, text.encode("utf-8"))
     return text
 
@@ -433,12 +438,8 @@ def run(args) -> int:
     if args.check:
         stores = load_stores(args.results)
         page = Path(args.out)
-        try:
-            label = Path(args.results).resolve().relative_to(page.resolve().parent.parent).as_posix()
-        except ValueError:
-            label = Path(args.results).as_posix()
         plot = PLOT_NAME if any(c.points for c in claims(stores)) else None
-        want = build_page(stores, results_label=label, plot=plot)
+        want = build_page(stores, results_label=_label(args.results, page), plot=plot)
         if not page.exists() or page.read_text(encoding="utf-8") != want:
             print(f"{page} is not what `quasigrad report` gives from {args.results}; run it to regenerate")
             return 1
