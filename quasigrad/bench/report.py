@@ -317,7 +317,14 @@ def _efficiency(stores: List[Store]) -> Claim:
 
 
 def claims(stores: List[Store]) -> List[Claim]:
-    """Every published claim, in page order, with our figures from ``stores`` and the verdict."""
+    """Every published claim, in page order, with our figures from ``stores`` and the verdict.
+
+    Args:
+        stores: validated result stores (:func:`load_stores`).
+
+    Returns:
+        One :class:`Claim` per published claim (Tables 2 and 6 one per configuration).
+    """
     out = [_table2(stores, cfg) for cfg in PAPER_TABLE2["reinmax"]]
     out += [_table6(stores, k) for k in (2, 3)]
     out += [_polynomial(stores, False), _polynomial(stores, True), _neuralsort(stores), _efficiency(stores)]
@@ -343,7 +350,16 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str
 
 
 def build_page(stores: List[Store], *, results_label: str = "docs/results", plot: Optional[str] = None) -> str:
-    """The Markdown page for ``stores``: deterministic (the same stores give the same text)."""
+    """The Markdown page for ``stores``: deterministic (the same stores give the same text).
+
+    Args:
+        stores: validated result stores (:func:`load_stores`).
+        results_label: how the page names the results directory.
+        plot: the plot's file name relative to the page, or None for no plot.
+
+    Returns:
+        The page's Markdown text.
+    """
     cs = claims(stores)
     counts = {v: sum(c.verdict == v for c in cs) for v in (REPRODUCED, NOT_REPRODUCED, NOT_RUN)}
     lines = ["# Reproduction of the published experiments", "",
@@ -414,6 +430,10 @@ def _label(results_dir, page: Path) -> str:
 def write_report(results_dir, page) -> str:
     """Read the stores under ``results_dir``, write ``page`` (Markdown) and its plot beside it.
 
+    Args:
+        results_dir: the directory searched for ``*.json`` result stores.
+        page: the Markdown file to write (atomically); the plot goes beside it as ``reproduction.png``.
+
     Returns:
         The page's text.
     """
@@ -426,7 +446,11 @@ def write_report(results_dir, page) -> str:
 
 
 def add_arguments(parser) -> None:
-    """``quasigrad report`` options: ``--results DIR``, ``--out PAGE``, ``--check``."""
+    """``quasigrad report`` options: ``--results DIR``, ``--out PAGE``, ``--check``.
+
+    Args:
+        parser: the ``report`` subcommand's parser.
+    """
     parser.add_argument("--results", default="docs/results", help="directory of result stores (default docs/results)")
     parser.add_argument("--out", default="docs/reproduction.md", help="the page to write (default docs/reproduction.md)")
     parser.add_argument("--check", action="store_true",
@@ -434,7 +458,18 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """Write (or with ``--check`` compare) the page; 0 on success, 1 when ``--check`` finds it stale."""
+    """Write (or with ``--check`` compare) the page.
+
+    Args:
+        args: parsed options of :func:`add_arguments`.
+
+    Returns:
+        0 on success, 1 when ``--check`` finds the page differs from what the stores give.
+
+    Raises:
+        ReportError: a store that cannot be read or fails validation (a ``BenchmarkError``, which
+            the command line prints as one line).
+    """
     if args.check:
         stores = load_stores(args.results)
         page = Path(args.out)
