@@ -37,8 +37,8 @@ def _finite(value, name: str) -> float:
 def stein_control_net(hidden: int = 100) -> torch.nn.Module:
     """The control network of RODEO's VAE experiments: ``(…, 2) → (…, 2)``, one hidden layer of
     ``hidden`` LeakyReLU(0.3) units. Its input per point ``y`` is the Taylor surrogate
-    ``⟨ḡ, y⟩ − c`` and the mean of the other samples' values; its two outputs are added to the
-    surrogate to give ``h₀`` and ``h₁``. The last layer starts at zero, so an untrained
+    ``⟨ḡ, y − E[D]⟩`` (``ḡ`` the mean gradient of ``f`` at the other samples) and the mean of the
+    other samples' values; its two outputs are added to the surrogate to give ``h₀`` and ``h₁``. The last layer starts at zero, so an untrained
     :class:`RODEO` is the fixed form that ``estimator="rodeo"`` runs."""
     V.check_int(hidden, "hidden")
     last = torch.nn.Linear(hidden, 2)
@@ -51,8 +51,8 @@ class RODEO(torch.nn.Module):
     r"""RODEO (Shi, Zhou, Hwang, Titsias, Mackey 2022), a stateful estimator with K ≥ 2 samples.
 
     For sample k, ``h₀`` and ``h₁`` are functions of a point y built from the other samples
-    ``j ≠ k``: the first-order Taylor surrogate ``s_k(y) = mean_{j≠k} ⟨∇f(D_j), y − D_j⟩`` plus the
-    two outputs of ``net(s_k(y), mean_{j≠k} f(D_j))`` (none when ``net`` is None). With
+    ``j ≠ k``: the first-order surrogate ``s_k(y) = ⟨mean_{j≠k} ∇f(D_j), y − E[D]⟩`` plus the two
+    outputs of ``net(s_k(y), mean_{j≠k} f(D_j))`` (none when ``net`` is None). With
     :math:`A` the Gibbs Stein operator (module docstring),
 
     .. math:: \hat g = \frac1K \sum_k \Big[\Big(f_k - \frac{1}{K-1}\sum_{j \ne k}
@@ -71,8 +71,9 @@ class RODEO(torch.nn.Module):
     ``backward()`` trains the model and the control variates: put ``rodeo.parameters()`` in an
     optimiser. ``last_variance`` holds the detached mean of ``||ĝ_i||²`` of the latest call.
 
-    Differences from the paper's code: the network adds to the Taylor surrogate rather than
-    replacing it (its last layer starts at zero), the operator sums over variables where the
+    Differences from the paper's code: the surrogate is centred at ``E[D]`` rather than at the
+    other samples (which makes ``h₁ = f − E[f]`` for a linear ``f``), the network adds to it rather
+    than replacing it (its last layer starts at zero), the operator sums over variables where the
     paper's code averages (a factor the paper's learned scales absorb), and for K > 2 the inputs
     are averaged over the other samples (the paper's ``avg`` form; its ``output_avg`` form
     averages the outputs instead).
@@ -172,7 +173,12 @@ class RODEO(torch.nn.Module):
 def _rodeo_fixed(f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None, alpha=1.0,
                  beta=0.5):
     """RODEO with the Taylor surrogate itself as control function and fixed α, β (by name; for the
-    trained form create :class:`RODEO` with :func:`stein_control_net` once)."""
+    trained form create :class:`RODEO` with :func:`stein_control_net` once).
+
+    It helps where ``f`` is close to linear over the spread of the samples and can hurt where it is
+    strongly curved: with two samples on four Bernoulli variables, total variance 0.15 against
+    RLOO's 2.8 for ``softplus(2⟨a, b⟩) + ⟨a, b⟩``, but 5.5 against 1.7 for a cubic of ``⟨a, b⟩``
+    (the trained object, 150 Adam steps at lr 3e-2 on 64 examples: 5.8 → 0.56, below RLOO)."""
     est = RODEO(None, alpha=alpha, beta=beta, learn_scales=False, train_cv=False).to(device=logits.device)
     return est(f, logits, num_samples=num_samples, dim=dim, variable=variable, generator=generator)
 
