@@ -42,7 +42,7 @@ def _layout(logits, dim, variable):
     if variable not in ("categorical", "bernoulli"):
         raise ValueError(f"variable must be 'categorical' or 'bernoulli', got {variable!r}")
     if variable == "categorical":
-        dim = V.normalize_dim(dim, logits.dim())
+        dim = V.category_dim(logits, dim)
         batch_shape = logits.shape[:dim] + logits.shape[dim + 1:]
         n_cat = logits.shape[dim]
     else:
@@ -97,6 +97,11 @@ def _example_dims(f, sample, batch_shape):
 def _enumerate(f, logits, dim, variable, max_outcomes, chunk_size, per_outcome):
     """Shared loop: for each chunk of outcomes call ``per_outcome(idx, samples_fn)`` and sum."""
     dim, batch_shape, n_cat = _layout(logits, dim, variable)
+    # NaN, +inf or a row without a finite logit would weigh outcomes by NaN (or by nothing at all)
+    if variable == "categorical":
+        V.check_logits(logits, dim)
+    else:
+        V.check_not_nan(logits)
     first = torch.zeros(batch_shape, dtype=torch.long, device=logits.device)
     e = _example_dims(f, _index_to_sample(first, logits, dim, variable), batch_shape)
     var_shape = batch_shape[e:]

@@ -172,12 +172,11 @@ def test_gumbel_rao_matches_naive_algorithm():
     gen = torch.Generator().manual_seed(5)
     (ours,) = torch.autograd.grad((quasigrad.gumbel_rao(theta, tau=tau, k=k, index=idx, generator=gen) * g).sum(),
                                   theta)
-    # the same conditional draws: the implementation seeds a private generator from `generator`
-    gen = torch.Generator().manual_seed(5)
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen).item())
+    # the same conditional draws: both take one seed from the same generator state and draw from
+    # its noise stream
     from quasigrad.estimators._sampling import conditional_gumbel
 
-    z = conditional_gumbel(theta, idx, 1, num=k, generator=torch.Generator().manual_seed(seed))
+    z = conditional_gumbel(theta, idx, 1, num=k, generator=torch.Generator().manual_seed(5))
     assert torch.equal(z.argmax(-1), idx.expand(k, 4))  # conditioned on argmax = D
     (theirs,) = torch.autograd.grad((ref.gumbel_rao(theta, d, z, tau) * g).sum(), theta)
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
@@ -187,11 +186,13 @@ def test_stgs_matches_naive_algorithm():
     theta = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     tau = 0.6
     y = quasigrad.gumbel_softmax(theta, tau=tau, hard=True, generator=torch.Generator().manual_seed(9))
-    from quasigrad.estimators._sampling import gumbel
+    from quasigrad.estimators._sampling import conditional_gumbel
 
-    noise = gumbel(theta.shape, dtype=theta.dtype, device="cpu", generator=torch.Generator().manual_seed(9))
-    soft = torch.softmax((theta + noise) / tau, -1)
-    hard = torch.nn.functional.one_hot((theta + noise).argmax(-1), 6).double()
+    # the same draws: the sample from the seed's row stream, then the noise conditioned on it
+    idx = quasigrad.sample_categorical(theta, generator=torch.Generator().manual_seed(9))
+    z = conditional_gumbel(theta, idx, 1, generator=torch.Generator().manual_seed(9))
+    soft = torch.softmax((theta + (z - theta.detach())) / tau, -1)
+    hard = torch.nn.functional.one_hot(z.argmax(-1), 6).double()
     naive = hard - soft.detach() + soft
     assert torch.equal(y.detach(), hard)
     g = torch.randn(4, 6, dtype=torch.float64)

@@ -2,8 +2,9 @@
 
 Each check raises an error that names the argument, what it got and what it needs
 (`TypeError` for a wrong kind of thing, `ValueError` for a wrong value). The checks are
-cheap: none of them reads a tensor's values except `check_finite_rows`, which is given
-per-row totals the caller computed anyway.
+cheap: only those whose docstring says so read a tensor's values (one reduction and one sync
+each, skipped under `torch.compile`); `check_finite_rows` is given per-row totals the caller
+computed anyway.
 """
 
 from __future__ import annotations
@@ -17,26 +18,31 @@ import torch
 __all__ = [
     "check_floating",
     "check_positive",
+    "check_temperature",
     "check_generator",
     "check_index",
+    "check_index_possible",
     "check_int",
     "normalize_dim",
+    "category_dim",
+    "check_logits",
+    "check_not_nan",
     "is_compiling",
 ]
 
 def is_compiling() -> bool:
-    """Whether `torch.compile` is tracing the caller (checks that read tensor values are
-    skipped then).
+    """Whether `torch.compile` is tracing the caller or a `torch.func` transform (vmap, grad,
+    jacrev, ...) is running: checks that read tensor values are skipped then.
 
     Returns:
-        True inside a `torch.compile` trace, False in eager mode.
+        True inside a `torch.compile` trace or a `torch.func` transform, False in eager mode.
     """
     fn = getattr(torch.compiler, "is_compiling", None)
     if fn is None:  # torch < 2.3
         from torch import _dynamo
 
         fn = _dynamo.is_compiling
-    return bool(fn())
+    return bool(fn()) or bool(torch._C._are_functorch_transforms_active())
 
 
 
@@ -95,6 +101,29 @@ def check_positive(value: Any, name: str, *, allow_inf: bool = False) -> float:
     return value
 
 
+def check_temperature(tau: Any, dtype: torch.dtype, name: str = "tau") -> float:
+    """Require a positive finite temperature whose reciprocal is finite in `dtype`.
+
+    Gradients scale with `1/τ`, so a smaller temperature can only give inf.
+
+    Args:
+        tau: the temperature.
+        dtype: the dtype the estimator computes in.
+        name: the argument's name, for the message.
+
+    Returns:
+        `tau` as a float.
+
+    Raises:
+        ValueError: `tau` is not positive and finite, or `1/tau` overflows `dtype`.
+    """
+    tau = check_positive(tau, name)
+    if 1.0 / tau > torch.finfo(dtype).max:
+        raise ValueError(f"{name}={tau} is too small for computation in {dtype}: 1/{name} overflows; "
+                         f"it needs to be at least {1.0 / torch.finfo(dtype).max:.3g}")
+    return tau
+
+
 def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
     """Require an integer at least `minimum`.
 
@@ -141,6 +170,34 @@ def normalize_dim(dim: int, ndim: int, name: str = "dim") -> int:
             f"(it needs to be in [{-ndim}, {ndim - 1}])"
         )
     return dim % ndim
+
+
+def category_dim(logits: torch.Tensor, dim, name: str = "logits") -> int:
+    """``dim`` normalised (see :func:`normalize_dim`), and required to hold at least one category."""
+    dim = normalize_dim(dim, logits.dim())
+    if logits.shape[dim] == 0:
+        raise ValueError(f"{name} has size 0 along dim {dim} (shape {tuple(logits.shape)}); "
+                         f"the category dimension needs at least one category")
+    return dim
+
+
+def check_logits(logits: torch.Tensor, dim: int, name: str = "logits") -> None:
+    """Require categorical logits without NaN or +inf and with a finite logit in every row along
+    ``dim`` (-inf masks a category). Reads the values (skipped under ``torch.compile``)."""
+    if is_compiling() or logits.numel() == 0:
+        return
+    if bool(torch.isnan(logits).any() | torch.isposinf(logits).any() | torch.isneginf(logits).all(dim).any()):
+        describe_bad_logits(logits, dim, name)
+
+
+def check_not_nan(x: torch.Tensor, name: str = "logits") -> None:
+    """Require no NaN in ``x`` (Bernoulli logits may be ±inf: a certain outcome). Reads the values
+    (skipped under ``torch.compile``)."""
+    if is_compiling():
+        return
+    n = int(torch.isnan(x).sum())
+    if n:
+        raise ValueError(f"{name} contains NaN ({n} value(s)); it needs real values")
 
 
 
@@ -203,6 +260,16 @@ def check_index(index: Any, logits: torch.Tensor, dim: int, name: str = "index")
     return index.long()
 
 
+def check_index_possible(logits: torch.Tensor, index: torch.Tensor, dim: int, name: str = "index") -> None:
+    """Require ``index`` (checked by :func:`check_index`) to select no masked category (logit
+    -inf). Reads the values (skipped under ``torch.compile``)."""
+    if is_compiling() or index.numel() == 0:
+        return
+    if bool(torch.isneginf(logits.detach().gather(dim, index.unsqueeze(dim))).any()):
+        raise ValueError(f"{name} selects a category whose probability is 0 (logit -inf); "
+                         f"a sample can only hold categories with finite logits")
+
+
 def check_finite_rows(total: torch.Tensor, logits: torch.Tensor, dim: int, name: str = "logits") -> None:
     """Raise a clear error if any row has NaN logits, +inf logits or only -inf logits.
 
@@ -217,7 +284,9 @@ def check_finite_rows(total: torch.Tensor, logits: torch.Tensor, dim: int, name:
     """
     if is_compiling():
         return
-    if math.isfinite(float(total.sum())):  # one reduction and one sync; the sum of ~1s cannot overflow
+    if math.isfinite(float(total.sum())):  # one reduction and one sync: finite in the common case
+        return
+    if bool(torch.isfinite(total).all()):  # finite rows whose sum overflows (totals that are not ~1)
         return
     describe_bad_logits(logits, dim, name)
 

@@ -8,7 +8,10 @@ Straight-Through and Beyond", the ReinMax paper, section 6.1).
 
 is minimised over θ with Adam (lr 1e-3), a batch of 64 draws per step, τ = 1. Its minimum in
 expectation is ``c^p`` (every ``x_i = 0``), and the exact expected loss at θ factorises over
-the variables: ``(1/128) Σ_i [π_{i0} (1−c)^p + (1 − π_{i0}) c^p]``.
+the variables: ``(1/128) Σ_i [π_{i0} (1−c_i)^p + (1 − π_{i0}) c_i^p]``.
+
+``--target spread``: the paper's second target, a different ``c_i = (i − 0.5)/L`` for each of the
+``L`` variables; its minimum is ``(1/L) Σ_i min(c_i, 1 − c_i)^p`` (each ``x_i`` on the nearer side).
 
 Reported per estimator and ``p``: the final training loss (the batch loss averaged over the
 last ``min(100, steps)`` steps; mean ± std over seeds) and the exact expected loss at the
@@ -51,7 +54,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--full", action="store_true", help="the paper's setting: 8,000 steps, seeds 0-9")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps (default 400; --full 8000)")
     parser.add_argument("--p", type=float, nargs="+", default=[1.5, 2.0, 3.0], help="exponents p (default 1.5 2 3)")
-    parser.add_argument("--c", type=float, default=0.45, help="target c (default 0.45)")
+    parser.add_argument("--c", type=float, default=None, help="target c for every variable (default 0.45)")
+    parser.add_argument("--target", choices=["constant", "spread"], default="constant",
+                        help="constant: c for every variable (default); spread: c_i = (i - 0.5)/L")
     parser.add_argument("--num-vars", type=int, default=128, help="number of variables (default 128)")
     parser.add_argument("--batch", type=int, default=64, help="draws per step (default 64)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -62,8 +67,30 @@ def add_arguments(parser) -> None:
 
 def config_of(args) -> dict:
     steps = args.steps if args.steps is not None else (FULL if args.full else QUICK)["steps"]
-    return {"steps": steps, "p": [float(p) for p in args.p], "c": args.c, "num_vars": args.num_vars,
-            "batch": args.batch, "lr": args.lr, "tau": args.tau, "init": "U(-0.01, 0.01)", "optimizer": "Adam"}
+    target = getattr(args, "target", "constant")
+    if target == "spread" and args.c is not None:
+        raise runner.BenchmarkError("--c sets one target for every variable; --target spread sets c_i = (i - 0.5)/L")
+    config = {"steps": steps, "p": [float(p) for p in args.p], "c": 0.45 if args.c is None else args.c,
+              "num_vars": args.num_vars, "batch": args.batch, "lr": args.lr, "tau": args.tau, "init": "U(-0.01, 0.01)",
+              "optimizer": "Adam"}
+    if target == "spread":                  # only then: stores of the constant target keep their config
+        config.update(c="(i - 0.5)/L", target="spread")
+    return config
+
+
+def target_of(config: dict) -> torch.Tensor:
+    """The targets ``c_i`` of a run's configuration, shape ``(num_vars,)``, float64: ``c`` for every
+    variable, or ``(i − 0.5)/L`` for ``i = 1..L`` with ``target: spread``."""
+    n = config["num_vars"]
+    if config.get("target") == "spread":
+        return (torch.arange(1, n + 1, dtype=torch.float64) - 0.5) / n
+    return torch.full((n,), float(config["c"]), dtype=torch.float64)
+
+
+def optimum(config: dict, p: float) -> float:
+    """The minimum of the expected loss over θ for exponent ``p``: ``(1/L) Σ_i min(c_i, 1 − c_i)^p``."""
+    c = target_of(config)
+    return float(torch.minimum(c, 1 - c).pow(p).mean())
 
 
 def _check(args, config):
@@ -79,8 +106,9 @@ def _check(args, config):
         raise runner.BenchmarkError(f"--tau must be positive, got {args.tau}")
 
 
-def exact_loss(theta: torch.Tensor, p: torch.Tensor, c: float) -> torch.Tensor:
-    """Exact expected loss per row of ``theta`` (shape ``(P, V, 2)``, one row per exponent)."""
+def exact_loss(theta: torch.Tensor, p: torch.Tensor, c) -> torch.Tensor:
+    """Exact expected loss per row of ``theta`` (shape ``(P, V, 2)``, one row per exponent); ``c`` a
+    number or one target per variable, shape ``(V,)``."""
     pi0 = torch.softmax(theta, -1)[..., 0]
     p = p.view(-1, 1)
     return (pi0 * (1 - c) ** p + (1 - pi0) * c ** p).mean(-1)
@@ -93,7 +121,8 @@ def run_unit(spec, seed: int, config: dict, *, checkpoint=None, checkpoint_every
     ``checkpoint_every`` steps and loaded from there if present.
     """
     ps = torch.tensor(config["p"], dtype=torch.float64)
-    n_p, n_var, batch, steps, c = len(config["p"]), config["num_vars"], config["batch"], config["steps"], config["c"]
+    n_p, n_var, batch, steps = len(config["p"]), config["num_vars"], config["batch"], config["steps"]
+    c = target_of(config) if config.get("target") == "spread" else config["c"]
     gen = torch.Generator().manual_seed(seed)
     theta = torch.empty(n_var, 2).uniform_(-0.01, 0.01, generator=gen)
     theta = theta.unsqueeze(0).repeat(n_p, 1, 1).requires_grad_(True)
@@ -110,6 +139,8 @@ def run_unit(spec, seed: int, config: dict, *, checkpoint=None, checkpoint_every
         gen.set_state(state["gen"])
         losses, curve_steps, curve, start = state["losses"], state["curve_steps"], state["curve"], state["step"]
     p_col = ps.to(theta.dtype).view(n_p, 1, 1)
+    if isinstance(c, torch.Tensor):
+        c = c.to(theta.dtype)
 
     def f(d):  # d: (P, B, V, 2) → (P, B)
         return (d[..., 0] - c).abs().pow(p_col).sum(-1) / n_var
@@ -182,9 +213,9 @@ def run(args) -> int:
             ex = runner.mean_std([r["exact_loss"][i] for r in res])
             summary[f"p={p:g}/{spec.label}"] = {"final_train_loss": tr, "exact_loss": ex, "seeds": seeds}
             rows.append((f"{p:g}", spec.label, f"{tr[0]:.5f} ± {tr[1]:.5f}", f"{ex[0]:.5f} ± {ex[1]:.5f}",
-                         f"{config['c'] ** p:.4f}"))
-    table = runner.format_table(rows, ["p", "estimator", "final train loss", "exact E[loss] at final θ", "optimum c^p"])
-    print(f"polynomial programming: {config['steps']} steps, batch {config['batch']}, Adam lr {config['lr']}, "
+                         f"{optimum(config, p):.4f}"))
+    table = runner.format_table(rows, ["p", "estimator", "final train loss", "exact E[loss] at final θ", "optimum"])
+    print(f"polynomial programming, target c = {config['c']}: {config['steps']} steps, batch {config['batch']}, Adam lr {config['lr']}, "
           f"tau {config['tau']}, seeds {seeds} (mean ± std over seeds)")
     print(table)
     store.save(summary=summary, table=table)
@@ -209,15 +240,15 @@ def _plot(store, specs, seeds, config, path) -> None:
             res = [store[f"{spec.label}/seed={seed}"] for seed in seeds]
             x = np.array(res[0]["curve_steps"])
             # Distance to the optimum c^p on a log scale: estimators that stall stay flat.
-            y = np.array([[row[i] for row in r["curve"]] for r in res]) - config["c"] ** p
+            y = np.array([[row[i] for row in r["curve"]] for r in res]) - optimum(config, p)
             m, s = y.mean(0), y.std(0)
             ax.plot(x, m, label=spec.label, lw=1.5, ls=styles[j % len(styles)])
             ax.fill_between(x, np.maximum(m - s, 1e-12), m + s, alpha=0.15)
         ax.set_yscale("log")
-        ax.set_title(f"p = {p:g}  (optimum $c^p$ = {config['c'] ** p:.4f})")
+        ax.set_title(f"p = {p:g}  (optimum {optimum(config, p):.4f})")
         ax.set_xlabel("step")
         if i == 0:
-            ax.set_ylabel("exact expected loss − $c^p$")
+            ax.set_ylabel("exact expected loss − optimum")
     axes[0, -1].legend(fontsize=8)
     fig.suptitle(f"Polynomial programming (128 vars, batch {config['batch']}, Adam {config['lr']}, "
                  f"seeds {', '.join(map(str, seeds))}, mean ± std)", fontsize=10, y=1.05)

@@ -1,106 +1,135 @@
-/* Fused CPU kernels for the straight-through family; quasigrad._native compiles and loads them.
+/* Fused CPU kernels for the categorical estimators; quasigrad.estimators._native loads them and
+   quasigrad.estimators._ops registers them as PyTorch operators.
 
-   Layout: `rows` rows of `n` contiguous categories (the logits x). Every kernel is parallel over
-   rows with OpenMP; the shared library is linked to libgomp.so.1, which resolves to the copy
-   PyTorch has already loaded, so the two share one thread pool.
+   This file is compiled once per CPU target (generic, AVX2 + FMA, AVX-512; see _build.py and
+   _qg_simd.h) with -DQG_VARIANT=<name>, which suffixes every exported name (qg_sample_f32_avx2,
+   ...); the loader picks the build that the CPU supports. Layout: `rows` rows of `n` contiguous
+   categories (the logits x). Every kernel is parallel over rows with OpenMP where the library was
+   built with it, and gives the same result on any number of threads.
+
+   Random numbers (the same streams as quasigrad.estimators._streams computes with PyTorch
+   operators, so that every path draws the same sample from the same generator state):
+     bits64(key, c) = SplitMix64 output c of the stream seeded at key (Steele, Lea, Flood 2014);
+     row stream, key S (one seed per call, drawn by the caller from a torch.Generator): row r
+       gets u_r = top 24 (float) or 53 (double) bits of bits64(S, r), in [0, 1);
+     noise stream, key K = mix64(S ^ QG_NOISE_SALT): draw i of row r has the row key
+       bits64(K, i * rows + r), and its element j the uniform U = (h32(j * 0x9E3779B9 + lo) ^ hi)
+       with lo/hi the halves of that key, h32 a 32-bit integer hash (two multiplies), its top 23
+       bits + 1/2 over 2^23: in (0, 1), exactly a float, the same number in float32 and float64.
 
    qg_sample_*: the categorical draw and its one-hot in one sweep per row, without writing the
-   probabilities out:
-       d   <- one_hot(k)                 (the estimator's forward value)
-       idx <- k
-       m   <- max_j x_j                  (saved, with x, for the backward pass)
-   and the number of bad rows (a NaN or +inf logit, or only -inf logits) is returned; a bad row
-   gets k = 0 and an all-zero d, and the caller raises. The draw is the inverse CDF with one
-   uniform number u in [0, 1) per row: with e_j = exp(x_j - m), k is the first j whose running
-   sum e_0 + ... + e_j exceeds v = u * sum_j e_j. A category with e_j = 0 (logit -inf, or so small
-   that it underflows) never raises the running sum, so it is never drawn; if rounding leaves v at
-   or above the final running sum, the last category with e_j > 0 is taken. The row of d holds
-   e while the row is drawn. u for row r is output r of the SplitMix64 stream that starts at
-   `seed` (one seed per call, drawn by the caller from a torch.Generator), so the draws depend on
-   the seed and the row alone, not on the number of threads.
+   probabilities out: d <- one_hot(k), idx <- k, m <- max_j x_j (saved, with x, for the backward
+   pass); returns the number of bad rows (a NaN or +inf logit, or only -inf logits: k = 0 and an
+   all-zero d; the caller raises). The draw is the inverse CDF: with e_j = exp(x_j - m), k is the
+   first j whose running sum e_0 + ... + e_j exceeds v = u_r * sum_j e_j; a category with e_j = 0
+   never raises the running sum, so it is never drawn; if rounding leaves v at or above the final
+   running sum, the last category with e_j > 0 is taken.
 
-   qg_backward_*: the backward passes, from x, m, the drawn k and the upstream gradient g. With
-   q_j = exp(x_j - m) (the softmax numerators; the max category has q = 1), GST first replaces
-   q_j by min(q_j, cap) for j != k and q_k by 1 (cap = e^-gap: its surrogate at tau = 1). Then
-   p = q / sum q, c = <p, g> and
+   qg_backward_*: the straight-through family's backward passes, from x, m, the drawn k and the
+   upstream gradient g. With q_j = exp(x_j - m), GST first replaces q_j by min(q_j, cap) for
+   j != k and q_k by 1 (cap = e^-gap). Then p = q / sum q, c = <p, g> and
        ST, GST:  out = p (g - c)                               (J(p) g)
        ZGR:      out = 1/2 p (g - g_k) + 1/2 (g_k - c) e_k
        DARN:     out = (g_k - c) (e_k - p)
    in two sweeps per row: q (stored in out) with its sum and <q, g>, then out = q (a g + b), plus
    a term at k.
 
-   The float32 sweeps use vectors: AVX-512 intrinsics (16 lanes, masked tails, vscalefps for 2^k)
-   where the compiler targets AVX-512, else AVX2 + FMA intrinsics (8 lanes) where it targets those,
-   else GCC/Clang vector extensions (8 lanes; any target). No
-   -ffast-math: its assumptions (no NaN, no inf) are what the NaN checks and the -inf masks here
-   rely on not being made. float64, and float32 rows shorter than 8, use scalar loops and libm. */
-#include <math.h>
+   qg_gumbel_*: Gumbel-softmax with its sample drawn first: k as in qg_sample (or given), then the
+   Gumbel noise conditioned on argmax(x + G) = k (Maddison et al. 2014), which together are
+   exactly unconditioned Gumbel noise. With E_j = -log U_j, a = sum e / E_k and
+   r_j = e_j / (a E_j + e_j) (r_k = 1), exp(x_j + G_j - x_k - G_k) = r_j, so
+   y = softmax((x + G)/tau) = r^(1/tau) / sum r^(1/tau): one log and one division per element at
+   tau = 1 (plus a log and an exp otherwise).
+
+   qg_gumbel_rao_backward_*: GR-MCK's backward pass (Paulus et al. 2021): the average over `k`
+   draws of that conditional noise of (1/tau) J(y) g, each draw made in the row's scratch memory
+   (no memory grows with k).
+
+   qg_uniform_*: u from the row stream for `count` consecutive counters (Bernoulli draws). */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "_qg_simd.h"
+
+#ifndef QG_VARIANT
+#define QG_VARIANT generic
+#endif
+#define QG_CAT2(a, b) a##_##b
+#define QG_CAT(a, b) QG_CAT2(a, b)
+#define QG_FN(name) QG_CAT(name, QG_VARIANT)
+
+#define QG_PAR_IF _Pragma("omp parallel num_threads(nthreads) if(rows * n > 16384) reduction(+:bad, oom)")
+#define QG_FOR _Pragma("omp for schedule(static)")
 #define QG_PARALLEL_FOR _Pragma("omp parallel for schedule(static) num_threads(nthreads) if(rows * n > 16384)")
 #define QG_PARALLEL_FOR_COUNT_BAD _Pragma("omp parallel for schedule(static) num_threads(nthreads) if(rows * n > 16384) reduction(+:bad)")
 
 enum { QG_ST = 0, QG_ZGR = 1, QG_DARN = 2, QG_GST = 3 };
 
-/* u in [0, 1) for row r: SplitMix64 (Steele, Lea, Flood 2014) output r from `seed`, its top 24
-   (float) or 53 (double) bits. */
-static inline uint64_t qg_splitmix(uint64_t seed, int64_t r) {
-    uint64_t z = seed + ((uint64_t)r + 1u) * 0x9E3779B97F4A7C15ull;
+/* ---------------------------------------------------------------------------------------------
+   Random streams. */
+
+#define QG_GAMMA 0x9E3779B97F4A7C15ull
+static inline uint64_t qg_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
-static inline float qg_uniform_f32(uint64_t seed, int64_t r) { return (float)(qg_splitmix(seed, r) >> 40) * 0x1p-24f; }
-static inline double qg_uniform_f64(uint64_t seed, int64_t r) { return (double)(qg_splitmix(seed, r) >> 11) * 0x1p-53; }
+static inline uint64_t qg_bits64(uint64_t key, uint64_t c) { return qg_mix64(key + (c + 1u) * QG_GAMMA); }
+static inline float qg_row_u_f32(uint64_t key, int64_t r) { return (float)(qg_bits64(key, (uint64_t)r) >> 40) * 0x1p-24f; }
+static inline double qg_row_u_f64(uint64_t key, int64_t r) { return (double)(qg_bits64(key, (uint64_t)r) >> 11) * 0x1p-53; }
+/* Chris Wellons' lowbias32 hash (a bijection of 32-bit integers with low avalanche bias). */
+static inline uint32_t qg_h32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+/* The noise uniforms U_j in (0, 1) of one row of one draw (a loop the compiler vectorises). */
+#define QG_NOISE_ROW(T, SUF)                                                                      \
+static inline void qg_noise_row_##SUF(uint64_t rowkey, T *u, int64_t n) {                         \
+    const uint32_t lo = (uint32_t)rowkey, hi = (uint32_t)(rowkey >> 32);                          \
+    for (int64_t j = 0; j < n; ++j) {                                                             \
+        uint32_t h = qg_h32(((uint32_t)j * 0x9E3779B9u + lo) ^ hi);                               \
+        u[j] = (T)(((float)(int32_t)(h >> 9) + 0.5f) * 0x1p-23f);                                 \
+    }                                                                                             \
+}
+QG_NOISE_ROW(float, f32)
+QG_NOISE_ROW(double, f64)
 
-/* The sequential inverse-CDF search over one row of unnormalised masses e: the first j whose
-   running sum exceeds v. */
-#define QG_SEARCH_SEQ(T, SUF)                                                                     \
-static inline int64_t qg_search_seq_##SUF(const T *e, int64_t n, T v) {                           \
+/* ---------------------------------------------------------------------------------------------
+   Scalar row pieces: all of float64, and float32 rows shorter than 8. */
+
+#define QG_SCALAR_PIECES(T, SUF, EXP)                                                             \
+/* the row max in *m; 1 for a bad row (a NaN, +inf, or only -inf) */                             \
+static inline int qg_max_##SUF##s(const T *xr, int64_t n, T *m_out) {                             \
+    T m = -INFINITY;                                                                              \
+    int bad = 0;                                                                                  \
+    for (int64_t j = 0; j < n; ++j) { bad |= xr[j] != xr[j]; m = xr[j] > m ? xr[j] : m; }        \
+    *m_out = m;                                                                                   \
+    return bad || isinf(m);                                                                       \
+}                                                                                                 \
+/* e_j = exp(x_j - m) into e; their sum */                                                        \
+static inline T qg_expsum_##SUF##s(const T *xr, T m, T *e, int64_t n) {                           \
+    T s = 0;                                                                                      \
+    for (int64_t j = 0; j < n; ++j) { T v = EXP(xr[j] - m); e[j] = v; s += v; }                   \
+    return s;                                                                                     \
+}                                                                                                 \
+/* the first j whose running sum of e exceeds v (else the last j with e_j > 0) */                 \
+static inline int64_t qg_search_##SUF##s(const T *e, int64_t n, T v) {                            \
     T acc = 0;                                                                                    \
     for (int64_t j = 0; j < n; ++j) {                                                             \
         acc += e[j];                                                                              \
         if (acc > v) return j;                                                                    \
     }                                                                                             \
-    for (int64_t j = n - 1; j >= 0; --j) /* rounding: the last category of positive mass */       \
+    for (int64_t j = n - 1; j >= 0; --j)                                                          \
         if (e[j] > 0) return j;                                                                   \
     return 0; /* only on a bad row, which the caller rejects */                                   \
 }
-QG_SEARCH_SEQ(float, f32)
-QG_SEARCH_SEQ(double, f64)
-
-/* ---------------------------------------------------------------------------------------------
-   Scalar rows: all of float64, and float32 rows shorter than 8. */
-
-#define QG_SCALAR_ROWS(T, SUF, EXP)                                                               \
-static inline int qg_sample_row_##SUF(const T *xr, T *dr, int64_t *idx, T *mr, T u, int64_t n) {  \
-    T m = -INFINITY;                                                                              \
-    int bad = 0;                                                                                  \
-    for (int64_t j = 0; j < n; ++j) { bad |= xr[j] != xr[j]; m = xr[j] > m ? xr[j] : m; }        \
-    if (bad || isinf(m)) { memset(dr, 0, (size_t)n * sizeof(T)); *idx = 0; *mr = 0; return 1; }  \
-    T s = 0;                                                                                      \
-    for (int64_t j = 0; j < n; ++j) { T e = EXP(xr[j] - m); dr[j] = e; s += e; }                  \
-    int64_t k = qg_search_seq_##SUF(dr, n, u * s);                                                \
-    memset(dr, 0, (size_t)n * sizeof(T));                                                         \
-    dr[k] = 1;                                                                                    \
-    *idx = k;                                                                                     \
-    *mr = m;                                                                                      \
-    return 0;                                                                                     \
-}                                                                                                 \
-static inline void qg_backward_row_##SUF(const T *xr, const T *gr, T m, int64_t k, T *o, int64_t n, \
-                                         int mode, T cap) {                                      \
-    T s = 0, dot = 0;                                                                             \
-    for (int64_t j = 0; j < n; ++j) {                                                             \
-        T q = EXP(xr[j] - m);                                                                     \
-        if (mode == QG_GST) q = q < cap ? q : cap;                                                \
-        o[j] = q; s += q; dot += q * gr[j];                                                       \
-    }                                                                                             \
-    T a, b, extra;                                                                                \
-    qg_coefficients_##SUF(mode, s, dot, o, k, gr[k], &a, &b, &extra);                             \
-    for (int64_t j = 0; j < n; ++j) o[j] *= a * gr[j] + b;                                        \
-    o[k] += extra;                                                                                \
-}
+QG_SCALAR_PIECES(float, f32, expf)
+QG_SCALAR_PIECES(double, f64, exp)
 
 /* After the first sweep of a backward row (q in o, s = sum q, dot = <q, g>): GST's q_k = 1, then
    the coefficients of out_j = q_j (a g_j + b) and out_k += extra (see the header). */
@@ -117,196 +146,46 @@ static inline void qg_coefficients_##SUF(int mode, T s, T dot, T *o, int64_t k, 
 }
 QG_COEFFICIENTS(float, f32)
 QG_COEFFICIENTS(double, f64)
-QG_SCALAR_ROWS(float, f32, expf)
-QG_SCALAR_ROWS(double, f64, exp)
+
+#define QG_SCALAR_ROWS(T, SUF, EXP, LOG)                                                          \
+static inline void qg_backward_row_##SUF##s(const T *xr, const T *gr, T m, int64_t k, T *o, int64_t n, \
+                                            int mode, T cap) {                                    \
+    T s = 0, dot = 0;                                                                             \
+    for (int64_t j = 0; j < n; ++j) {                                                             \
+        T q = EXP(xr[j] - m);                                                                     \
+        if (mode == QG_GST) q = q < cap ? q : cap;                                                \
+        o[j] = q; s += q; dot += q * gr[j];                                                       \
+    }                                                                                             \
+    T a, b, extra;                                                                                \
+    qg_coefficients_##SUF(mode, s, dot, o, k, gr[k], &a, &b, &extra);                             \
+    for (int64_t j = 0; j < n; ++j) o[j] *= a * gr[j] + b;                                        \
+    o[k] += extra;                                                                                \
+}                                                                                                 \
+/* y_j = r_j = e_j / (a E_j + e_j), E = -log U, raised to 1/tau; r_k = 1 (y may be e or u: each  \
+   element is read before it is written). Returns sum r, and <r, g> in *dot when g is given. */   \
+static inline T qg_relax_row_##SUF##s(const T *e, T *y, const T *u, const T *g, T *dot, int64_t k, T a, \
+                                      T tau, int64_t n) {                                         \
+    T s = 0, d = 0;                                                                               \
+    for (int64_t j = 0; j < n; ++j) {                                                             \
+        T r = e[j] / (a * -LOG(u[j]) + e[j]);                                                     \
+        if (tau != 1) r = EXP(LOG(r) / tau);                                                      \
+        y[j] = r;                                                                                 \
+        s += r;                                                                                   \
+        if (g) d += r * g[j];                                                                     \
+    }                                                                                             \
+    s += 1 - y[k];                                                                                \
+    if (g) d += (1 - y[k]) * g[k];                                                                \
+    y[k] = 1;                                                                                     \
+    if (g) *dot = d;                                                                              \
+    return s;                                                                                     \
+}
+QG_SCALAR_ROWS(float, f32, expf, logf)
+QG_SCALAR_ROWS(double, f64, exp, log)
 
 /* ---------------------------------------------------------------------------------------------
-   float32 vectors: qv (QG_VL lanes) and the few operations the rows need beyond + - *. */
+   float32 vector row pieces (rows of 8 and more). */
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-
-#define QG_VL 16
-typedef __m512 qv;
-typedef __mmask16 qnan;   /* lanes seen NaN */
-
-static inline __mmask16 qg_mask(int64_t count) {
-    return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
-}
-static inline qv qv_splat(float a) { return _mm512_set1_ps(a); }
-static inline qv qv_load(const float *p) { return _mm512_loadu_ps(p); }
-static inline qv qv_load_part(const float *p, int64_t count, float fill) {
-    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), qg_mask(count), p);
-}
-static inline void qv_store(float *p, qv v) { _mm512_storeu_ps(p, v); }
-static inline void qv_store_part(float *p, qv v, int64_t count) { _mm512_mask_storeu_ps(p, qg_mask(count), v); }
-static inline qv qv_max(qv a, qv b) { return _mm512_max_ps(a, b); }
-static inline qv qv_min(qv a, qv b) { return _mm512_min_ps(a, b); }
-static inline qnan qnan_none(void) { return 0; }
-static inline qnan qnan_add(qnan acc, qv v) { return acc | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q); }
-static inline int qnan_any(qnan acc) { return acc != 0; }
-static inline float qv_hmax(qv v) { return _mm512_reduce_max_ps(v); }
-static inline float qv_hsum(qv v) { return _mm512_reduce_add_ps(v); }
-static inline qv qv_last(qv t) { return _mm512_permutexvar_ps(_mm512_set1_epi32(15), t); }
-/* how many of the first `count` lanes of t are <= v */
-static inline int64_t qv_count_le(qv t, qv v, int64_t count) {
-    return __builtin_popcount((unsigned)_mm512_mask_cmp_ps_mask(qg_mask(count), t, v, _CMP_LE_OQ));
-}
-/* inclusive prefix sums of the lanes: four shifted adds (lanes moved up, zeros in) */
-static inline qv qv_prefix(qv t) {
-    const __m512i zero = _mm512_setzero_si512();
-    t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 15));
-    t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 14));
-    t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 12));
-    t += _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(t), zero, 8));
-    return t;
-}
-/* For qv_exp_nonpos: a*b + c, c - a*b, rounding to the nearest integer, and p 2^k by
-   vscalefps, which rounds once into the denormal range and gives 0 below it. */
-static inline qv qv_fmadd(qv a, qv b, qv c) { return _mm512_fmadd_ps(a, b, c); }
-static inline qv qv_fnmadd(qv a, qv b, qv c) { return _mm512_fnmadd_ps(a, b, c); }
-static inline qv qv_round(qv y) { return _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-static inline qv qv_ldexp(qv p, qv k) { return _mm512_scalef_ps(p, k); }
-
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-
-/* AVX2 + FMA: the same operations on 8 lanes (masked tails by vmaskmovps). */
-#define QG_VL 8
-typedef __m256 qv;
-typedef __m256 qnan;      /* lanes seen NaN (all ones) */
-
-static inline __m256i qg_mask(int64_t count) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(count < 8 ? count : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-static inline qv qv_splat(float a) { return _mm256_set1_ps(a); }
-static inline qv qv_load(const float *p) { return _mm256_loadu_ps(p); }
-static inline qv qv_load_part(const float *p, int64_t count, float fill) {
-    __m256i mask = qg_mask(count);
-    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, mask), _mm256_castsi256_ps(mask));
-}
-static inline void qv_store(float *p, qv v) { _mm256_storeu_ps(p, v); }
-static inline void qv_store_part(float *p, qv v, int64_t count) { _mm256_maskstore_ps(p, qg_mask(count), v); }
-static inline qv qv_max(qv a, qv b) { return _mm256_max_ps(a, b); }
-static inline qv qv_min(qv a, qv b) { return _mm256_min_ps(a, b); }
-static inline qnan qnan_none(void) { return _mm256_setzero_ps(); }
-static inline qnan qnan_add(qnan acc, qv v) { return _mm256_or_ps(acc, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); }
-static inline int qnan_any(qnan acc) { return _mm256_movemask_ps(acc) != 0; }
-static inline float qv_hmax(qv v) {
-    __m128 t = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    t = _mm_max_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_max_ss(t, _mm_shuffle_ps(t, t, 1));
-    return _mm_cvtss_f32(t);
-}
-static inline float qv_hsum(qv v) {
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_add_ss(t, _mm_shuffle_ps(t, t, 1));
-    return _mm_cvtss_f32(t);
-}
-static inline qv qv_last(qv t) { return _mm256_permutevar8x32_ps(t, _mm256_set1_epi32(7)); }
-static inline int64_t qv_count_le(qv t, qv v, int64_t count) {
-    unsigned hits = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(t, v, _CMP_LE_OQ));
-    return __builtin_popcount(count >= 8 ? hits : hits & ((1u << count) - 1));
-}
-static inline qv qv_prefix(qv t) {
-    const qv zero = _mm256_setzero_ps();
-    t += _mm256_blend_ps(_mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6)), zero, 0x01);
-    t += _mm256_blend_ps(_mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 0, 0, 1, 2, 3, 4, 5)), zero, 0x03);
-    t += _mm256_permute2f128_ps(t, t, 0x08);   /* [0, low half] */
-    return t;
-}
-/* For qv_exp_nonpos: a*b + c, c - a*b, rounding to the nearest integer, and p 2^k with 2^k
-   applied in two halves, so that each factor is a normal number and results below FLT_MIN are
-   denormal. */
-static inline qv qv_fmadd(qv a, qv b, qv c) { return _mm256_fmadd_ps(a, b, c); }
-static inline qv qv_fnmadd(qv a, qv b, qv c) { return _mm256_fnmadd_ps(a, b, c); }
-static inline qv qv_round(qv y) { return _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-static inline qv qv_ldexp(qv p, qv k) {
-    __m256i ki = _mm256_cvtps_epi32(k), k1 = _mm256_srai_epi32(ki, 1), k2 = _mm256_sub_epi32(ki, k1);
-    const __m256i bias = _mm256_set1_epi32(127);
-    qv f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
-    qv f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
-    return p * f1 * f2;
-}
-
-#else
-
-#define QG_VL 8
-typedef float qv __attribute__((vector_size(32)));
-typedef int32_t qvi __attribute__((vector_size(32)));
-typedef qvi qnan;
-
-static inline qv qv_splat(float a) { qv v = {a, a, a, a, a, a, a, a}; return v; }
-static inline qv qv_load(const float *p) { qv v; memcpy(&v, p, sizeof v); return v; }
-static inline qv qv_load_part(const float *p, int64_t count, float fill) {
-    qv v = qv_splat(fill);
-    for (int64_t t = 0; t < count; ++t) v[t] = p[t];
-    return v;
-}
-static inline void qv_store(float *p, qv v) { memcpy(p, &v, sizeof v); }
-static inline void qv_store_part(float *p, qv v, int64_t count) { for (int64_t t = 0; t < count; ++t) p[t] = v[t]; }
-static inline qv qv_select(qvi mask, qv a, qv b) { return (qv)(((qvi)a & mask) | ((qvi)b & ~mask)); }
-static inline qv qv_max(qv a, qv b) { return qv_select(a > b, a, b); }
-static inline qv qv_min(qv a, qv b) { return qv_select(a < b, a, b); }
-static inline qnan qnan_none(void) { qnan z = {0}; return z; }
-static inline qnan qnan_add(qnan acc, qv v) { return acc | (v != v); }
-static inline int qnan_any(qnan acc) { int r = 0; for (int t = 0; t < 8; ++t) r |= acc[t]; return r != 0; }
-static inline float qv_hmax(qv v) { float m = v[0]; for (int t = 1; t < 8; ++t) m = v[t] > m ? v[t] : m; return m; }
-static inline float qv_hsum(qv v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
-static inline qv qv_last(qv t) { return __builtin_shufflevector(t, t, 7, 7, 7, 7, 7, 7, 7, 7); }
-static inline int64_t qv_count_le(qv t, qv v, int64_t count) {
-    const qvi lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    qvi hit = (t <= v) & (lane < (int32_t)count);   /* true is -1 */
-    int64_t k = 0;
-    for (int u = 0; u < 8; ++u) k -= hit[u];
-    return k;
-}
-static inline qv qv_prefix(qv t) {
-    const qv zero = qv_splat(0.0f);
-    t += __builtin_shufflevector(t, zero, 8, 0, 1, 2, 3, 4, 5, 6);
-    t += __builtin_shufflevector(t, zero, 8, 8, 0, 1, 2, 3, 4, 5);
-    t += __builtin_shufflevector(t, zero, 8, 8, 8, 8, 0, 1, 2, 3);
-    return t;
-}
-/* For qv_exp_nonpos: a*b + c, c - a*b, rounding (of y <= 0: truncating y - 1/2 rounds half
-   down), and p 2^k with 2^k applied in two halves as above. */
-static inline qv qv_fmadd(qv a, qv b, qv c) { return a * b + c; }
-static inline qv qv_fnmadd(qv a, qv b, qv c) { return c - a * b; }
-static inline qv qv_round(qv y) { return __builtin_convertvector(__builtin_convertvector(y - 0.5f, qvi), qv); }
-static inline qv qv_ldexp(qv p, qv k) {
-    qvi ki = __builtin_convertvector(k, qvi), k1 = ki >> 1, k2 = ki - k1;
-    return p * (qv)((k1 + 127) << 23) * (qv)((k2 + 127) << 23);
-}
-
-#endif
-
-/* exp(x) for x <= 0 or -inf, on every target: Cephes' single-precision range reduction
-   (x = k ln 2 + r, ln 2 in two parts) and polynomial for e^r (relative error about 1e-7), after
-   clamping at -110, whose exp rounds to 0 (so -inf gives 0). */
-static inline qv qv_exp_nonpos(qv x) {
-    x = qv_max(x, qv_splat(-110.0f));
-    qv k = qv_round(x * 1.44269504088896341f);
-    qv r = qv_fnmadd(k, qv_splat(0.693359375f), x);
-    r = qv_fnmadd(k, qv_splat(-2.12194440e-4f), r);
-    qv poly = qv_fmadd(qv_splat(1.9875691500e-4f), r, qv_splat(1.3981999507e-3f));
-    poly = qv_fmadd(poly, r, qv_splat(8.3334519073e-3f));
-    poly = qv_fmadd(poly, r, qv_splat(4.1665795894e-2f));
-    poly = qv_fmadd(poly, r, qv_splat(1.6666665459e-1f));
-    poly = qv_fmadd(poly, r, qv_splat(5.0000001201e-1f));
-    poly = qv_fmadd(poly, r * r, r + 1.0f);
-    return qv_ldexp(poly, k);
-}
-
-/* ---------------------------------------------------------------------------------------------
-   float32 vector rows. */
-
-/* Sweeps: the max (and the NaN check); e = exp(x - m) into the row of d and its sum s; the
-   branch-free search, k = the number of running sums (QG_VL at a time: in-vector prefix sums
-   plus the total so far) that are <= u s; the one-hot. Rounding can make these running sums
-   differ from the sequential ones in the last bit, so a k past the end or on a category of zero
-   mass is redone by the sequential scan: a zero-mass category is never returned. */
-static inline int qg_sample_row_f32v(const float *xr, float *dr, int64_t *idx, float *mr, float u, int64_t n) {
+static inline int qg_max_f32v(const float *xr, int64_t n, float *m_out) {
     const int64_t full = n - n % QG_VL;
     int64_t j;
     qv vm = qv_splat(-INFINITY);
@@ -322,35 +201,45 @@ static inline int qg_sample_row_f32v(const float *xr, float *dr, int64_t *idx, f
         vm = qv_max(vm, v);
     }
     float m = qv_hmax(vm);
-    if (qnan_any(nan) || isinf(m)) { memset(dr, 0, (size_t)n * sizeof(float)); *idx = 0; *mr = 0; return 1; }
+    *m_out = m;
+    return qnan_any(nan) || isinf(m);
+}
+
+static inline float qg_expsum_f32v(const float *xr, float m, float *e, int64_t n) {
+    const int64_t full = n - n % QG_VL;
     const qv vmax = qv_splat(m);
     qv acc = qv_splat(0.0f);
+    int64_t j;
     for (j = 0; j < full; j += QG_VL) {
-        qv e = qv_exp_nonpos(qv_load(xr + j) - vmax);
-        qv_store(dr + j, e);
-        acc += e;
+        qv v = qv_exp_nonpos(qv_load(xr + j) - vmax);
+        qv_store(e + j, v);
+        acc += v;
     }
     if (j < n) {
-        qv e = qv_exp_nonpos(qv_load_part(xr + j, n - j, -INFINITY) - vmax);   /* 0 past the row */
-        qv_store_part(dr + j, e, n - j);
-        acc += e;
+        qv v = qv_exp_nonpos(qv_load_part(xr + j, n - j, -INFINITY) - vmax);   /* 0 past the row */
+        qv_store_part(e + j, v, n - j);
+        acc += v;
     }
-    const float v = u * qv_hsum(acc);
+    return qv_hsum(acc);
+}
+
+/* The branch-free search: k = the number of running sums (QG_VL at a time: in-vector prefix
+   sums plus the total so far) that are <= v. Rounding can make these running sums differ from
+   the sequential ones in the last bit, so a k past the end or on a category of zero mass is redone
+   by the sequential scan: a zero-mass category is never returned. */
+static inline int64_t qg_search_f32v(const float *e, int64_t n, float v) {
+    const int64_t full = n - n % QG_VL;
     const qv vv = qv_splat(v);
     qv run = qv_splat(0.0f);
-    int64_t k = 0;
+    int64_t k = 0, j;
     for (j = 0; j < full; j += QG_VL) {
-        qv t = qv_prefix(qv_load(dr + j)) + run;
+        qv t = qv_prefix(qv_load(e + j)) + run;
         k += qv_count_le(t, vv, QG_VL);
         run = qv_last(t);
     }
-    if (j < n) k += qv_count_le(qv_prefix(qv_load_part(dr + j, n - j, 0.0f)) + run, vv, n - j);
-    if (k >= n || !(dr[k] > 0)) k = qg_search_seq_f32(dr, n, v);
-    memset(dr, 0, (size_t)n * sizeof(float));
-    dr[k] = 1.0f;
-    *idx = k;
-    *mr = m;
-    return 0;
+    if (j < n) k += qv_count_le(qv_prefix(qv_load_part(e + j, n - j, 0.0f)) + run, vv, n - j);
+    if (k >= n || !(e[k] > 0)) k = qg_search_f32s(e, n, v);
+    return k;
 }
 
 static inline void qg_backward_row_f32v(const float *xr, const float *gr, float m, int64_t k, float *o, int64_t n,
@@ -381,52 +270,202 @@ static inline void qg_backward_row_f32v(const float *xr, const float *gr, float 
     o[k] += extra;
 }
 
+static inline float qg_relax_row_f32v(const float *ep, float *y, const float *u, const float *g, float *dot,
+                                      int64_t k, float a, float tau, int64_t n) {
+    const int64_t full = n - n % QG_VL;
+    const qv va = qv_splat(a), vinv = qv_splat(1.0f / tau), zero = qv_splat(0.0f);
+    qv vs = zero, vd = zero;
+    int64_t j;
+    for (j = 0; j < full; j += QG_VL) {
+        qv e = qv_load(ep + j);
+        qv r = e / qv_fmadd(va, zero - qv_log(qv_load(u + j)), e);
+        if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
+        qv_store(y + j, r);
+        vs += r;
+        if (g) vd += r * qv_load(g + j);
+    }
+    if (j < n) {   /* past the row: e = 0 and U = 1/2, so r = 0 */
+        qv e = qv_load_part(ep + j, n - j, 0.0f);
+        qv r = e / qv_fmadd(va, zero - qv_log(qv_load_part(u + j, n - j, 0.5f)), e);
+        if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
+        qv_store_part(y + j, r, n - j);
+        vs += r;
+        if (g) vd += r * qv_load_part(g + j, n - j, 0.0f);
+    }
+    float s = qv_hsum(vs) + (1.0f - y[k]);
+    if (g) *dot = qv_hsum(vd) + (1.0f - y[k]) * g[k];
+    y[k] = 1.0f;
+    return s;
+}
+
+/* out_j += c r_j (g_j - dot) */
+static inline void qg_accumulate_f32v(float *out, const float *r, const float *g, float c, float dot, int64_t n) {
+    const int64_t full = n - n % QG_VL;
+    const qv vc = qv_splat(c), vdot = qv_splat(dot);
+    int64_t j;
+    for (j = 0; j < full; j += QG_VL)
+        qv_store(out + j, qv_load(out + j) + vc * qv_load(r + j) * (qv_load(g + j) - vdot));
+    for (; j < n; ++j) out[j] += c * r[j] * (g[j] - dot);
+}
+static inline void qg_scale_f32v(float *y, float c, int64_t n) {
+    const int64_t full = n - n % QG_VL;
+    const qv vc = qv_splat(c);
+    int64_t j;
+    for (j = 0; j < full; j += QG_VL) qv_store(y + j, qv_load(y + j) * vc);
+    for (; j < n; ++j) y[j] *= c;
+}
+
+/* Row pieces by length: vectors from 8 categories up (float32), scalars otherwise. */
+static inline int qg_max_f32(const float *x, int64_t n, float *m) { return n < 8 ? qg_max_f32s(x, n, m) : qg_max_f32v(x, n, m); }
+static inline float qg_expsum_f32(const float *x, float m, float *e, int64_t n) {
+    return n < 8 ? qg_expsum_f32s(x, m, e, n) : qg_expsum_f32v(x, m, e, n);
+}
+static inline int64_t qg_search_f32(const float *e, int64_t n, float v) { return n < 8 ? qg_search_f32s(e, n, v) : qg_search_f32v(e, n, v); }
+static inline void qg_backward_row_f32(const float *x, const float *g, float m, int64_t k, float *o, int64_t n, int mode, float cap) {
+    if (n < 8) qg_backward_row_f32s(x, g, m, k, o, n, mode, cap);
+    else qg_backward_row_f32v(x, g, m, k, o, n, mode, cap);
+}
+static inline float qg_relax_row_f32(const float *e, float *y, const float *u, const float *g, float *dot, int64_t k,
+                                     float a, float tau, int64_t n) {
+    return n < 8 ? qg_relax_row_f32s(e, y, u, g, dot, k, a, tau, n) : qg_relax_row_f32v(e, y, u, g, dot, k, a, tau, n);
+}
+static inline void qg_accumulate_f32(float *out, const float *r, const float *g, float c, float dot, int64_t n) {
+    qg_accumulate_f32v(out, r, g, c, dot, n);
+}
+static inline void qg_scale_f32(float *y, float c, int64_t n) { qg_scale_f32v(y, c, n); }
+
+static inline int qg_max_f64(const double *x, int64_t n, double *m) { return qg_max_f64s(x, n, m); }
+static inline double qg_expsum_f64(const double *x, double m, double *e, int64_t n) { return qg_expsum_f64s(x, m, e, n); }
+static inline int64_t qg_search_f64(const double *e, int64_t n, double v) { return qg_search_f64s(e, n, v); }
+static inline void qg_backward_row_f64(const double *x, const double *g, double m, int64_t k, double *o, int64_t n, int mode,
+                                       double cap) {
+    qg_backward_row_f64s(x, g, m, k, o, n, mode, cap);
+}
+static inline double qg_relax_row_f64(const double *e, double *y, const double *u, const double *g, double *dot,
+                                      int64_t k, double a, double tau, int64_t n) {
+    return qg_relax_row_f64s(e, y, u, g, dot, k, a, tau, n);
+}
+static inline void qg_accumulate_f64(double *out, const double *r, const double *g, double c, double dot, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) out[j] += c * r[j] * (g[j] - dot);
+}
+static inline void qg_scale_f64(double *y, double c, int64_t n) { for (int64_t j = 0; j < n; ++j) y[j] *= c; }
+
 /* ---------------------------------------------------------------------------------------------
-   Entry points. */
+   Rows and entry points, for float and double. */
 
-int64_t qg_sample_f32(const float *x, float *d, int64_t *idx, float *m, uint64_t seed, int64_t rows, int64_t n,
-                      int nthreads) {
-    (void)nthreads;   /* unused when built without OpenMP */
-    int64_t bad = 0;
-    QG_PARALLEL_FOR_COUNT_BAD
-    for (int64_t r = 0; r < rows; ++r) {
-        float u = qg_uniform_f32(seed, r);
-        if (n < 8)
-            bad += qg_sample_row_f32(x + r * n, d + r * n, idx + r, m + r, u, n);
-        else
-            bad += qg_sample_row_f32v(x + r * n, d + r * n, idx + r, m + r, u, n);
-    }
-    return bad;
+#define QG_ENTRY_POINTS(T, SUF, LOG)                                                              \
+static inline int qg_sample_row_##SUF(const T *xr, T *dr, int64_t *idx, T *mr, T u, int64_t n) {  \
+    T m;                                                                                          \
+    if (qg_max_##SUF(xr, n, &m)) { memset(dr, 0, (size_t)n * sizeof(T)); *idx = 0; *mr = 0; return 1; } \
+    T s = qg_expsum_##SUF(xr, m, dr, n);                                                          \
+    int64_t k = qg_search_##SUF(dr, n, u * s);                                                    \
+    memset(dr, 0, (size_t)n * sizeof(T));                                                         \
+    dr[k] = 1;                                                                                    \
+    *idx = k;                                                                                     \
+    *mr = m;                                                                                      \
+    return 0;                                                                                     \
+}                                                                                                 \
+                                                                                                  \
+int64_t QG_FN(qg_sample_##SUF)(const T *x, T *d, int64_t *idx, T *m, uint64_t key, int64_t rows, int64_t n, \
+                               int nthreads) {                                                    \
+    (void)nthreads;   /* unused when built without OpenMP */                                      \
+    int64_t bad = 0;                                                                              \
+    QG_PARALLEL_FOR_COUNT_BAD                                                                     \
+    for (int64_t r = 0; r < rows; ++r)                                                            \
+        bad += qg_sample_row_##SUF(x + r * n, d + r * n, idx + r, m + r, qg_row_u_##SUF(key, r), n); \
+    return bad;                                                                                   \
+}                                                                                                 \
+                                                                                                  \
+void QG_FN(qg_backward_##SUF)(const T *x, const T *m, const int64_t *idx, const T *g, T *out, int mode, T cap, \
+                              int64_t rows, int64_t n, int nthreads) {                            \
+    (void)nthreads;                                                                               \
+    QG_PARALLEL_FOR                                                                               \
+    for (int64_t r = 0; r < rows; ++r)                                                            \
+        qg_backward_row_##SUF(x + r * n, g + r * n, m[r], idx[r], out + r * n, n, mode, cap);     \
+}                                                                                                 \
+                                                                                                  \
+/* One row of qg_gumbel: y (and the one-hot d, if given) for the drawn or the given k. */         \
+static inline int qg_gumbel_row_##SUF(const T *xr, T *yr, T *dr, T *u, int64_t given, int64_t *idx, T ur, \
+                                      uint64_t rowkey, T tau, int64_t n) {                        \
+    T m;                                                                                          \
+    int bad = qg_max_##SUF(xr, n, &m) || given >= n;                                              \
+    T s = bad ? 0 : qg_expsum_##SUF(xr, m, yr, n);                                                \
+    int64_t k = bad ? 0 : given >= 0 ? given : qg_search_##SUF(yr, n, ur * s);                    \
+    if (bad || !(yr[k] > 0)) {                                                                    \
+        memset(yr, 0, (size_t)n * sizeof(T));                                                     \
+        if (dr) memset(dr, 0, (size_t)n * sizeof(T));                                             \
+        *idx = 0;                                                                                 \
+        return 1;                                                                                 \
+    }                                                                                             \
+    qg_noise_row_##SUF(rowkey, u, n);                                                             \
+    T total = qg_relax_row_##SUF(yr, yr, u, NULL, NULL, k, s / -LOG(u[k]), tau, n);               \
+    qg_scale_##SUF(yr, (T)1 / total, n);                                                          \
+    if (dr) { memset(dr, 0, (size_t)n * sizeof(T)); dr[k] = 1; }                                  \
+    *idx = k;                                                                                     \
+    return 0;                                                                                     \
+}                                                                                                 \
+                                                                                                  \
+/* y = softmax((x + G)/tau) (and d = one_hot(k) unless d is NULL) with k drawn from the row       \
+   stream `key` (or taken from idx_in unless NULL) and G from the noise stream `noise_key`; the   \
+   number of bad rows (a bad row of x, or a given k of zero mass), or -1 if out of memory. */     \
+int64_t QG_FN(qg_gumbel_##SUF)(const T *x, T *y, T *d, const int64_t *idx_in, int64_t *idx, uint64_t key, \
+                               uint64_t noise_key, T tau, int64_t rows, int64_t n, int nthreads) { \
+    (void)nthreads;                                                                               \
+    int64_t bad = 0, oom = 0;                                                                     \
+    QG_PAR_IF                                                                                     \
+    {                                                                                             \
+        T *u = (T *)malloc((size_t)n * sizeof(T));                                                \
+        oom += u == NULL;                                                                         \
+        QG_FOR                                                                                    \
+        for (int64_t r = 0; r < rows; ++r) {                                                      \
+            if (!u) continue;                                                                     \
+            int64_t given = idx_in ? (idx_in[r] >= 0 ? idx_in[r] : n) : -1;                       \
+            bad += qg_gumbel_row_##SUF(x + r * n, y + r * n, d ? d + r * n : NULL, u, given, idx + r, \
+                                       qg_row_u_##SUF(key, r), qg_bits64(noise_key, (uint64_t)r), tau, n); \
+        }                                                                                         \
+        free(u);                                                                                  \
+    }                                                                                             \
+    return oom ? -1 : bad;                                                                        \
+}                                                                                                 \
+                                                                                                  \
+/* GR-MCK's gradient: out = 1/(k tau) sum over draws i < k of J(y_i) g, y_i the relaxed sample of \
+   draw i (noise row keys bits64(noise_key, i * rows + r)) conditioned on idx. 0, or -1 if out   \
+   of memory. */                                                                                  \
+int64_t QG_FN(qg_gumbel_rao_backward_##SUF)(const T *x, const int64_t *idx, const T *g, T *out, uint64_t noise_key, \
+                                            T tau, int64_t k, int64_t rows, int64_t n, int nthreads) { \
+    (void)nthreads;                                                                               \
+    int64_t bad = 0, oom = 0;                                                                     \
+    QG_PAR_IF                                                                                     \
+    {                                                                                             \
+        T *e = (T *)malloc(2 * (size_t)n * sizeof(T));                                            \
+        oom += e == NULL;                                                                         \
+        QG_FOR                                                                                    \
+        for (int64_t r = 0; r < rows; ++r) {                                                      \
+            if (!e) continue;                                                                     \
+            const T *xr = x + r * n, *gr = g + r * n;                                             \
+            T *o = out + r * n, *y = e + n, m;                                                    \
+            int64_t c = idx[r];                                                                   \
+            memset(o, 0, (size_t)n * sizeof(T));                                                  \
+            if (qg_max_##SUF(xr, n, &m) || c < 0 || c >= n) { bad += 1; continue; }               \
+            T s = qg_expsum_##SUF(xr, m, e, n), dot = 0;                                          \
+            for (int64_t i = 0; i < k; ++i) {                                                     \
+                qg_noise_row_##SUF(qg_bits64(noise_key, (uint64_t)i * (uint64_t)rows + (uint64_t)r), y, n); \
+                T total = qg_relax_row_##SUF(e, y, y, gr, &dot, c, s / -LOG(y[c]), tau, n);       \
+                qg_accumulate_##SUF(o, y, gr, (T)1 / total, dot / total, n);                      \
+            }                                                                                     \
+            qg_scale_##SUF(o, (T)1 / ((T)k * tau), n);                                            \
+        }                                                                                         \
+        free(e);                                                                                  \
+    }                                                                                             \
+    return oom ? -1 : bad;                                                                        \
+}                                                                                                 \
+                                                                                                  \
+void QG_FN(qg_uniform_##SUF)(uint64_t key, int64_t offset, int64_t count, T *out, int nthreads) {  \
+    (void)nthreads;                                                                               \
+    const int64_t rows = count, n = 1;                                                            \
+    QG_PARALLEL_FOR                                                                               \
+    for (int64_t i = 0; i < count; ++i) out[i] = qg_row_u_##SUF(key, offset + i);                 \
 }
 
-int64_t qg_sample_f64(const double *x, double *d, int64_t *idx, double *m, uint64_t seed, int64_t rows, int64_t n,
-                      int nthreads) {
-    (void)nthreads;   /* unused when built without OpenMP */
-    int64_t bad = 0;
-    QG_PARALLEL_FOR_COUNT_BAD
-    for (int64_t r = 0; r < rows; ++r)
-        bad += qg_sample_row_f64(x + r * n, d + r * n, idx + r, m + r, qg_uniform_f64(seed, r), n);
-    return bad;
-}
-
-void qg_backward_f32(const float *x, const float *m, const int64_t *idx, const float *g, float *out, int mode,
-                     float cap, int64_t rows, int64_t n, int nthreads) {
-    (void)nthreads;
-    QG_PARALLEL_FOR
-    for (int64_t r = 0; r < rows; ++r) {
-        if (n < 8)
-            qg_backward_row_f32(x + r * n, g + r * n, m[r], idx[r], out + r * n, n, mode, cap);
-        else
-            qg_backward_row_f32v(x + r * n, g + r * n, m[r], idx[r], out + r * n, n, mode, cap);
-    }
-}
-
-void qg_backward_f64(const double *x, const double *m, const int64_t *idx, const double *g, double *out, int mode,
-                     double cap, int64_t rows, int64_t n, int nthreads) {
-    (void)nthreads;
-    QG_PARALLEL_FOR
-    for (int64_t r = 0; r < rows; ++r)
-        qg_backward_row_f64(x + r * n, g + r * n, m[r], idx[r], out + r * n, n, mode, cap);
-}
-
-int qg_abi_version(void) { return 2; }
+QG_ENTRY_POINTS(float, f32, logf)
+QG_ENTRY_POINTS(double, f64, log)

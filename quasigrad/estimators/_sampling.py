@@ -1,5 +1,11 @@
 """Random draws shared by every estimator: categorical samples from one uniform number per row,
-Gumbel noise that is never infinite, and Gumbel noise conditioned on the argmax."""
+Gumbel noise that is never infinite, and Gumbel noise conditioned on the argmax.
+
+The layer-1 functions draw from the streams of :mod:`._streams` (one seed from the caller's
+generator per call), so that the same generator state gives the same sample on every path: the
+fused kernels, the PyTorch operators, any layout or ``dim``, ``torch.compile``, ``torch.func``.
+:func:`uniform` and :func:`gumbel` are plain ``torch.rand`` draws for the other families.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,12 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _native
+from . import _native, _ops, _streams
 from .._util import validate as V
 from .._util.validate import is_compiling
 
 __all__ = ["sample_categorical", "uniform", "gumbel", "conditional_gumbel", "compute_dtype", "is_compiling",
-           "draw", "draw_index", "fused_draw"]
+           "draw", "draw_index", "seed", "row_uniforms"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -34,42 +40,44 @@ def gumbel(shape, *, dtype: torch.dtype, device, generator: Optional[torch.Gener
     return -torch.log(-torch.log(u))
 
 
-def _draw_index(probs: torch.Tensor, dim: int, generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Inverse-CDF draw: one uniform number per row. Returns ``(index, total)`` where ``total``
-    is each row's probability mass (NaN for an invalid row)."""
-    n = probs.shape[dim]
-    cdf = probs.cumsum(dim)
-    total = cdf.narrow(dim, n - 1, 1)
-    # v = u·total with u ≤ 1 − 2⁻²⁴ (float32; 1 − 2⁻⁵³ in float64) rounds strictly below total for
-    # any total in (0.5, 2), which a normalised row always is; so the draw never runs past the last
-    # category of positive mass, and a category of zero mass (cdf equal to its predecessor's) is
-    # never chosen.
-    v = torch.rand(total.shape, dtype=cdf.dtype, device=cdf.device, generator=generator).mul_(total)
-    if n > 16 and dim == probs.dim() - 1 and cdf.is_contiguous():  # binary search pays off past ~16
-        index = torch.searchsorted(cdf, v, right=True).squeeze(dim)
-    else:
-        index = (cdf <= v).sum(dim)
-    return index.clamp_(max=n - 1), total.squeeze(dim)
+def seed(generator: Optional[torch.Generator], device) -> torch.Tensor:
+    """The call's seed (:func:`quasigrad.estimators._streams.draw_seed`)."""
+    return _streams.seed(generator, device, is_compiling())
 
 
-def fused_draw(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator]):
-    """``(one_hot, index, row_max)`` for a fresh sample by the fused CPU kernel (checked), or None
-    where it does not apply (see :mod:`quasigrad._native`)."""
-    if is_compiling() or not _native.usable(logits, dim):
-        return None
-    with torch.no_grad():
-        onehot, index, row_max, bad = _native.sample(logits.detach(), generator)
-    if bad:
-        V.describe_bad_logits(logits, dim)
-    return onehot, index, row_max
+def row_uniforms(generator: Optional[torch.Generator], shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """One uniform number in [0, 1) per position of ``shape`` from the row stream of a fresh seed:
+    the fused kernel's fill on the CPU outside compiled graphs and torch.func, else PyTorch's."""
+    s = seed(generator, device)
+    cdt = compute_dtype(dtype)
+    if torch.device(device).type == "cpu" and cdt in (torch.float32, torch.float64) and not is_compiling() \
+            and not _ops.functorch_active() and _native.available():
+        count = 1
+        for d in shape:
+            count *= int(d)
+        return _native.uniform(_streams.seed_value(s), count, cdt).reshape(tuple(shape))
+    return _streams.row_uniforms(s, tuple(shape), cdt)
 
 
-def draw(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator]):
+def _draw_index(probs: torch.Tensor, dim: int, seed_tensor: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-CDF draw: one uniform number per row from the row stream. Returns ``(index,
+    total)`` where ``total`` is each row's probability mass (NaN for an invalid row)."""
+    moved = probs.movedim(dim, -1)
+    total = moved.sum(-1)
+    u = _streams.row_uniforms(seed_tensor, moved.shape[:-1], probs.dtype)
+    return _ops.inverse_cdf(moved, u * total), total
+
+
+def draw(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator], *,
+         seed_tensor: Optional[torch.Tensor] = None):
     """``(π, index)`` for a fresh sample along ``dim`` by PyTorch operators (checked), under
-    no_grad; ``π = softmax`` in the compute dtype."""
+    no_grad; ``π = softmax`` in the compute dtype. The seed is drawn from ``generator`` unless
+    given."""
     with torch.no_grad():
         probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
-        index, total = _draw_index(probs, dim, generator)
+        if seed_tensor is None:
+            seed_tensor = seed(generator, logits.device)
+        index, total = _draw_index(probs, dim, seed_tensor)
     V.check_finite_rows(total, logits, dim)
     return probs, index
 
@@ -79,23 +87,24 @@ def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Option
     shaped like ``logits`` without ``dim``. Categories with logit ``-inf`` are never drawn.
 
     One uniform number per row is used (inverse CDF), so a draw costs a cumulative sum rather
-    than per-element noise. On contiguous float32/float64 CPU logits along the last dimension it
-    is the fused kernel's draw, the same one the straight-through estimators make with the same
-    generator.
+    than per-element noise. It is the draw every straight-through estimator makes: the same
+    generator state gives the same sample from this function and from them, on every path.
     """
     V.check_floating(logits)
-    dim = V.normalize_dim(dim, logits.dim())
+    dim = V.category_dim(logits, dim)
     V.check_generator(generator, logits.device)
     return draw_index(logits, dim, generator)
 
 
 def draw_index(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """The index of a fresh sample (arguments already checked): the fused kernel's draw where it
-    applies, so the same one the straight-through estimators make with the same generator, else
-    PyTorch's."""
-    fused = fused_draw(logits, dim, generator)
-    if fused is not None:
-        return fused[1].clone()   # its own storage, not the discarded one-hot's
+    """The index of a fresh sample (arguments already checked): the fused operator where it
+    applies, else PyTorch's operators; the same sample either way."""
+    x = logits.detach()
+    if _ops.use_kernels(x):
+        last = dim == x.dim() - 1
+        _, index, _ = torch.ops.quasigrad.categorical(x if last else x.movedim(dim, -1), seed(generator, x.device),
+                                                      0, 0.0, dim)
+        return index.clone()   # its own storage, not the discarded one-hot's
     return draw(logits, dim, generator)[1]
 
 
@@ -106,18 +115,18 @@ def conditional_gumbel(logits: torch.Tensor, index: torch.Tensor, dim: int, *, n
 
         z_D = log Z - log E_D,    z_j = -log(E_j exp(-θ_j) + E_D / Z)   (j ≠ D),
 
-    with ``E ~ Exp(1)`` and ``Z = Σ exp θ``, computed in log space. ``num`` adds a leading
-    dimension of that many independent draws. Masked categories (``θ_j = -inf``) get ``-inf``.
+    with ``E ~ Exp(1)`` from the noise stream of a fresh seed and ``Z = Σ exp θ``, up to a
+    common shift per row (``z − max θ`` is returned). ``num`` adds a leading dimension of that
+    many independent draws. Masked categories (``θ_j = -inf``) get ``-inf``.
     """
-    theta = logits.detach()
-    shape = theta.shape if num is None else (num,) + tuple(theta.shape)
-    d = dim if num is None else dim + 1
-    log_e = torch.log(-torch.log(uniform(shape, dtype=theta.dtype, device=theta.device, generator=generator)))
-    log_z = torch.logsumexp(theta, dim, keepdim=True)
-    idx = index.unsqueeze(dim)
-    if num is not None:
-        idx = idx.unsqueeze(0).expand((num,) + tuple(idx.shape))
-    log_e_d = log_e.gather(d, idx)
-    top = log_z - log_e_d                                    # z_D: the max, distributed Gumbel(log Z)
-    rest = -torch.logaddexp(log_e - theta, log_e_d - log_z)  # truncated below z_D
-    return rest.scatter(d, idx, top)
+    theta = logits.detach().movedim(dim, -1)
+    e = torch.exp(theta - theta.amax(-1, keepdim=True))
+    s = e.sum(-1, keepdim=True)
+    rows, n = theta.numel() // theta.shape[-1], theta.shape[-1]
+    u = _streams.noise_uniforms(seed(generator, theta.device), rows, n, draws=num, dtype=theta.dtype)
+    u = u.reshape(((num,) if num is not None else ()) + tuple(theta.shape))
+    idx = index.unsqueeze(-1) if num is None else index.unsqueeze(-1).expand((num,) + tuple(index.shape) + (1,))
+    big_e = -torch.log(u)
+    log_a = torch.log(s) - torch.log(big_e.gather(-1, idx))            # z_D − max θ
+    z = log_a + torch.log(e) - torch.log(torch.addcmul(e, log_a.exp(), big_e))
+    return z.scatter(-1, idx, log_a).movedim(-1, dim + (0 if num is None else 1))

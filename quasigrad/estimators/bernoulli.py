@@ -30,7 +30,7 @@ import torch
 from .._util import validate as V
 from . import categorical as C
 from .. import registry
-from ._sampling import compute_dtype, is_compiling, uniform
+from ._sampling import compute_dtype, is_compiling, row_uniforms
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn", "sample"]
 
@@ -50,22 +50,27 @@ def _check_sample(index, logits):
 
 
 def sample(logits: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Draw ``b ~ Bernoulli(σ(logits))`` as a bool tensor (one uniform number per element);
-    ``-inf`` gives 0 and ``+inf`` gives 1 with certainty."""
+    """Draw ``b ~ Bernoulli(σ(logits))`` as a bool tensor (one uniform number per element, from
+    the row stream that the categorical draws use, so that ``b`` is the sample of the categorical
+    twin ``[0, a]`` with the same generator state); ``-inf`` gives 0 and ``+inf`` gives 1 with
+    certainty."""
     V.check_floating(logits)
     V.check_generator(generator, logits.device)
     a = logits.detach().to(compute_dtype(logits.dtype))
     if not is_compiling() and bool(torch.isnan(a).any()):
         raise ValueError(f"logits contains NaN ({int(torch.isnan(a).sum())} value(s)); it needs real values")
-    u = uniform(a.shape, dtype=a.dtype, device=a.device, generator=generator)
+    u = row_uniforms(generator, a.shape, a.dtype, a.device)
     return u >= torch.sigmoid(-a)
 
 
-def _prepare(logits, index, generator, tau=None):
+_NO_TAU = object()
+
+
+def _prepare(logits, index, generator, tau=_NO_TAU):
     V.check_floating(logits)
     V.check_generator(generator, logits.device)
-    if tau is not None:
-        tau = V.check_positive(tau, "tau")
+    if tau is not _NO_TAU:
+        tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     b = sample(logits, generator=generator) if index is None else _check_sample(index, logits)
     if index is not None and not is_compiling() and bool(torch.isnan(logits).any()):
         raise ValueError("logits contains NaN; it needs real values")
@@ -153,7 +158,7 @@ def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False
     twin ``[0, a]``; returns the probability of ``b = 1`` (relaxed) or ``b`` (``hard=True``).
     Without ``index`` the logistic noise is unconditioned; with ``index`` it is conditioned on ``b``."""
     V.check_floating(logits)
-    tau = V.check_positive(tau, "tau")
+    tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     if index is not None:
         index = _twin_index(logits, index, generator)
     y = C.gumbel_softmax(_twin(logits), tau=tau, hard=hard, dim=-1, index=index, generator=generator)
@@ -164,8 +169,9 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, index: Op
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """GR-MCK for Bernoulli variables: :func:`quasigrad.gumbel_rao` on the twin ``[0, a]``."""
     V.check_floating(logits)
-    tau = V.check_positive(tau, "tau")
-    index = _twin_index(logits, index, generator)
+    tau = V.check_temperature(tau, compute_dtype(logits.dtype))
+    if index is not None:
+        index = _twin_index(logits, index, generator)
     return C.gumbel_rao(_twin(logits), tau=tau, k=k, dim=-1, index=index, generator=generator)[..., 1]
 
 

@@ -18,24 +18,28 @@ Half-precision logits are computed in float32 inside and the gradient is returne
 logits' dtype. The estimators whose gradient is a function of ``D`` alone (``st``,
 ``gapped_st``, ``reinmax``, ``zgr``, ``darn``) are ``torch.autograd.Function``\ s with
 hand-written backward passes that store only the probabilities and the drawn index. On
-contiguous float32/float64 CPU logits along the last dimension, with ``τ = 1`` and no ``index``,
-they run through the fused kernels of :mod:`quasigrad._native`, which store the logits (not a
-copy) and each row's max instead of the probabilities: there, modifying the logits in place
-between forward and backward raises autograd's usual error.
+float32/float64 CPU logits, with ``τ = 1`` and no ``index``, they (and ``gumbel_softmax`` and
+``gumbel_rao``) run through the fused kernels as PyTorch operators (``torch.ops.quasigrad``, see
+:mod:`quasigrad.estimators._ops`), which store the logits (not a copy) and each row's max instead
+of the probabilities: there, modifying the logits in place between forward and backward raises
+autograd's usual error. Every path draws from the same random streams, so the same generator
+state gives the same sample with or without the kernels, on any layout and ``dim``, compiled or
+not.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Optional
 
 import torch
 
-from . import _native
+from . import _native, _ops, _streams
 from .._util import validate as V
 from .. import registry
-from ._sampling import compute_dtype, conditional_gumbel, draw, draw_index, fused_draw, gumbel, is_compiling
+from ._sampling import compute_dtype, draw, is_compiling, seed
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn"]
 
@@ -44,13 +48,26 @@ __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", 
 # Shared pieces
 
 
-def _prepare(logits, dim, generator, tau=None):
+_NO_TAU = object()
+
+
+def _prepare(logits, dim, generator, tau=_NO_TAU):
     V.check_floating(logits)
-    dim = V.normalize_dim(dim, logits.dim())
+    dim = V.category_dim(logits, dim)
     V.check_generator(generator, logits.device)
-    if tau is not None:
-        tau = V.check_positive(tau, "tau")
+    if tau is not _NO_TAU:
+        tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     return dim, tau
+
+
+def _tempered_softmax(z, tau, dim, dtype=None):
+    """``softmax(z/τ)`` (in ``dtype``, default ``z``'s) that is finite wherever the softmax of
+    ``z`` is: for ``τ < 1`` the row max (detached) is subtracted before dividing, so that a
+    ``|z|/τ`` beyond the float range gives the limit rather than ``inf − inf``."""
+    z = z if dtype is None else z.to(dtype)
+    if tau < 1.0:
+        z = z - z.detach().amax(dim, keepdim=True)
+    return torch.softmax(z / tau, dim)
 
 
 def _draw(logits, dim, index, generator):
@@ -64,43 +81,24 @@ def _draw(logits, dim, index, generator):
         if not is_compiling():
             if not bool(torch.isfinite(probs).all()):
                 V.describe_bad_logits(logits, dim)
-            if bool((probs.gather(dim, index.unsqueeze(dim)) == 0).any()):
-                raise ValueError("index selects a category whose probability is 0 (logit -inf); "
-                                 "a sample can only hold categories with finite logits")
+            V.check_index_possible(logits, index, dim)
     return probs, index
 
 
+def _moved(x, dim):
+    """``x`` with ``dim`` last (a view), and the function that moves a result back."""
+    if dim == x.dim() - 1:
+        return x, lambda y: y
+    return x.movedim(dim, -1), lambda y: y.movedim(-1, dim)
+
+
 def _fused(logits, dim, index, generator, mode, cap=0.0):
-    """The estimator through the fused CPU kernels (a fresh draw, and the backward formula
-    ``mode``), or None where they do not apply."""
-    if index is not None:
+    """The estimator through the fused operator ``quasigrad::categorical`` (a fresh draw, and the
+    backward formula ``mode``), or None where it does not apply."""
+    if index is not None or not _ops.use_kernels(logits):
         return None
-    drawn = fused_draw(logits, dim, generator)
-    if drawn is None:
-        return None
-    return _Fused.apply(logits, drawn, mode, cap)
-
-
-class _Fused(torch.autograd.Function):
-    """Forward: the fused kernel's one-hot. Backward: :func:`quasigrad._native.backward`, which
-    recomputes the probabilities from the saved logits and row maxima."""
-
-    # The combined forward (ctx first) rather than forward + setup_context: with setup_context,
-    # Function.apply binds the arguments through inspect.signature on every call.
-    @staticmethod
-    def forward(ctx, logits, drawn, mode, cap):
-        # ``drawn`` = (one_hot, index, row_max), passed in a tuple so that autograd does not take
-        # them for inputs (an input returned as the output would come back as a view).
-        onehot, index, row_max = drawn
-        ctx.mode, ctx.cap = mode, cap
-        ctx.save_for_backward(logits, index, row_max)
-        return onehot
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        logits, index, row_max = ctx.saved_tensors
-        return _native.backward(ctx.mode, grad, logits, row_max, index, ctx.cap), None, None, None
+    x, back = _moved(logits, dim)
+    return back(torch.ops.quasigrad.categorical(x, seed(generator, logits.device), mode, cap, dim)[0])
 
 
 def _one_hot(index, like, dim):
@@ -127,20 +125,24 @@ def _softmax_backward(g, q, dim):
 
 class _LinearInG(torch.autograd.Function):
     """Forward: the one-hot of ``index``. Backward: ``kernel(g, saved)``, a function linear in ``g``
-    defined by each estimator. Saves only its probability tensors and the index."""
+    defined by each estimator. Saves only its probability tensors and the index. A separate
+    ``setup_context`` and a generated vmap rule let ``torch.func`` (grad, jacrev, vmap) see
+    through it."""
 
-    # The combined forward (ctx first) rather than forward + setup_context: with setup_context,
-    # Function.apply binds the arguments through inspect.signature on every call, which costs
-    # about as much as a small estimator's whole forward pass.
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, logits, index, dim, kernel, *saved):
-        ctx.dim, ctx.kernel, ctx.dtype = dim, kernel, logits.dtype
-        ctx.save_for_backward(index, *saved)
-        ctx.set_materialize_grads(True)
+    def forward(logits, index, dim, kernel, *saved):
         return _one_hot(index, logits, dim)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    def setup_context(ctx, inputs, output):
+        logits, index, dim, kernel, *saved = inputs
+        ctx.dim, ctx.kernel, ctx.dtype = dim, kernel, logits.dtype
+        ctx.save_for_backward(index, *saved)
+        ctx.set_materialize_grads(True)
+
+    @staticmethod
     def backward(ctx, grad):
         index, *saved = ctx.saved_tensors
         g = grad.to(saved[0].dtype)
@@ -196,7 +198,7 @@ def _estimate(logits, dim, tau, index, generator, mode, kernel, tau_kernel=None)
     if tau == 1.0:
         return _apply(logits, index, dim, kernel, probs)
     with torch.no_grad():
-        pi_tau = torch.softmax(logits.detach() / tau, dim, dtype=probs.dtype)
+        pi_tau = _tempered_softmax(logits.detach(), tau, dim, probs.dtype)
     return _apply(logits, index, dim, *tau_kernel(probs, pi_tau))
 
 
@@ -310,86 +312,99 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
             q = torch.minimum(probs, top * math.exp(-gap)).scatter_(dim, idx, top)
             q = q.div_(q.sum(dim, keepdim=True))
         else:
+            # θ' − θ_m: every entry at most 0, so that dividing by τ cannot overflow to inf − inf
             theta = logits.detach().to(probs.dtype)
-            top = theta.amax(dim, keepdim=True)
-            shifted = torch.minimum(theta, top - gap).scatter_(dim, idx, top)
+            shifted = (theta - theta.amax(dim, keepdim=True)).clamp_max_(-gap).scatter_(dim, idx, 0.0)
             q = torch.softmax(shifted / tau, dim)
     return _apply(logits, index, dim, _k_st if tau == 1.0 else functools.partial(_k_st, scale=1.0 / tau), q)
 
 
-def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False, dim: int = -1,
+def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False, eps: float = 1e-10, dim: int = -1, *,
                    index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""Gumbel-softmax / Concrete relaxation (Jang, Gu, Poole 2017; Maddison, Mnih, Teh 2017) and,
     with ``hard=True``, straight-through Gumbel-softmax (STGS).
 
     Draws ``G ~ Gumbel(0, 1)`` and returns the relaxed sample ``y = softmax((θ + G)/τ)``; with
-    ``hard=True`` returns ``one_hot(argmax(θ + G)) − sg(y) + y``: forward the hard sample
-    (distributed as ``Categorical(softmax θ)``), backward ``(1/τ) J(y) g``.
+    ``hard=True`` returns the one-hot of ``D = argmax(θ + G)`` (distributed as
+    ``Categorical(softmax θ)``) with backward ``(1/τ) J(y) g``, the gradient of
+    ``one_hot(D) − sg(y) + y``.
 
-    The noise is ``−log(−log U)`` with ``U`` kept in ``[tiny, 1)``, so the output is never NaN or
-    inf on finite logits (``torch.nn.functional.gumbel_softmax`` can produce NaN/inf from an
-    exponential draw of exactly 0). With ``index`` given, ``G`` is drawn conditioned on
-    ``argmax(θ + G) = index`` (the noise Gumbel-Rao averages over), so the hard forward value is
-    the given sample.
+    ``D`` and ``G`` are drawn as ``D`` first (the draw every straight-through estimator makes, so
+    the same generator state gives the same ``D`` as :func:`st`), then ``G`` conditioned on
+    ``argmax(θ + G) = D`` (Maddison et al. 2014), which together is exactly unconditioned Gumbel
+    noise. The noise is built from exponential draws that are never 0 or infinite, so the output
+    is never NaN or inf on finite logits (``torch.nn.functional.gumbel_softmax`` can produce
+    NaN/inf). With ``index`` given, ``D = index`` and ``G`` is conditioned on it (the noise
+    Gumbel-Rao averages over).
 
     Bias: the relaxed sample is a biased estimator of the discrete expectation for any
     ``τ > 0``; STGS is biased (it depends on ``G`` beyond ``D``).
+
+    The positional arguments are those of ``torch.nn.functional.gumbel_softmax``
+    (``logits, tau, hard, eps, dim``). ``eps`` is unused and deprecated, as in PyTorch: a value
+    other than the default gives a ``DeprecationWarning``.
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     if not isinstance(hard, bool):
         raise TypeError(f"hard must be a bool, got {hard!r}")
+    if eps != 1e-10:
+        warnings.warn("gumbel_softmax: eps is deprecated and has no effect", DeprecationWarning, stacklevel=2)
+    if index is not None:
+        index = V.check_index(index, logits, dim)
+    s_ = seed(generator, logits.device)
+    x, back = _moved(logits, dim)
+    if _ops.use_kernels(logits):   # the fused operator: draw, noise and softmax in one sweep
+        y, onehot, _ = torch.ops.quasigrad.gumbel_softmax(x, s_, index, tau, hard, dim)
+        return back(onehot if hard else y)
     cdt = compute_dtype(logits.dtype)
     with torch.no_grad():
-        theta = logits.detach().to(cdt)
+        theta = x.detach().to(cdt)
+        m = theta.amax(-1, keepdim=True)
+        e = torch.exp(theta - m)
+        total = e.sum(-1, keepdim=True)
+        V.check_finite_rows(total.squeeze(-1), logits, dim)
         if index is None:
-            noise = gumbel(theta.shape, dtype=cdt, device=theta.device, generator=generator)
-        else:
-            index = V.check_index(index, logits, dim)
-            noise = conditional_gumbel(theta, index, dim, generator=generator) - theta
-        noise = noise.masked_fill_(torch.isneginf(theta), 0.0)
-        if not is_compiling():
-            total = torch.logsumexp(theta + noise, dim)
-            V.check_finite_rows(total, logits, dim)
-    y = torch.softmax((logits.to(cdt) + noise) / tau, dim)
+            u = _streams.row_uniforms(s_, theta.shape[:-1], cdt)
+            index = _ops.inverse_cdf(e, u * total.squeeze(-1))
+        elif not is_compiling() and bool((e.gather(-1, index.unsqueeze(-1)) == 0).any()):
+            raise ValueError("index selects a category whose probability is 0 (logit -inf); "
+                             "a sample can only hold categories with finite logits")
+        rows = theta.numel() // theta.shape[-1]
+        big_e = -torch.log(_streams.noise_uniforms(s_, rows, theta.shape[-1], dtype=cdt).reshape(theta.shape))
+        idx = index.unsqueeze(-1)
+        a = total / big_e.gather(-1, idx)
+        # G with θ + G − max θ = log r (see quasigrad.estimators._ops.relaxed); finite where θ = −inf
+        noise = torch.log(torch.addcmul(e, a, big_e)).neg_().scatter_(-1, idx, (m - theta).gather(-1, idx))
+    y = _tempered_softmax(x.to(cdt) + noise, tau, -1)
     if not hard:
-        return y.to(logits.dtype)
-    with torch.no_grad():
-        if index is None:
-            index = (logits.detach().to(cdt) + noise).argmax(dim)
-        y_hard = _one_hot(index, y, dim)
-    return (y_hard - y.detach() + y).to(logits.dtype)
+        return back(y).to(logits.dtype)
+    return _apply(logits, index, dim, functools.partial(_k_st, scale=1.0 / tau), back(y.detach()))
 
 
 class _GumbelRao(torch.autograd.Function):
-    """GR-MCK with peak memory independent of k: the k conditional Gumbel draws are made in
-    chunks from a private generator seeded once, and made again in backward from the same seed."""
+    """GR-MCK by PyTorch operators (where the fused operator does not apply): the k conditional
+    Gumbel draws are made in backward, in chunks, from the noise stream of the call's seed, so
+    peak memory does not grow with k."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(logits, index, dim, tau, k, seed, chunk):
+    def forward(logits, index, seed_, dim, tau, k):
         return _one_hot(index, logits, dim)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        logits, index, dim, tau, k, seed, chunk = inputs
-        ctx.save_for_backward(logits.detach(), index)
-        ctx.args = (dim, tau, k, seed, chunk)
+        logits, index, seed_, dim, tau, k = inputs
+        ctx.save_for_backward(logits.detach(), index, seed_)
+        ctx.args = (dim, tau, k)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        theta, index = ctx.saved_tensors
-        dim, tau, k, seed, chunk = ctx.args
+        theta, index, seed_ = ctx.saved_tensors
+        dim, tau, k = ctx.args
         cdt = compute_dtype(theta.dtype)
-        theta_c, g = theta.to(cdt), grad.to(cdt)
-        gen = torch.Generator(device=theta.device).manual_seed(seed)
-        acc = torch.zeros_like(theta_c)
-        done = 0
-        while done < k:
-            n = min(chunk, k - done)
-            s = torch.softmax(conditional_gumbel(theta_c, index, dim, num=n, generator=gen) / tau, dim + 1)
-            acc += _jvp_softmax(s, g.unsqueeze(0), dim + 1).sum(0)
-            done += n
-        return (acc / (k * tau)).to(theta.dtype), None, None, None, None, None, None
+        out = _ops.gumbel_rao_grad(theta.to(cdt).movedim(dim, -1), index, grad.to(cdt).movedim(dim, -1), seed_, tau, k)
+        return out.movedim(-1, dim).to(theta.dtype), None, None, None, None, None
 
 
 def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, dim: int = -1,
@@ -407,15 +422,22 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, dim: int 
     This is STGS with its noise beyond ``D`` integrated out by Monte Carlo: same expectation,
     lower variance. As ``τ → 0`` (and ``k → ∞``) it tends to :func:`zgr`. Biased.
 
-    Peak memory does not grow with ``k``: draws are processed in chunks and regenerated in the
-    backward pass from a seed drawn from ``generator``.
+    Peak memory does not grow with ``k``: the draws are made in the backward pass, from a seed
+    drawn from ``generator`` with the sample (on the CPU one row at a time in the fused kernel,
+    elsewhere in chunks). Draw ``i = 0`` is the noise :func:`gumbel_softmax` uses with the same
+    generator state, so at ``k = 1`` the two give the same gradient.
     """
     dim, tau = _prepare(logits, dim, generator, tau)
     k = V.check_int(k, "k", minimum=1)
-    index = draw_index(logits, dim, generator) if index is None else _draw(logits, dim, index, generator)[1]
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=logits.device).item())
-    chunk = max(1, min(k, (1 << 22) // max(1, logits.numel())))
-    return _GumbelRao.apply(logits, index, dim, tau, k, seed, chunk)
+    if index is not None:
+        index = _draw(logits, dim, index, generator)[1]
+    s_ = seed(generator, logits.device)
+    if _ops.use_kernels(logits):
+        x, back = _moved(logits, dim)
+        return back(torch.ops.quasigrad.gumbel_rao(x, s_, index, tau, k, dim)[0])
+    if index is None:
+        index = draw(logits, dim, generator, seed_tensor=s_)[1]
+    return _GumbelRao.apply(logits, index, s_, dim, tau, k)
 
 
 # --------------------------------------------------------------------------------------------

@@ -165,7 +165,14 @@ class RELAX(torch.nn.Module):
 
     def _relaxed(self, p, z):
         t = self.log_temperature.exp().to(z.dtype)
-        return torch.softmax(z / t, -1) if p.cat else torch.sigmoid(z / t)
+        # Categorical: shifted by the row max (detached). Both: kept within ±√(largest float), where
+        # exp(−|z|/λ) is already 0 for any λ below ~1e15 (float32), so that a masked category (−inf)
+        # or |z|/λ beyond the float range gives the softmax's or sigmoid's limit without inf − inf
+        # in the value or 0 · inf in the first and second derivatives in z and λ.
+        bound = torch.finfo(z.dtype).max ** 0.5
+        if p.cat:
+            return torch.softmax((z - z.detach().amax(-1, keepdim=True)).clamp_min(-bound) / t, -1)
+        return torch.sigmoid(z.clamp(-bound, bound) / t)
 
     def _cv(self, p, z, k):
         """``c_φ(z)`` per example for ``z`` shaped ``(k, *canonical)``: returns ``(k, *example)``."""
@@ -192,7 +199,8 @@ class RELAX(torch.nn.Module):
         th0 = p.lg.detach()
         with torch.no_grad():
             if p.cat:
-                z0 = th0 + (-torch.log(-torch.log(uniform(shape, dtype=p.cdt, device=th0.device, generator=generator))))
+                gumbel = -torch.log(-torch.log(uniform(shape, dtype=p.cdt, device=th0.device, generator=generator)))
+                z0 = th0 + gumbel
                 idx = z0.argmax(-1)
                 x = torch.zeros(shape, dtype=p.cdt, device=th0.device).scatter_(-1, idx.unsqueeze(-1), 1)
                 log_e = torch.log(-torch.log(uniform(shape, dtype=p.cdt, device=th0.device, generator=generator)))
@@ -208,7 +216,7 @@ class RELAX(torch.nn.Module):
         train = self.train_cv and self.training
         with torch.enable_grad():
             if p.cat:
-                z = theta + (z0 - th0)
+                z = theta + gumbel                 # not z0 − θ: −inf − (−inf) at a masked category
                 zt = _conditional_gumbel(theta, idx, log_e)
             else:
                 z = theta + noise

@@ -9,6 +9,7 @@ Forward values are exact; the backward pass is the estimator named by ``estimato
     y = qq.fake_quantize(x, 0.1, 0, -128, 127)            # == torch.fake_quantize_per_tensor_affine
     layer = qq.QuantConv2d(1, 32, 3, weight_quantizer=qq.UniformQuantizer(2, estimator="dsq", k=4))
     qq.quantize_model(model, weight_quantizer=lambda m: qq.UniformQuantizer(2))
+    small = qq.convert(model.eval())                      # integer weights, 4 bits and below packed 2 per byte
     twin, a, _ = qq.ste_twin(model, "sgd")                # STE from M(w₀), learning rate ×α
 
 Estimators (``qq.estimator_table()``): ``ste``, ``clipped-ste``, ``piecewise-linear``,
@@ -22,6 +23,7 @@ from .functional import (ceil, dorefa_activation, dorefa_weight, fake_quantize, 
                          grad_scale, heaviside, lsq, pact, round, sign, ternary, uniform_quantize)
 from .modules import (DoReFaQuantizer, FakeQuantizer, LSQQuantizer, PACTQuantizer, QuantConv2d, QuantLinear,
                       UniformQuantizer, quantize_model)
+from .integer import IntConv2d, IntegerWeight, IntLinear, convert, integer_weight
 from .equivalence import (alignment_error, alpha, check_in_class, least_squares_trend, quantized_agreement,
                           quantized_weights, remap, ste_twin)
 
@@ -34,6 +36,8 @@ __all__ = [
     # modules
     "UniformQuantizer", "FakeQuantizer", "LSQQuantizer", "PACTQuantizer", "DoReFaQuantizer", "QuantLinear",
     "QuantConv2d", "quantize_model",
+    # integer weights
+    "convert", "integer_weight", "IntegerWeight", "IntLinear", "IntConv2d",
     # equivalence
     "alpha", "remap", "check_in_class", "ste_twin", "quantized_weights", "quantized_agreement", "alignment_error",
     "least_squares_trend",

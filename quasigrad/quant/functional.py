@@ -290,8 +290,21 @@ def fake_quantize_per_channel(x: torch.Tensor, scale: torch.Tensor, zero_point: 
 
 
 def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Identity forward, gradient multiplied by ``factor`` (LSQ's step-size gradient scale)."""
-    return (x - x * factor).detach() + x * factor
+    """Identity forward, gradient multiplied by ``factor`` (LSQ's step-size gradient scale).
+
+    The forward value is exactly ``x`` (``x + (a − a)`` with ``a = factor·x``), so a quantizer that
+    scales by it gives the same bits as one that multiplies by ``x`` itself; this is what lets
+    :func:`quasigrad.quant.convert` store LSQ's step as the scale of integer weights.
+
+    Args:
+        x: tensor (the learned step).
+        factor: the gradient multiplier.
+
+    Returns:
+        A tensor equal to ``x`` whose gradient with respect to ``x`` is ``factor`` times the incoming one.
+    """
+    scaled = x * factor
+    return x.detach() + (scaled - scaled.detach())
 
 
 def lsq(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool = True, estimator: str = "ste",
@@ -301,9 +314,22 @@ def lsq(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool = True, 
     .. math:: y = s\,\mathrm{round}(\mathrm{clamp}(x/s, -Q_N, Q_P))
 
     with ``Q_N = 2**(bits−1), Q_P = 2**(bits−1) − 1`` (signed) or ``0, 2**bits − 1``. The step ``s``
-    is a learned (one-element or broadcastable) tensor whose gradient is scaled by
-    ``1/√(N·Q_P)`` (``N = x.numel()``), giving LSQ's ``∂y/∂s = round(x/s) − x/s`` inside the range
-    and ``−Q_N`` or ``Q_P`` outside; ``∂y/∂x`` is the estimator's inside the range, 0 outside."""
+    is a learned tensor, one element (per tensor) or broadcastable to ``x`` (per channel, e.g.
+    shaped ``(C, 1)`` for a ``(C, K)`` weight), whose gradient is scaled by ``1/√(N·Q_P)`` with
+    ``N`` the number of elements that share one step (``x.numel() / s.numel()``), giving LSQ's
+    ``∂y/∂s = round(x/s) − x/s`` inside the range and ``−Q_N`` or ``Q_P`` outside; ``∂y/∂x`` is
+    the estimator's inside the range, 0 outside.
+
+    Args:
+        x: floating tensor to quantize.
+        step: positive step ``s``, one element or broadcastable to ``x``.
+        bits: number of bits (>= 2 when ``signed``).
+        signed: signed range ``[−Q_N, Q_P]`` or unsigned ``[0, 2**bits − 1]``.
+        estimator: gradient estimator through the rounding; further keywords are its parameters.
+
+    Returns:
+        ``s·round(clamp(x/s, −Q_N, Q_P))``, shaped like ``x`` broadcast with ``s``.
+    """
     _check(x)
     bits = _check_bits(bits)
     if not isinstance(step, torch.Tensor):
@@ -313,7 +339,8 @@ def lsq(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool = True, 
     qn, qp = (2 ** (bits - 1), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
     if qp == 0:
         raise ValueError("signed LSQ needs bits >= 2 (with 1 bit the positive range is empty)")
-    s = grad_scale(step, 1.0 / math.sqrt(x.numel() * qp))
+    per_step = max(x.numel() // max(step.numel(), 1), 1)
+    s = grad_scale(step, 1.0 / math.sqrt(per_step * qp))
     v = torch.clamp(x / s, -qn, qp)
     return round(v, estimator=estimator, **params) * s
 

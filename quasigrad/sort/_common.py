@@ -33,8 +33,13 @@ def _rows(values, dim, name="values"):
 
 
 def _spread(x):
-    """Each row's standard deviation (detached; 1 for a constant row): the unit of ``relative=True``."""
-    std = x.detach().std(-1, unbiased=False, keepdim=True)
+    """Each row's standard deviation (detached; 1 for a constant row): the unit of ``relative=True``.
+    Computed on the row divided by its largest magnitude, so that values near the float range do
+    not overflow when squared."""
+    x = x.detach()
+    top = x.abs().amax(-1, keepdim=True)
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    std = (x / top).std(-1, unbiased=False, keepdim=True) * top
     return torch.where(std > 0, std, torch.ones_like(std))
 
 

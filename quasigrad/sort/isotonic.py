@@ -144,7 +144,7 @@ def _isotonic(s, w, regularization, *, count_rounds=False):
 # Fast soft sort and rank (Blondel et al. 2020)
 
 
-def soft_rank(values: torch.Tensor, *, regularization: str = "l2", regularization_strength: float = 1.0,
+def soft_rank(values: torch.Tensor, regularization: str = "l2", regularization_strength: float = 1.0, *,
               descending: bool = False, dim: int = -1, relative: bool = False) -> torch.Tensor:
     r"""Soft ranks of ``values`` along ``dim`` (Blondel et al. 2020), ranks in ``[1, n]``.
 
@@ -159,6 +159,9 @@ def soft_rank(values: torch.Tensor, *, regularization: str = "l2", regularizatio
     one sort (``σ`` sorts ``z`` descending) and one isotonic regression ``v`` (pool adjacent
     violators). As ``ε → 0`` the result is the hard rank; as ``ε → ∞`` every rank tends to
     ``(n+1)/2`` (l2).
+
+    The first three arguments may be given by position, in the order of ``torchsort.soft_rank``;
+    the others are keyword-only.
 
     Args:
         values: floating tensor, any shape; ranked along ``dim``.
@@ -193,7 +196,7 @@ def soft_rank(values: torch.Tensor, *, regularization: str = "l2", regularizatio
     return restore(torch.empty_like(sol).scatter(-1, perm, sol))
 
 
-def soft_sort(values: torch.Tensor, *, regularization: str = "l2", regularization_strength: float = 1.0,
+def soft_sort(values: torch.Tensor, regularization: str = "l2", regularization_strength: float = 1.0, *,
               descending: bool = False, dim: int = -1, relative: bool = False) -> torch.Tensor:
     r"""Soft sort of ``values`` along ``dim`` (Blondel et al. 2020).
 
@@ -206,6 +209,9 @@ def soft_sort(values: torch.Tensor, *, regularization: str = "l2", regularizatio
     paper, so no sign restriction on θ). Ascending (the default, as ``torchsort``) is
     ``−soft_sort(−θ, descending=True)``. ``ε → 0`` gives ``torch.sort``; large ε pools every value
     to the mean (l2; the l2 output keeps the row's sum, the KL output does not).
+
+    The first three arguments may be given by position, in the order of ``torchsort.soft_sort``;
+    the others are keyword-only.
 
     Args:
         values: floating tensor, any shape; sorted along ``dim``.

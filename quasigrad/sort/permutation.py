@@ -17,6 +17,11 @@ from ._common import _rows, _spread
 
 
 def _scores(scores, dim, tau, stochastic, generator, relative, descending):
+    """Checked scores as (B, n) rows in the compute dtype, descending, and the temperature.
+
+    Both relaxations are ``softmax(L(s)/τ)`` with ``L`` positively homogeneous of degree one in
+    ``s`` (``L(s/r) = L(s)/r``), so each row is divided by ``r ≥ 1`` (detached) and ``τ`` with it:
+    ``r = 1`` unless the row's values are large enough for ``L`` to overflow (``|L| ≤ 3n max|s|``)."""
     tau = V.check_positive(tau, "tau")
     V.check_generator(generator, scores.device)
     s, _, batch = _rows(scores, dim, "scores")
@@ -24,8 +29,17 @@ def _scores(scores, dim, tau, stochastic, generator, relative, descending):
         s = s + gumbel(s.shape, dtype=s.dtype, device=s.device, generator=generator)  # ~ Plackett–Luce
     if not descending:
         s = -s
-    tau_eff = tau * _spread(s) if relative else tau
-    return s, tau_eff, batch
+    tau_eff = tau * _spread(s) if relative else torch.full((s.shape[0], 1), tau, dtype=s.dtype, device=s.device)
+    n, big = s.shape[-1], torch.finfo(s.dtype).max
+    r = (s.detach().abs().amax(-1, keepdim=True) * (8.0 * n / big)).clamp_min(1.0)
+    tiny = torch.finfo(s.dtype).tiny
+    return s / r, (tau_eff / r).clamp_min(tiny), batch
+
+
+def _tempered_softmax(logits, tau):
+    """``softmax(logits/τ)`` along the last dim, shifted by the row max (detached) before the
+    division so that logits beyond ``τ`` times the float range give the limit, not NaN."""
+    return torch.softmax((logits - logits.detach().amax(-1, keepdim=True)) / tau, dim=-1)
 
 
 def _finish(p_soft, s, hard, batch, dtype):
@@ -72,8 +86,7 @@ def neural_sort(scores: torch.Tensor, *, tau: float = 1.0, descending: bool = Fa
     pairwise = (s.unsqueeze(-1) - s.unsqueeze(-2)).abs().sum(-1)                # A 1, (B, n)
     scaling = (n + 1 - 2 * torch.arange(1, n + 1, dtype=s.dtype, device=s.device))  # (n,)
     logits = scaling.view(1, n, 1) * s.unsqueeze(-2) - pairwise.unsqueeze(-2)     # (B, n, n)
-    tau_eff = tau_eff.unsqueeze(-1) if isinstance(tau_eff, torch.Tensor) else tau_eff
-    p = torch.softmax(logits / tau_eff, dim=-1)
+    p = _tempered_softmax(logits, tau_eff.unsqueeze(-1))
     return _finish(p, s, hard, batch, scores.dtype)
 
 
@@ -92,6 +105,5 @@ def soft_sort_permutation(scores: torch.Tensor, *, tau: float = 1.0, descending:
     s, tau_eff, batch = _scores(scores, dim, tau, stochastic, generator, relative, descending)
     s_sorted, _ = s.sort(dim=-1, descending=True)
     logits = -(s_sorted.unsqueeze(-1) - s.unsqueeze(-2)).abs()
-    tau_eff = tau_eff.unsqueeze(-1) if isinstance(tau_eff, torch.Tensor) else tau_eff
-    p = torch.softmax(logits / tau_eff, dim=-1)
+    p = _tempered_softmax(logits, tau_eff.unsqueeze(-1))
     return _finish(p, s, hard, batch, scores.dtype)

@@ -50,7 +50,7 @@ def gumbel_topk(logits: torch.Tensor, k: int, *, dim: int = -1, set_log_prob: bo
         estimators); the indices are not.
     """
     V.check_floating(logits, "logits")
-    dim = V.normalize_dim(dim, logits.dim())
+    dim = V.category_dim(logits, dim)
     V.check_generator(generator, logits.device)
     k = _check_k(k, logits.shape[dim])
     with torch.no_grad():
@@ -94,12 +94,17 @@ def plackett_luce_log_prob(logits: torch.Tensor, indices: torch.Tensor, *, dim: 
         raise ValueError(f"indices must be shaped like logits {tuple(logits.shape)} except along dim {dim}, "
                          f"got {tuple(indices.shape)}")
     n, k = logits.shape[dim], indices.shape[dim]
+    if k == 0:
+        raise ValueError(f"indices has size 0 along dim {dim} (shape {tuple(indices.shape)}); "
+                         f"it needs at least one drawn item per row")
     k = _check_k(k, n)
     theta = logits.movedim(dim, -1)
     batch = theta.shape[:-1]
     theta = theta.reshape(-1, n).to(compute_dtype(logits.dtype))
     idx = indices.movedim(dim, -1).reshape(-1, k).long()
     if not is_compiling():
+        if bool(torch.isnan(theta).any() | torch.isposinf(theta).any()):
+            V.describe_bad_logits(logits, dim)       # -inf masks an item; NaN and +inf are no weights
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise ValueError(f"indices must be in [0, {n - 1}], got values in [{int(idx.min())}, {int(idx.max())}]")
         if k > 1 and bool((idx.sort(-1).values.diff(dim=-1) == 0).any()):
@@ -167,7 +172,8 @@ def relaxed_topk(logits: torch.Tensor, k: int, *, tau: float = 1.0, hard: bool =
     tiny = torch.finfo(s.dtype).tiny
     scores, mask = s, torch.zeros_like(s)
     for _ in range(k):
-        alpha = torch.softmax(scores / tau_eff, dim=-1)
+        # shifted by the row max (detached): scores beyond τ times the float range give the limit
+        alpha = torch.softmax((scores - scores.detach().amax(-1, keepdim=True)) / tau_eff, dim=-1)
         mask = mask + alpha
         scores = scores + torch.log((1 - alpha).clamp_min(tiny))
     if hard:
