@@ -12,6 +12,8 @@ from typing import Any
 PENDING = (
     "quasigrad/objective/__init__.py",
     "quasigrad/quant/",
+    "quasigrad/distributions.py",
+    "quasigrad/nn.py",
 )
 
 

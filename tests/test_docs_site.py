@@ -25,7 +25,8 @@ RST_PENDING = {
     "quasigrad/__init__.py", "quasigrad/_compat.py", "quasigrad/cli.py", "quasigrad/data.py", "quasigrad/exact.py",
     "quasigrad/bench/", "quasigrad/estimators/", "quasigrad/quant/", "quasigrad/sort/",
     "quasigrad/objective/__init__.py", "quasigrad/objective/_problem.py", "quasigrad/objective/control_variates.py",
-    "quasigrad/objective/pairs.py",
+    "quasigrad/objective/pairs.py", "quasigrad/objective/antithetic.py", "quasigrad/objective/stein.py",
+    "quasigrad/distributions.py", "quasigrad/nn.py",
 }
 RST = re.compile(r":(?:func|class|meth|mod|data|attr|obj|exc):`|^\s*\.\. [a-z]+::|(?<!`)``[^`\n]+``(?!`)|[^:\s]::\s*$",
                  re.M)

@@ -1,7 +1,8 @@
 """Every code block of the README and the docs works as written.
 
-- `python` blocks run, each on its own, top to bottom, in a fresh interpreter (a block never
-  relies on an earlier one), with MNIST found through `$QUASIGRAD_MNIST`.
+- `python` blocks run, each on its own, top to bottom, in a process of its own that starts with an
+  empty namespace (a block never relies on an earlier one), with MNIST found through
+  `$QUASIGRAD_MNIST`.
 - `bash`, `sh` and `console` blocks (in `console`, the lines after `$ `) pass `bash -n`; each
   command in them runs, except the kinds listed in `NOT_RUN` with the reason. Of those, a
   benchmark's arguments are parsed by that benchmark's own parser, `quasigrad check`'s by its
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -93,15 +95,84 @@ def test_block_says_its_language(block):
         f"got {block.lang or 'none'!r}")
 
 
+# Each Python block runs in its own process, forked from a server that has imported torch and
+# quasigrad once (the block starts with an empty namespace, so it still needs its own imports);
+# this saves the import time of a fresh interpreter per block. Without os.fork, a fresh interpreter.
+_SERVER = r"""
+import json, os, runpy, sys, time, traceback
+import torch, quasigrad
+print("ready", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(req["cwd"])
+            fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            sys.argv = [req["script"]]
+            runpy.run_path(req["script"], run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline, status = time.monotonic() + req["timeout"], None
+    while status is None:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = os.waitstatus_to_exitcode(raw)
+        elif time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            status = "timeout"
+        else:
+            time.sleep(0.02)
+    print(json.dumps({"status": status}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def block_runner():
+    if not hasattr(os, "fork"):
+        def run(script: Path, cwd: Path) -> Tuple[object, str]:
+            proc = subprocess.run([sys.executable, str(script)], cwd=cwd, env=_env(), capture_output=True, text=True,
+                                  timeout=TIMEOUT_S)
+            return proc.returncode, proc.stdout + proc.stderr
+        yield run
+        return
+    server = subprocess.Popen([sys.executable, "-c", _SERVER], cwd=ROOT, env=_env(), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdin is not None
+    assert server.stdout.readline().strip() == "ready", "the snippet server did not start"
+
+    def run(script: Path, cwd: Path) -> Tuple[object, str]:
+        log = cwd / "output.txt"
+        server.stdin.write(json.dumps({"script": str(script), "cwd": str(cwd), "log": str(log),
+                                       "timeout": TIMEOUT_S}) + "\n")
+        server.stdin.flush()
+        status = json.loads(server.stdout.readline())["status"]
+        return status, log.read_text() if log.exists() else ""
+
+    yield run
+    server.stdin.close()
+    server.wait(timeout=60)
+
+
 @pytest.mark.parametrize("block", PY_BLOCKS, ids=lambda b: b.id)
-def test_python_block_runs(block, tmp_path):
+def test_python_block_runs(block, tmp_path, block_runner):
     if "load_mnist" in block.code and not MNIST_DIR.is_dir():
         pytest.fail(f"MNIST files not found at {MNIST_DIR}; set QUASIGRAD_TEST_MNIST to their directory")
     script = tmp_path / "snippet.py"
     script.write_text(block.code)
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
-    assert proc.returncode == 0, f"{block.id} failed:\n{block.code}\n--- output ---\n{proc.stdout}{proc.stderr[-4000:]}"
+    status, output = block_runner(script, tmp_path)
+    assert status == 0, f"{block.id} failed ({status}):\n{block.code}\n--- output ---\n{output[-4000:]}"
 
 
 # --------------------------------------------------------------------------- shell blocks

@@ -172,8 +172,23 @@ def normalize_dim(dim: int, ndim: int, name: str = "dim") -> int:
     return dim % ndim
 
 
-def category_dim(logits: torch.Tensor, dim, name: str = "logits") -> int:
-    """``dim`` normalised (see :func:`normalize_dim`), and required to hold at least one category."""
+def category_dim(logits: torch.Tensor, dim: int, name: str = "logits") -> int:
+    """The category dimension of `logits`, normalised (see `normalize_dim`) and required to
+    hold at least one category.
+
+    Args:
+        logits: the logits.
+        dim: their category dimension, possibly negative.
+        name: the argument's name, for the message.
+
+    Returns:
+        `dim` as an index in `[0, logits.dim() - 1]`.
+
+    Raises:
+        TypeError: `dim` is not an integer.
+        IndexError: `dim` is out of range.
+        ValueError: `logits` has size 0 along `dim`.
+    """
     dim = normalize_dim(dim, logits.dim())
     if logits.shape[dim] == 0:
         raise ValueError(f"{name} has size 0 along dim {dim} (shape {tuple(logits.shape)}); "
@@ -183,7 +198,16 @@ def category_dim(logits: torch.Tensor, dim, name: str = "logits") -> int:
 
 def check_logits(logits: torch.Tensor, dim: int, name: str = "logits") -> None:
     """Require categorical logits without NaN or +inf and with a finite logit in every row along
-    ``dim`` (-inf masks a category). Reads the values (skipped under ``torch.compile``)."""
+    `dim` (-inf masks a category). Reads the values (skipped under `torch.compile`).
+
+    Args:
+        logits: the logits.
+        dim: their category dimension (non-negative).
+        name: the argument's name, for the message.
+
+    Raises:
+        ValueError: NaN, +inf, or a row whose logits are all -inf.
+    """
     if is_compiling() or logits.numel() == 0:
         return
     if bool(torch.isnan(logits).any() | torch.isposinf(logits).any() | torch.isneginf(logits).all(dim).any()):
@@ -191,8 +215,16 @@ def check_logits(logits: torch.Tensor, dim: int, name: str = "logits") -> None:
 
 
 def check_not_nan(x: torch.Tensor, name: str = "logits") -> None:
-    """Require no NaN in ``x`` (Bernoulli logits may be ±inf: a certain outcome). Reads the values
-    (skipped under ``torch.compile``)."""
+    """Require no NaN in `x` (Bernoulli logits may be ±inf: a certain outcome). Reads the values
+    (skipped under `torch.compile`).
+
+    Args:
+        x: the tensor to check.
+        name: the argument's name, for the message.
+
+    Raises:
+        ValueError: `x` contains NaN.
+    """
     if is_compiling():
         return
     n = int(torch.isnan(x).sum())
@@ -261,8 +293,18 @@ def check_index(index: Any, logits: torch.Tensor, dim: int, name: str = "index")
 
 
 def check_index_possible(logits: torch.Tensor, index: torch.Tensor, dim: int, name: str = "index") -> None:
-    """Require ``index`` (checked by :func:`check_index`) to select no masked category (logit
-    -inf). Reads the values (skipped under ``torch.compile``)."""
+    """Require a sample to select no masked category (logit -inf). Reads the values (skipped
+    under `torch.compile`).
+
+    Args:
+        logits: the logits.
+        index: the drawn category per row, already checked by `check_index`.
+        dim: the category dimension of `logits` (non-negative).
+        name: the argument's name, for the message.
+
+    Raises:
+        ValueError: `index` selects a category whose logit is -inf.
+    """
     if is_compiling() or index.numel() == 0:
         return
     if bool(torch.isneginf(logits.detach().gather(dim, index.unsqueeze(dim))).any()):
