@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-__all__ = ["CATEGORICAL_CONFIGS", "PAPER_TABLE2", "DISPLAY_NAMES"]
+__all__ = ["CATEGORICAL_CONFIGS", "PAPER_TABLE2", "DISPLAY_NAMES", "display_name", "by_estimator"]
 
 
 # The paper's per-configuration settings for ReinMax (ReinMax repository, mnist_vae/reinmax_C_L.sh):
@@ -28,3 +28,30 @@ PAPER_TABLE2: Dict[str, Dict[str, Tuple[float, float]]] = {}
 DISPLAY_NAMES = {"st": "ST", "stgs": "STGS", "gumbel_rao": "GR-MCK", "gst": "GST-1.0", "reinmax": "ReinMax",
                  "zgr": "ZGR", "darn": "DARN", "rloo": "RLOO", "disarm": "DisARM", "relax": "RELAX",
                  "double_cv": "Double CV", "reinforce": "REINFORCE"}
+
+
+def by_estimator(table: Dict[str, Any], name: str) -> Any:
+    """``table[name]``, looking ``name`` up by its spelling as typed, then by the spelling of the
+    same registered estimator that ``table`` uses (``gumbel_softmax`` finds an ``stgs`` entry);
+    ``None`` when absent."""
+    if name in table:
+        return table[name]
+    from .. import registry
+
+    try:
+        target = registry.canonical(name)
+    except KeyError:
+        return None
+    for key, value in table.items():
+        try:
+            if registry.canonical(key) == target:
+                return value
+        except KeyError:
+            continue
+    return None
+
+
+def display_name(name: str) -> str:
+    """The name an estimator has in the papers' tables (``stgs`` → ``STGS``); ``name`` itself
+    when it has none."""
+    return by_estimator(DISPLAY_NAMES, name) or name
