@@ -36,9 +36,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
-from .._util.files import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .._util.tables import format_table, mean_std
 from .common import check_positive, estimator_specs, load_mnist_arg, mean_pm, resolve_device, save_figure
 from .store import (
@@ -51,11 +50,11 @@ from .store import (
     save_checkpoint,
 )
 
-__all__ = ["Benchmark", "Plan", "Unit", "Context", "BenchmarkError", "ResultStore", "main", "execute", "parser",
-           "benchmark_class", "describe", "progress", "estimator_specs", "resolve_device", "load_mnist_arg",
-           "check_out_dir", "save_figure", "format_table", "mean_std", "mean_pm", "check_positive",
-           "atomic_write_json", "atomic_write_bytes", "atomic_torch_save", "load_checkpoint", "save_checkpoint",
-           "restoring_checkpoint"]
+# The runner's own names, then the helpers the benchmarks take from it (defined in .common and .store).
+__all__ = ["Benchmark", "Plan", "Unit", "Context", "main", "execute", "parser", "benchmark_class", "describe",
+           "BenchmarkError", "ResultStore", "check_out_dir", "load_checkpoint", "save_checkpoint",
+           "restoring_checkpoint", "estimator_specs", "resolve_device", "load_mnist_arg", "check_positive",
+           "save_figure", "format_table", "mean_std", "mean_pm"]
 
 
 @dataclass
@@ -160,7 +159,7 @@ class _Bar:
 
     def __init__(self, total: int, desc: str, disable: bool):
         self.total, self.done, self.disable, self.desc = total, 0, disable, desc
-        self.start = time.time()
+        self.start = self._shown = time.time()
         self.tqdm = None
         if disable:
             return
@@ -178,8 +177,9 @@ class _Bar:
             self.tqdm.update(n)
             if postfix:
                 self.tqdm.set_postfix_str(postfix, refresh=False)
-        else:
-            sys.stderr.write(f"\r{self.desc} {self.done}/{self.total} [{time.time() - self.start:.0f}s]"
+        elif time.time() - self._shown >= 0.5 or self.done >= self.total:   # a plain counter, twice a second
+            self._shown = time.time()
+            sys.stderr.write(f"\r{self.desc} {self.done}/{self.total} [{self._shown - self.start:.0f}s]"
                              + (f" {postfix}" if postfix else ""))
             sys.stderr.flush()
 
@@ -193,19 +193,6 @@ class _Bar:
             self.tqdm.close()
         elif not self.disable:
             sys.stderr.write(f"\r{self.desc} done [{time.time() - self.start:.0f}s]\n")
-
-
-def progress(iterable: Iterable, *, total: Optional[int] = None, desc: str = "", disable: bool = False) -> Iterator:
-    """Iterate with a progress bar on stderr (tqdm where installed, else a plain counter)."""
-    if total is None and hasattr(iterable, "__len__"):
-        total = len(iterable)  # type: ignore[arg-type]
-    bar = _Bar(total or 0, desc, disable)
-    try:
-        for item in iterable:
-            yield item
-            bar.update()
-    finally:
-        bar.close()
 
 
 class Context:
@@ -241,10 +228,6 @@ class Context:
         once the unit is stored)."""
         directory = check_out_dir(self.out / "checkpoints", option="--out")
         return directory / self.bench.checkpoint_name(unit, self.tag)
-
-    load_checkpoint = staticmethod(load_checkpoint)
-    save_checkpoint = staticmethod(save_checkpoint)
-    restoring = staticmethod(restoring_checkpoint)
 
     # -- progress
     def step(self, postfix: Optional[str] = None) -> None:
