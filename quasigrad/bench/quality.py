@@ -33,6 +33,7 @@ class Quality(runner.Benchmark):
     description = DESCRIPTION
     full = "20,000 draws, nine temperatures"
     estimators = "estimators, NAME or NAME:KEY=VALUE,... (default: every registered one that runs by name)"
+    threads = True
 
     @classmethod
     def add_arguments(cls, parser) -> None:
