@@ -485,16 +485,16 @@ def test_bad_input_errors():
 
 
 def test_benchmark_rejects_bad_arguments_before_work(tmp_path):
-    from bench_cli import bench_args
+    from bench_cli import run_bench
 
-    from quasigrad.bench import BENCHMARKS, qat_equivalence
+    from quasigrad.bench import BENCHMARKS
     from quasigrad.bench.runner import BenchmarkError
 
     assert BENCHMARKS["qat-equivalence"] == "quasigrad.bench.qat_equivalence"
     for argv, msg in [(["--estimators", "ewgs"], "theorem's class"), (["--steps", "0"], "--steps"),
                       (["--optimizers", "rmsprop"], "sgd and/or adam")]:
         with pytest.raises(BenchmarkError, match=msg):
-            qat_equivalence.run(bench_args("qat-equivalence", argv + ["--out", str(tmp_path)]))
+            run_bench("qat-equivalence", argv + ["--out", str(tmp_path)])
     assert not (tmp_path / "qat-equivalence.json").exists()
 
 
@@ -514,8 +514,8 @@ def test_benchmark_unit_on_a_slice_of_mnist(tmp_path):
             prep(m.test_images[:100]), torch.as_tensor(m.test_labels[:100]).long())
     for opt in ("sgd", "adam"):
         ckpt = tmp_path / f"ckpt-{opt}.pt"
-        out = qat_equivalence.run_unit(opt, 0, ["dsq", "tanh"], 4.0, 2, 16, data, ckpt, 1, False)
-        assert set(out["pairs"]) == {"jitter", "dsq", "tanh"} and not ckpt.exists()
+        out = qat_equivalence.run_unit(opt, 0, ["dsq", "tanh"], 4.0, 2, 16, data, ckpt, 1)
+        assert set(out["pairs"]) == {"jitter", "dsq", "tanh"} and ckpt.exists()   # the runner deletes it
         for pair in out["pairs"].values():
             assert 0.0 <= pair["agreement"] <= 1.0 and pair["alignment"] >= 0.0
         assert out["pairs"]["dsq"]["alpha"] == pytest.approx(quant.alpha("dsq", k=4.0))

@@ -29,11 +29,21 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file readable by its owner only; give it the mode any new file
+        # of the user gets (0o666 less the umask), as open(path, "w") would.
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _default_mode() -> int:
+    """`0o666` less the process's umask: the mode of a file created by `open(path, "w")`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:

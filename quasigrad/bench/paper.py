@@ -14,7 +14,7 @@ from typing import Any, Dict, Tuple
 
 __all__ = ["CATEGORICAL_CONFIGS", "PAPER_TABLE2", "PAPER_TABLE2_AVG", "PAPER_TABLE1_LISTOPS", "PAPER_TABLE4_NAS",
            "PAPER_TABLE6", "TABLE6_QUOTED", "PAPER_EFFICIENCY", "PAPER_POLYNOMIAL_SPREAD", "PAPER_NEURALSORT_EXACT",
-           "PAPER_SETTINGS", "DISPLAY_NAMES"]
+           "PAPER_SETTINGS", "DISPLAY_NAMES", "display_name", "by_estimator"]
 
 MeanStd = Tuple[float, float]
 
@@ -126,3 +126,30 @@ PAPER_NEURALSORT_EXACT: Dict[int, float] = {3: 0.930, 5: 0.837}
 DISPLAY_NAMES = {"st": "ST", "stgs": "STGS", "gumbel_rao": "GR-MCK", "gst": "GST-1.0", "reinmax": "ReinMax",
                  "zgr": "ZGR", "darn": "DARN", "rloo": "RLOO", "disarm": "DisARM", "relax": "RELAX",
                  "double_cv": "Double CV", "reinforce": "REINFORCE", "arms": "ARMS", "rodeo": "RODEO"}
+
+
+def by_estimator(table: Dict[str, Any], name: str) -> Any:
+    """``table[name]``, looking ``name`` up by its spelling as typed, then by the spelling of the
+    same registered estimator that ``table`` uses (``gumbel_softmax`` finds an ``stgs`` entry);
+    ``None`` when absent."""
+    if name in table:
+        return table[name]
+    from .. import registry
+
+    try:
+        target = registry.canonical(name)
+    except KeyError:
+        return None
+    for key, value in table.items():
+        try:
+            if registry.canonical(key) == target:
+                return value
+        except KeyError:
+            continue
+    return None
+
+
+def display_name(name: str) -> str:
+    """The name an estimator has in the papers' tables (``stgs`` → ``STGS``); ``name`` itself
+    when it has none."""
+    return by_estimator(DISPLAY_NAMES, name) or name
