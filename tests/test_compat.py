@@ -15,7 +15,6 @@ import quasigrad
 import quasigrad.quant as qq
 from quasigrad import distributions as QD
 from quasigrad import sort as qs
-from quasigrad.estimators._sampling import gumbel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +47,9 @@ def test_gumbel_softmax_equals_torch_on_the_same_noise(monkeypatch, tau, hard):
     ours_in = theta.clone().requires_grad_()
     ours = quasigrad.gumbel_softmax(ours_in, tau=tau, hard=hard, generator=torch.Generator().manual_seed(5))
     (ours * g).sum().backward()
-    # the noise quasigrad drew: its first draw from the generator
-    noise = gumbel(theta.shape, dtype=torch.float64, device=theta.device, generator=torch.Generator().manual_seed(5))
+    # the noise quasigrad drew, up to a constant per row (which softmax ignores): tau log y_soft - theta
+    soft = quasigrad.gumbel_softmax(theta, tau=tau, hard=False, generator=torch.Generator().manual_seed(5))
+    noise = tau * soft.log() - theta
     peer_in = theta.clone().requires_grad_()
     peer = _torch_gumbel_softmax_with_noise(monkeypatch, peer_in, noise, tau=tau, hard=hard)
     (peer * g).sum().backward()

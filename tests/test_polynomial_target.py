@@ -5,12 +5,12 @@ import json
 
 import pytest
 import torch
-from bench_cli import bench_args
+from bench_cli import bench_args, run_bench
 
 from quasigrad.bench import polynomial
 from quasigrad.bench.runner import BenchmarkError
 
-ARGS = ["--steps", "3", "--num-vars", "8", "--batch", "4", "--seeds", "0", "--p", "1.5", "2",
+ARGS = ["--steps", "3", "--num-vars", "8", "--batch-size", "4", "--seeds", "0", "--p", "1.5", "2",
         "--estimators", "reinmax", "rloo", "--no-progress"]
 
 
@@ -46,7 +46,7 @@ def test_spread_optimum_is_the_minimum_of_the_exact_expected_loss(p):
 
 def test_benchmark_prints_and_stores_the_spread_optimum(tmp_path, capsys):
     out = tmp_path / "spread"
-    assert polynomial.run(bench_args("polynomial", ARGS + ["--target", "spread", "--out", str(out)])) == 0
+    assert run_bench("polynomial", ARGS + ["--target", "spread", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     saved = json.loads((out / "polynomial.json").read_text())
     assert saved["config"]["target"] == "spread" and saved["config"]["c"] == "(i - 0.5)/L"

@@ -357,7 +357,9 @@ def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False, e
         index = V.check_index(index, logits, dim)
     s_ = seed(generator, logits.device)
     x, back = _moved(logits, dim)
-    if _ops.use_kernels(logits):   # the fused operator: draw, noise and softmax in one sweep
+    # the fused operator: draw, noise and softmax in one sweep (a given index takes the PyTorch path, which
+    # stays exact where the chosen category's probability underflows)
+    if index is None and _ops.use_kernels(logits):
         y, onehot, _ = torch.ops.quasigrad.gumbel_softmax(x, s_, index, tau, hard, dim)
         return back(onehot if hard else y)
     cdt = compute_dtype(logits.dtype)
@@ -370,7 +372,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False, e
         if index is None:
             u = _streams.row_uniforms(s_, theta.shape[:-1], cdt)
             index = _ops.inverse_cdf(e, u * total.squeeze(-1))
-        elif not is_compiling() and bool((e.gather(-1, index.unsqueeze(-1)) == 0).any()):
+        elif not is_compiling() and bool(torch.isneginf(theta.gather(-1, index.unsqueeze(-1))).any()):
             raise ValueError("index selects a category whose probability is 0 (logit -inf); "
                              "a sample can only hold categories with finite logits")
         rows = theta.numel() // theta.shape[-1]
