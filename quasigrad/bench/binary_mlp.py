@@ -138,10 +138,11 @@ def _metrics(probs, labels):
 
 # ----------------------------------------------------------------------------- one run
 
-def _build(name, cfg, n_train, generator):
+def _build(name, cfg, n_train, generator, device="cpu"):
     from .. import optim as qo
 
-    model = BinaryMLP(cfg["hidden"], cfg["layers"], cfg["dropout"], ste=(name == "ste-adam"))
+    # on the device before the optimiser sees the parameters (BayesBiNN keeps state beside them)
+    model = BinaryMLP(cfg["hidden"], cfg["layers"], cfg["dropout"], ste=(name == "ste-adam")).to(device)
     if name == "ste-adam":
         return model, torch.optim.Adam(model.parameters(), lr=cfg["lr_ste"]), cfg["lr_ste"]
     params = qo.mark_binary(*model.linears)
@@ -177,8 +178,7 @@ def _run_one(name, seed, cfg, data, ckpt_path, ctx=None, device="cpu"):
     xtr, ytr, xva, yva, xte, yte = data
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model, opt, lr0 = _build(name, cfg, len(xtr), torch.Generator(device=device).manual_seed(1000 + seed))
-    model.to(device)
+    model, opt, lr0 = _build(name, cfg, len(xtr), torch.Generator(device=device).manual_seed(1000 + seed), device)
     steps_per_epoch = len(xtr) // cfg["batch_size"]
     total = steps_per_epoch * cfg["epochs"]
     history, epoch0, seconds = [], 0, 0.0
