@@ -41,7 +41,8 @@ References:
 
 from .diagnostics import effective_sample_size, stationary_distribution
 from .mcmc import SAMPLERS, DiscreteLangevin, Gibbs, GibbsWithGradients, make_sampler
-from .models import RBM, EnergyModel, Ising, from_index, to_index
+from .models import EnergyModel, Ising, from_index, to_index
+from .rbm import RBM
 
 __all__ = ["EnergyModel", "Ising", "RBM", "Gibbs", "GibbsWithGradients", "DiscreteLangevin", "make_sampler",
            "SAMPLERS", "effective_sample_size", "stationary_distribution", "to_index", "from_index"]
