@@ -21,9 +21,8 @@ The layers, each a package that imports only from those before it:
 
 import importlib as _importlib
 
-from . import _compat, registry
+from . import _compat, exact, objective, registry
 from .estimators import bernoulli, darn, gapped_st, gumbel_rao, gumbel_softmax, reinmax, sample_categorical, st, zgr
-from . import exact, objective
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,7 @@ import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -257,7 +257,7 @@ def load_mnist(root: Optional[PathLike] = None, *, download: bool = False, verif
     tensors = {}
     for key, spec in MNIST_FILES.items():
         try:
-            tensors[key] = _parse(found[key], spec, verify)
+            tensors[key] = _parse(cast(Path, found[key]), spec, verify)
         except DataError as exc:
             raise DataError(f"{exc}. " + _how_to_get([directory])) from None
     return MNIST(tensors["train-images"], tensors["train-labels"].long(),

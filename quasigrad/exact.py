@@ -25,8 +25,8 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ._util import validate as V
 from . import registry
+from ._util import validate as V
 
 __all__ = ["expectation", "estimator_expectation", "gradient", "num_outcomes", "TooManyOutcomesError"]
 

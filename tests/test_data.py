@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from quasigrad import data
-from quasigrad.data import DataError, MNIST_FILES, load_mnist
+from quasigrad.data import MNIST_FILES, DataError, load_mnist
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")

@@ -17,6 +17,8 @@ import dataclasses
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .._util.files import atomic_write_bytes
+from .._util.tables import mean_std
 from ._report_stores import ReportError, Store, load_stores
 from .paper import (
     DISPLAY_NAMES,
@@ -30,7 +32,6 @@ from .paper import (
     PAPER_TABLE6,
     TABLE6_QUOTED,
 )
-from .runner import atomic_write_bytes, mean_std
 
 __all__ = ["ReportError", "Store", "load_stores", "build_page", "write_report", "add_arguments", "run"]
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -449,7 +449,7 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, dim: int 
 # --------------------------------------------------------------------------------------------
 # Registry entries (the Bernoulli twins are attached in quasigrad.bernoulli)
 
-_COMMON = dict(variables=("categorical", "bernoulli"), needs_grad_f=True, unbiased=False)
+_COMMON: Dict[str, Any] = dict(variables=("categorical", "bernoulli"), needs_grad_f=True, unbiased=False)
 registry.register("st", family="straight-through", grad_depends_on_sample_only=True, has_tau=True,
                   reference="Bengio, Leonard, Courville 2013", categorical=st, **_COMMON)
 registry.register("reinmax", family="straight-through", grad_depends_on_sample_only=True, has_tau=True,

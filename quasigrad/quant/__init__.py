@@ -18,14 +18,44 @@ it is in the class covered by Schoenbauer, Moro, Lew, Howard (2024), "Custom gra
 are straight-through estimators in disguise".
 """
 
+from .equivalence import (
+                         alignment_error,
+                         alpha,
+                         check_in_class,
+                         least_squares_trend,
+                         quantized_agreement,
+                         quantized_weights,
+                         remap,
+                         ste_twin,
+)
 from .estimators import QuantEstimator, estimator_names, estimator_table, get_estimator, register_estimator
-from .functional import (ceil, dorefa_activation, dorefa_weight, fake_quantize, fake_quantize_per_channel, floor,
-                         grad_scale, heaviside, lsq, pact, round, sign, ternary, uniform_quantize)
-from .modules import (DoReFaQuantizer, FakeQuantizer, LSQQuantizer, PACTQuantizer, QuantConv2d, QuantLinear,
-                      UniformQuantizer, quantize_model)
+from .functional import (
+                         ceil,
+                         dorefa_activation,
+                         dorefa_weight,
+                         fake_quantize,
+                         fake_quantize_per_channel,
+                         floor,
+                         grad_scale,
+                         heaviside,
+                         lsq,
+                         pact,
+                         round,
+                         sign,
+                         ternary,
+                         uniform_quantize,
+)
 from .integer import IntConv2d, IntegerWeight, IntLinear, convert, integer_weight
-from .equivalence import (alignment_error, alpha, check_in_class, least_squares_trend, quantized_agreement,
-                          quantized_weights, remap, ste_twin)
+from .modules import (
+                         DoReFaQuantizer,
+                         FakeQuantizer,
+                         LSQQuantizer,
+                         PACTQuantizer,
+                         QuantConv2d,
+                         QuantLinear,
+                         UniformQuantizer,
+                         quantize_model,
+)
 
 __all__ = [
     # estimators

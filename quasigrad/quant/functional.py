@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -155,9 +155,10 @@ def ternary(x: torch.Tensor, threshold: Optional[float] = None, *, estimator: st
     _check(x)
     with torch.no_grad():
         if threshold is None:
-            delta = 0.7 * x.abs().mean()
-            if not bool(torch.isfinite(delta)):
+            mean_abs = 0.7 * x.abs().mean()
+            if not bool(torch.isfinite(mean_abs)):
                 raise ValueError("x must be finite to compute the default threshold 0.7·mean|x|")
+            delta: Union[torch.Tensor, float] = mean_abs
         else:
             delta = V.check_positive(threshold, "threshold")
         value = torch.sign(x) * (x.abs() > delta).to(x.dtype)

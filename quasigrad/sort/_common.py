@@ -8,7 +8,6 @@ import torch
 from .._util import validate as V
 from ..estimators._sampling import compute_dtype, is_compiling
 
-
 # --------------------------------------------------------------------------------------------
 # Shared pieces
 

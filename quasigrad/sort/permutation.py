@@ -11,7 +11,6 @@ from .._util import validate as V
 from ..estimators._sampling import gumbel
 from ._common import _rows, _spread
 
-
 # --------------------------------------------------------------------------------------------
 # Relaxed permutation matrices
 
