@@ -1,4 +1,4 @@
-"""The ``quasigrad`` command: ``quasigrad check``, ``quasigrad estimators``, ``quasigrad bench NAME``.
+"""The ``quasigrad`` command: ``quasigrad check``, ``quasigrad estimators``, ``quasigrad report``, ``quasigrad bench NAME``.
 
 Every error a user can cause (a bad argument, a damaged or unreadable file) is printed as one
 line, ``quasigrad: error: ...``, with exit status 2; an interrupted benchmark exits with 130
@@ -50,6 +50,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     _check.add_arguments(p_check)
     p_est = sub.add_parser("estimators", help="list the registered estimators and their flags")
     p_est.add_argument("--markdown", action="store_true", help="the table as Markdown, as in the docs")
+    p_report = sub.add_parser("report", help="write docs/reproduction.md from the committed result stores")
+    from .bench import report as _report
+
+    _report.add_arguments(p_report)
     # Parsed by the benchmark's own parser (see _bench); listed here for the help.
     sub.add_parser("bench", help="run a benchmark (quasigrad bench --help lists them)", add_help=False)
 
@@ -59,6 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "check":
             return _check.run(args)
+        if args.command == "report":
+            return _report.run(args)
         if args.command == "estimators":
             from . import registry
 
