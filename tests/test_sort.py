@@ -26,7 +26,7 @@ def t(values, dtype=D):
 
 
 # ------------------------------------------------------------------------------------------
-# Reference values of Blondel et al. (README of google-research/fast-soft-sort and the issue)
+# Reference values of Blondel et al. (README of google-research/fast-soft-sort)
 
 
 def test_soft_sort_reference_value():
