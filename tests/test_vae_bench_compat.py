@@ -56,11 +56,14 @@ def _results(path):
 
 
 def _close(a, b):
-    """The numbers of one run, equal up to float32 rounding of the code between versions."""
-    assert a["train_neg_elbo"] == pytest.approx(b["train_neg_elbo"], rel=1e-5)
-    assert a["test_neg_elbo"] == pytest.approx(b["test_neg_elbo"], rel=1e-5)
+    """The numbers of one run, as the earlier version gave them. The categorical draws now come
+    from one random-number contract shared by every path (kernel, PyTorch, layouts), so the
+    samples differ from that version's: the same run agrees to 0.1 % after 4 steps, not to
+    float32 rounding."""
+    assert a["train_neg_elbo"] == pytest.approx(b["train_neg_elbo"], rel=1e-3)
+    assert a["test_neg_elbo"] == pytest.approx(b["test_neg_elbo"], rel=1e-3)
     assert [h["train_neg_elbo"] for h in a["history"]] == pytest.approx([h["train_neg_elbo"] for h in b["history"]],
-                                                                         rel=1e-5)
+                                                                         rel=1e-3)
 
 
 def test_an_interrupted_old_store_resumes(tmp_path, trained, capsys):
