@@ -1,22 +1,22 @@
 r"""The "straight-through estimator in disguise" toolkit (Schoenbauer, Moro, Lew, Howard 2024).
 
-For a uniform quantizer with step Δ and a surrogate derivative ``Q̂′`` in the theorem's class
+For a uniform quantizer with step Δ and a surrogate derivative `Q̂′` in the theorem's class
 (positive, the same shape in every cell, a function of the weight alone):
 
-.. math::
+$$
+α = \frac{Δ}{\int_{cell} ds / Q̂′(s)}\qquad
+M(w) = w_b + α \int_{w_b}^{w} \frac{ds}{Q̂′(s)}
+$$
 
-    α = \frac{Δ}{\int_{cell} ds / Q̂′(s)}\qquad
-    M(w) = w_b + α \int_{w_b}^{w} \frac{ds}{Q̂′(s)}
-
-(``α``: the harmonic mean of ``Q̂′`` over a cell; ``w_b``: a rounding threshold). ``M`` is
-increasing, maps every cell onto itself and fixes every threshold, so ``Q(M(w)) = Q(w)``.
-Theorem: SGD with ``Q̂′`` and learning rate ``η`` from ``w₀`` follows, to first order in ``η``,
-SGD with the STE and learning rate ``αη`` from ``M(w₀)`` (because ``M′(w)·Q̂′(w) = α``); with
+(`α`: the harmonic mean of `Q̂′` over a cell; `w_b`: a rounding threshold). `M` is
+increasing, maps every cell onto itself and fixes every threshold, so `Q(M(w)) = Q(w)`.
+Theorem: SGD with `Q̂′` and learning rate `η` from `w₀` follows, to first order in `η`,
+SGD with the STE and learning rate `αη` from `M(w₀)` (because `M′(w)·Q̂′(w) = α`); with
 Adam, whose update does not see a slowly varying per-weight gradient scale, the STE from the
-same ``w₀`` with the same learning rate follows it without any change.
+same `w₀` with the same learning rate follows it without any change.
 
 Metrics of a pair of runs (the paper's): *quantized weight agreement* (share of weights whose
-quantized values are equal) and *weight alignment error* ``Σ|M(w_Q̂) − w_STE| / Σ|w_STE − w_STE,0|``
+quantized values are equal) and *weight alignment error* `Σ|M(w_Q̂) − w_STE| / Σ|w_STE − w_STE,0|`
 (the misalignment over the distance the STE run travelled). The *learning-rate jitter
 baseline* is the same pair of metrics between the STE run and itself with the learning rate ×1.01.
 """
@@ -40,7 +40,7 @@ _GRID = 8193  # points per cell for the numerical integral (trapezoid: error ~1e
 
 
 def check_in_class(estimator, params: Optional[dict] = None) -> QuantEstimator:
-    """Return the estimator if it is in the theorem's class, else raise ``ValueError`` saying why."""
+    """Return the estimator if it is in the theorem's class, else raise `ValueError` saying why."""
     est = get_estimator(estimator)
     ok, why = est.in_class(params)
     if not ok:
@@ -49,7 +49,7 @@ def check_in_class(estimator, params: Optional[dict] = None) -> QuantEstimator:
 
 
 def _H(est: QuantEstimator, p: dict, tau: torch.Tensor) -> torch.Tensor:
-    """``H(τ) = ∫_0^τ ds / Q̂′(s)`` for ``τ ∈ [-1/2, 1/2]`` (closed form, or a tabulated trapezoid rule)."""
+    """`H(τ) = ∫_0^τ ds / Q̂′(s)` for `τ ∈ [-1/2, 1/2]` (closed form, or a tabulated trapezoid rule)."""
     if est.inv_antiderivative is not None:
         return est.inv_antiderivative(tau, **p)
     grid = torch.linspace(-0.5, 0.5, _GRID, dtype=torch.float64)
@@ -65,9 +65,9 @@ def _H(est: QuantEstimator, p: dict, tau: torch.Tensor) -> torch.Tensor:
 
 
 def alpha(estimator, **params) -> float:
-    """``α = 1 / mean_cell(1/Q̂′)``: the learning-rate factor of the STE twin under SGD.
+    """`α = 1 / mean_cell(1/Q̂′)`: the learning-rate factor of the STE twin under SGD.
 
-    ``Q̂′`` is in units of the step, so ``α`` does not depend on Δ. Raises ``ValueError`` for an
+    `Q̂′` is in units of the step, so `α` does not depend on Δ. Raises `ValueError` for an
     estimator outside the theorem's class."""
     est = check_in_class(estimator, params)
     p = est.params(params)
@@ -76,17 +76,17 @@ def alpha(estimator, **params) -> float:
 
 
 def remap(w: torch.Tensor, estimator, *, step, threshold=0.0, **params) -> torch.Tensor:
-    """``M(w)``: the weight remap that turns a run with ``estimator`` into its STE twin under SGD.
+    """`M(w)`: the weight remap that turns a run with `estimator` into its STE twin under SGD.
 
     Args:
         w: floating tensor (any shape) of latent weights.
         estimator: name of an estimator in the theorem's class; its parameters as keywords.
         step: the quantizer's step Δ (> 0).
-        threshold: any one rounding threshold ``w_b`` (thresholds at ``w_b + nΔ``); 0 for
-            :func:`quasigrad.quant.uniform_quantize`, ``Δ/2`` for rounding to multiples of Δ.
+        threshold: any one rounding threshold `w_b` (thresholds at `w_b + nΔ`); 0 for
+            `quasigrad.quant.uniform_quantize`, `Δ/2` for rounding to multiples of Δ.
     Returns:
-        ``M(w)`` in ``w``'s dtype, computed in float64: ``w_b + Δ·α·(n·P + H(τ))`` with
-        ``u = (w − w_b)/Δ``, ``n = round(u)``, ``τ = u − n``, ``P = ∫_cell 1/Q̂′``.
+        `M(w)` in `w`'s dtype, computed in float64: `w_b + Δ·α·(n·P + H(τ))` with
+        `u = (w − w_b)/Δ`, `n = round(u)`, `τ = u − n`, `P = ∫_cell 1/Q̂′`.
     """
     Q._check(w, "w")
     est = check_in_class(estimator, params)
@@ -113,7 +113,7 @@ def quantized_agreement(a, b) -> float:
 
 
 def alignment_error(w_mapped, w_ste, w_ste_init) -> float:
-    """``Σ|M(w_Q̂) − w_STE| / Σ|w_STE − w_STE,0|`` over (lists of) tensors: the paper's weight alignment error."""
+    """`Σ|M(w_Q̂) − w_STE| / Σ|w_STE − w_STE,0|` over (lists of) tensors: the paper's weight alignment error."""
     w_mapped = [w_mapped] if isinstance(w_mapped, torch.Tensor) else list(w_mapped)
     w_ste = [w_ste] if isinstance(w_ste, torch.Tensor) else list(w_ste)
     w_ste_init = [w_ste_init] if isinstance(w_ste_init, torch.Tensor) else list(w_ste_init)
@@ -130,20 +130,20 @@ def _quant_layers(model):
 
 
 def quantized_weights(model) -> List[torch.Tensor]:
-    """The quantized weights of every layer with a :class:`UniformQuantizer`, detached, in module order."""
+    """The quantized weights of every layer with a `UniformQuantizer`, detached, in module order."""
     with torch.no_grad():
         return [m.weight_quantizer(m.weight.detach()) for _, m in _quant_layers(model)]
 
 
 def ste_twin(model, optimizer: str = "sgd"):
-    """A copy of ``model`` that trains like it with the STE.
+    """A copy of `model` that trains like it with the STE.
 
-    Every layer with a :class:`UniformQuantizer` gets the STE; with ``optimizer="sgd"`` its weight
-    is remapped by ``M`` and the returned ``alpha`` is the factor for its learning rate; with
-    ``"adam"`` nothing else changes (``alpha = 1``).
+    Every layer with a `UniformQuantizer` gets the STE; with `optimizer="sgd"` its weight
+    is remapped by `M` and the returned `alpha` is the factor for its learning rate; with
+    `"adam"` nothing else changes (`alpha = 1`).
 
     Returns:
-        ``(twin, alpha, names)``: the copy, the learning-rate factor of the quantized weights,
+        `(twin, alpha, names)`: the copy, the learning-rate factor of the quantized weights,
         and the qualified names of those weight parameters.
     """
     if optimizer not in ("sgd", "adam"):
@@ -172,16 +172,16 @@ def least_squares_trend(estimator: str = "tanh", etas: Sequence[float] = (0.8, 0
                         eta_steps: float = 40.0, batch_time: Optional[float] = None, dim: int = 256,
                         batch: int = 16, pool: int = 512, bits: int = 2, clip: float = 1.0, realizable: bool = True,
                         seed: int = 0, **params) -> List[Dict[str, float]]:
-    """Agreement against η on least squares with ``bits``-bit weights and a shared mini-batch sequence.
+    """Agreement against η on least squares with `bits`-bit weights and a shared mini-batch sequence.
 
-    Problem: ``min_w ‖X Q(w) − y‖²/(2B)`` on mini-batches of ``batch`` rows of a fixed pool of
-    ``pool`` Gaussian rows ``X`` (``dim`` columns), ``y = X w*`` with ``w*`` uniform in
-    ``[−clip, clip]``. For each ``η`` (with ``T = eta_steps/η`` steps, so ``η·T`` is fixed) three
-    SGD runs share the mini-batch sequence: the estimator from ``w₀``, its STE twin from
-    ``M(w₀)`` with ``αη``, and the plain STE from ``w₀`` with ``η``.
+    Problem: `min_w ‖X Q(w) − y‖²/(2B)` on mini-batches of `batch` rows of a fixed pool of
+    `pool` Gaussian rows `X` (`dim` columns), `y = X w*` with `w*` uniform in
+    `[−clip, clip]`. For each `η` (with `T = eta_steps/η` steps, so `η·T` is fixed) three
+    SGD runs share the mini-batch sequence: the estimator from `w₀`, its STE twin from
+    `M(w₀)` with `αη`, and the plain STE from `w₀` with `η`.
 
     Returns:
-        one dict per η: ``eta, steps, agreement_twin, agreement_plain, alignment_twin, alignment_plain``.
+        one dict per η: `eta, steps, agreement_twin, agreement_plain, alignment_twin, alignment_plain`.
     """
     est = check_in_class(estimator, params)
     a = alpha(est, **params)

@@ -1,30 +1,30 @@
 r"""Gradient estimators for deterministic quantizers, selected by name.
 
 A quantizer's forward value is exact (a rounding, a sign, a clamp); its backward pass
-multiplies the incoming gradient ``g`` by a *surrogate derivative* ``Q̂′``. Every estimator
-here is written as a function of ``t``, the signed distance from the input to the nearest
+multiplies the incoming gradient `g` by a *surrogate derivative* `Q̂′`. Every estimator
+here is written as a function of `t`, the signed distance from the input to the nearest
 rounding threshold, in units of the quantizer's step:
 
-- multi-level quantizers (``round``, ``floor``, ``ceil``, fake quantization, LSQ, DoReFa):
-  ``t ∈ [-1/2, 1/2)``, the same in every cell (``t = u - floor(u) - 1/2`` for rounding of
-  ``u = x / step``);
-- single-threshold quantizers (``sign``, ``heaviside``, ``ternary``): ``t = x`` minus the
+- multi-level quantizers (`round`, `floor`, `ceil`, fake quantization, LSQ, DoReFa):
+  `t ∈ [-1/2, 1/2)`, the same in every cell (`t = u - floor(u) - 1/2` for rounding of
+  `u = x / step`);
+- single-threshold quantizers (`sign`, `heaviside`, `ternary`): `t = x` minus the
   threshold, not wrapped.
 
-So the backward of ``y = Q(x)`` is ``∂L/∂x = g · Q̂′(t) · mask`` (``mask``: zero where a
-clamp is active), except for EWGS, whose factor also depends on ``g``.
+So the backward of `y = Q(x)` is `∂L/∂x = g · Q̂′(t) · mask` (`mask`: zero where a
+clamp is active), except for EWGS, whose factor also depends on `g`.
 
-The class covered by the theorem of Schoenbauer et al. (2024): ``Q̂′`` positive, the same
-shape in every cell, and a function of the weight alone. :meth:`QuantEstimator.in_class`
+The class covered by the theorem of Schoenbauer et al. (2024): `Q̂′` positive, the same
+shape in every cell, and a function of the weight alone. `QuantEstimator.in_class`
 checks it for given parameters (positivity on a grid over a cell); estimators that depend
 on anything but the weight's position in its cell (the clipped STE, magnitude-aware sign,
 EWGS) declare themselves outside it.
 
-The estimators live in a small registry of their own (:func:`get_estimator`,
-:func:`estimator_names`, :func:`estimator_table`) rather than in :mod:`quasigrad.registry`:
+The estimators live in a small registry of their own (`get_estimator`,
+`estimator_names`, `estimator_table`) rather than in `quasigrad.registry`:
 that registry's flags (unbiased, needs ∂f/∂D, per-sample functions for categorical and
 Bernoulli variables) describe stochastic estimators, and its loader does not import
-:mod:`quasigrad.quant`, so entries registered here would appear there only in processes that
+`quasigrad.quant`, so entries registered here would appear there only in processes that
 happened to import this module first.
 """
 
@@ -44,15 +44,15 @@ class QuantEstimator:
     """One surrogate derivative.
 
     Attributes:
-        name: registered name (``estimator="..."``).
-        derivative: ``(t, x, **params) -> factor`` with ``t`` as in the module docstring and
-            ``x`` the raw input (used only by estimators outside the theorem's class).
-        defaults: default parameters (``{"k": 4.0}``).
-        local: whether the factor is a function of ``t`` alone (same shape in every cell, of the
-            weight alone); the theorem also needs it positive, see :meth:`in_class`.
+        name: registered name (`estimator="..."`).
+        derivative: `(t, x, **params) -> factor` with `t` as in the module docstring and
+            `x` the raw input (used only by estimators outside the theorem's class).
+        defaults: default parameters (`{"k": 4.0}`).
+        local: whether the factor is a function of `t` alone (same shape in every cell, of the
+            weight alone); the theorem also needs it positive, see `in_class`.
         needs_grad: EWGS: the factor depends on the incoming gradient (handled by the quantizers).
-        inv_antiderivative: optional closed form ``H(t) = ∫_0^t ds / Q̂′(s)`` on ``[-1/2, 1/2]``
-            used by :func:`quasigrad.quant.remap` (numerical integration otherwise).
+        inv_antiderivative: optional closed form `H(t) = ∫_0^t ds / Q̂′(s)` on `[-1/2, 1/2]`
+            used by `quasigrad.quant.remap` (numerical integration otherwise).
         formula, reference: documentation.
     """
 
@@ -66,7 +66,7 @@ class QuantEstimator:
     inv_antiderivative: Optional[Callable] = None
 
     def params(self, given: Optional[dict] = None) -> dict:
-        """The defaults updated with ``given``; unknown parameter names are an error."""
+        """The defaults updated with `given`; unknown parameter names are an error."""
         given = dict(given or {})
         unknown = sorted(set(given) - set(self.defaults))
         if unknown:
@@ -83,7 +83,7 @@ class QuantEstimator:
         return self.derivative(t, x, **params)
 
     def in_class(self, params: Optional[dict] = None) -> Tuple[bool, str]:
-        """Whether ``Q̂′`` with these parameters is in the theorem's class, and why not."""
+        """Whether `Q̂′` with these parameters is in the theorem's class, and why not."""
         if not self.local:
             return False, (f"{self.name!r} is not a function of the weight's position in its cell alone "
                            f"(the theorem needs the same positive shape in every cell)")
@@ -100,7 +100,7 @@ _ESTIMATORS: Dict[str, QuantEstimator] = {}
 
 
 def register_estimator(est: QuantEstimator, *, replace: bool = False) -> QuantEstimator:
-    """Add ``est`` to the quantizer-estimator registry (a name twice is an error unless ``replace``)."""
+    """Add `est` to the quantizer-estimator registry (a name twice is an error unless `replace`)."""
     if est.name in _ESTIMATORS and not replace:
         raise ValueError(f"quantizer estimator {est.name!r} is already registered")
     _ESTIMATORS[est.name] = est
@@ -108,7 +108,7 @@ def register_estimator(est: QuantEstimator, *, replace: bool = False) -> QuantEs
 
 
 def get_estimator(name) -> QuantEstimator:
-    """Look up a quantizer estimator by name (or pass a :class:`QuantEstimator` through)."""
+    """Look up a quantizer estimator by name (or pass a `QuantEstimator` through)."""
     if isinstance(name, QuantEstimator):
         return name
     if not isinstance(name, str):
@@ -140,7 +140,7 @@ def estimator_table() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The estimators. ``t``: signed distance to the nearest threshold (in steps); ``x``: raw input.
+# The estimators. `t`: signed distance to the nearest threshold (in steps); `x`: raw input.
 
 
 def _sech2(z):
