@@ -72,7 +72,11 @@ class FakeQuantizer(nn.Module):
 
     @property
     def bits(self) -> int:
-        """Bits needed for the integer range `[quant_min, quant_max]`."""
+        """Bits needed for the integer range `[quant_min, quant_max]`.
+
+        Returns:
+            `ceil(log2(quant_max − quant_min + 1))`, at least 1.
+        """
         return max(1, math.ceil(math.log2(self.quant_max - self.quant_min + 1)))
 
     def forward(self, x):
@@ -134,12 +138,20 @@ class LSQQuantizer(nn.Module):
 
     @property
     def qn(self) -> int:
-        """`Q_N`: the magnitude of the lowest level."""
+        """`Q_N`: the magnitude of the lowest level.
+
+        Returns:
+            `2**(bits − 1)` when signed, else 0.
+        """
         return 2 ** (self.bits - 1) if self.signed else 0
 
     @property
     def qp(self) -> int:
-        """`Q_P`: the highest level."""
+        """`Q_P`: the highest level.
+
+        Returns:
+            `2**(bits − 1) − 1` when signed, else `2**bits − 1`.
+        """
         return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1
 
     def _set_channels(self, channels) -> None:
@@ -172,7 +184,14 @@ class LSQQuantizer(nn.Module):
 
     def bind(self, tensor: torch.Tensor) -> None:
         """Size a per-channel step for `tensor` (`tensor.shape[axis]` channels); nothing for
-        a per-tensor one. Quantized layers call it with their weight."""
+        a per-tensor one. Quantized layers call it with their weight.
+
+        Args:
+            tensor: the tensor to be quantized (a layer's weight).
+
+        Raises:
+            ValueError: the per-channel steps are already initialised for another number of channels.
+        """
         if self.per_channel:
             self._set_channels(int(tensor.shape[self.axis]))
 
@@ -192,15 +211,32 @@ class LSQQuantizer(nn.Module):
 
     def effective_step(self, x: torch.Tensor) -> torch.Tensor:
         """The step the quantizer uses for `x`: `|step|`, at least the smallest normal float,
-        shaped to broadcast against `x`. An optimiser step that takes a learned step through zero
-        (Adam does, for a channel whose weights all but vanish) leaves a valid quantizer."""
+        shaped to broadcast against `x`.
+
+        An optimiser step that takes a learned step through zero (Adam does, for a channel whose weights all
+        but vanish) leaves a valid quantizer.
+
+        Args:
+            x: the tensor to be quantized.
+
+        Returns:
+            The step, shaped to broadcast against `x`.
+
+        Raises:
+            RuntimeError: a per-channel quantizer whose number of channels is not yet known.
+            ValueError: `x` does not have the quantizer's channels along `axis`.
+        """
         s = self._shaped_step(x)
         return s.abs().clamp_min(torch.finfo(s.dtype).tiny)
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
         """Set the step from `x` to `2·mean|x| / √Q_P` (per channel: the mean over each
-        channel); a zero mean gives 1."""
+        channel); a zero mean gives 1.
+
+        Args:
+            x: the tensor to be quantized (a first batch of activations, or the weight).
+        """
         Q._check(x)
         s = self._shaped_step(x)
         dims = [d for d in range(x.dim()) if s.dim() == 0 or s.shape[d] == 1]
