@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -66,7 +66,17 @@ class QuantEstimator:
     inv_antiderivative: Optional[Callable] = None
 
     def params(self, given: Optional[dict] = None) -> dict:
-        """The defaults updated with `given`; unknown parameter names are an error."""
+        """The defaults updated with `given`; unknown parameter names are an error.
+
+        Args:
+            given: parameter values to override the defaults with (finite numbers).
+
+        Returns:
+            The full parameter dict, every value a float.
+
+        Raises:
+            TypeError: an unknown parameter name, or a value that is not a finite number.
+        """
         given = dict(given or {})
         unknown = sorted(set(given) - set(self.defaults))
         if unknown:
@@ -80,10 +90,27 @@ class QuantEstimator:
         return out
 
     def factor(self, t: torch.Tensor, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """The gradient factor `Q̂′(t)` at the position `t` in the cell (and the input `x`).
+
+        Args:
+            t: the position of each input in its quantization cell.
+            x: the input.
+            params: the estimator's parameters (from `params`).
+
+        Returns:
+            `derivative(t, x, **params)`, shaped like `t`.
+        """
         return self.derivative(t, x, **params)
 
     def in_class(self, params: Optional[dict] = None) -> Tuple[bool, str]:
-        """Whether `Q̂′` with these parameters is in the theorem's class, and why not."""
+        """Whether `Q̂′` with these parameters is in the theorem's class, and why not.
+
+        Args:
+            params: parameters over the defaults.
+
+        Returns:
+            `(True, "")`, or `(False, reason)`.
+        """
         if not self.local:
             return False, (f"{self.name!r} is not a function of the weight's position in its cell alone "
                            f"(the theorem needs the same positive shape in every cell)")
@@ -100,15 +127,37 @@ _ESTIMATORS: Dict[str, QuantEstimator] = {}
 
 
 def register_estimator(est: QuantEstimator, *, replace: bool = False) -> QuantEstimator:
-    """Add `est` to the quantizer-estimator registry (a name twice is an error unless `replace`)."""
+    """Add `est` to the quantizer-estimator registry (a name twice is an error unless `replace`).
+
+    Args:
+        est: the estimator.
+        replace: replace an estimator of the same name.
+
+    Returns:
+        `est`.
+
+    Raises:
+        ValueError: the name is already registered and `replace` is false.
+    """
     if est.name in _ESTIMATORS and not replace:
         raise ValueError(f"quantizer estimator {est.name!r} is already registered")
     _ESTIMATORS[est.name] = est
     return est
 
 
-def get_estimator(name) -> QuantEstimator:
-    """Look up a quantizer estimator by name (or pass a `QuantEstimator` through)."""
+def get_estimator(name: Union[str, QuantEstimator]) -> QuantEstimator:
+    """Look up a quantizer estimator by name (or pass a `QuantEstimator` through).
+
+    Args:
+        name: a registered name, or a `QuantEstimator`.
+
+    Returns:
+        The `QuantEstimator`.
+
+    Raises:
+        TypeError: `name` is neither a str nor a `QuantEstimator`.
+        ValueError: no estimator has that name.
+    """
     if isinstance(name, QuantEstimator):
         return name
     if not isinstance(name, str):
@@ -120,7 +169,14 @@ def get_estimator(name) -> QuantEstimator:
 
 
 def estimator_names(*, in_class: Optional[bool] = None) -> list:
-    """Registered names, optionally only those (not) in the theorem's class at default parameters."""
+    """Registered names, optionally only those (not) in the theorem's class at default parameters.
+
+    Args:
+        in_class: `True` or `False` to keep only the names in (or not in) the class; `None` for all.
+
+    Returns:
+        The sorted names.
+    """
     out = []
     for name in sorted(_ESTIMATORS):
         if in_class is None or _ESTIMATORS[name].in_class()[0] == in_class:
@@ -129,7 +185,11 @@ def estimator_names(*, in_class: Optional[bool] = None) -> list:
 
 
 def estimator_table() -> str:
-    """Plain-text table: name, formula, defaults, in the theorem's class (at defaults)."""
+    """Plain-text table: name, formula, defaults, in the theorem's class (at defaults).
+
+    Returns:
+        The table, one line per estimator under a header line.
+    """
     rows = [("name", "Q̂′(t)", "defaults", "in class")]
     for name in sorted(_ESTIMATORS):
         e = _ESTIMATORS[name]
