@@ -61,7 +61,14 @@ class IntegerWeight:
     compute_dtype: torch.dtype
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight the codes stand for, in `dtype`."""
+        """The weight the codes stand for, in `dtype`.
+
+        Args:
+            dtype: the floating dtype of the result.
+
+        Returns:
+            `(codes − zero_point)·scale`, computed in `compute_dtype`, then cast to `dtype`.
+        """
         return _dequantize(self.codes, self.zero_point, self.scale, self.compute_dtype, dtype)
 
 
@@ -150,7 +157,16 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def unpack(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
-    """Inverse of `pack`: the first `numel` codes as int64 (flat)."""
+    """Inverse of `pack`: the first `numel` codes as int64 (flat).
+
+    Args:
+        packed: the packed codes (`pack`'s output).
+        bits: the codes' bits.
+        numel: how many codes to return.
+
+    Returns:
+        A flat int64 tensor of `numel` codes.
+    """
     if bits > 4:
         return packed.reshape(-1)[:numel].long()
     p = packed.reshape(-1).long()
