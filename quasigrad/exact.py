@@ -21,7 +21,7 @@ every outcome through `index`.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -189,7 +189,7 @@ def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor,
     return _enumerate(f, logits, dim, variable, max_outcomes, chunk_size, per_outcome)
 
 
-def gradient(f: Callable, logits: torch.Tensor, **kwargs) -> torch.Tensor:
+def gradient(f: Callable, logits: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """The exact gradient `∇θ Σ_examples E[f(D)]` as a tensor shaped like `logits`.
 
     Args:
@@ -210,7 +210,7 @@ def gradient(f: Callable, logits: torch.Tensor, **kwargs) -> torch.Tensor:
 def estimator_expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor,
                           estimator: Union[str, Callable], *, dim: int = -1, variable: str = "categorical",
                           max_outcomes: int = DEFAULT_MAX_OUTCOMES, chunk_size: Optional[int] = None,
-                          **estimator_kwargs) -> torch.Tensor:
+                          **estimator_kwargs: Any) -> torch.Tensor:
     """A surrogate whose value is the exact `E[f(D)]` per example and whose gradient is the
     exact expectation `E_D[ĝ(D)]` of an estimator's gradient.
 
