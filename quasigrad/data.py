@@ -1,18 +1,18 @@
 """Real data sets, read from their original files.
 
-MNIST comes as four IDX files, gzip-compressed or not. :func:`load_mnist` looks for them in
-the directory it is given, else in ``$QUASIGRAD_MNIST`` (or ``$QUASIGRAD_DATA/mnist``): a
+MNIST comes as four IDX files, gzip-compressed or not. `load_mnist` looks for them in
+the directory it is given, else in `$QUASIGRAD_MNIST` (or `$QUASIGRAD_DATA/mnist`): a
 directory named by the caller or by one of these variables is the only one searched, and one
 that does not hold the files is an error naming it. With none named it searches the user's cache
-(``$XDG_CACHE_HOME/quasigrad/mnist``, by default ``~/.cache/quasigrad/mnist``), then
-``../shared/data/mnist`` (where the repository's checkouts find them).
+(`$XDG_CACHE_HOME/quasigrad/mnist`, by default `~/.cache/quasigrad/mnist`), then
+`../shared/data/mnist` (where the repository's checkouts find them).
 It checks each file's size (decompressing no more than the expected number of bytes, so a gzip
 bomb costs no memory), IDX header and the SHA-256 of its decompressed bytes, and when a file is
 missing, damaged or unreadable says which file, what it expected and how to get the files.
-With ``download=True`` it fetches missing files from the usual public mirrors and verifies them
+With `download=True` it fetches missing files from the usual public mirrors and verifies them
 before use. Nothing is ever generated to stand in for real data.
 
-In this repository the files live in ``../shared/data/mnist`` (relative to the checkout).
+In this repository the files live in `../shared/data/mnist` (relative to the checkout).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ MNIST_MIRRORS = (
 
 @dataclasses.dataclass
 class MNIST:
-    """MNIST as tensors: images ``uint8 (N, 28, 28)`` and labels ``int64 (N,)``."""
+    """MNIST as tensors: images `uint8 (N, 28, 28)` and labels `int64 (N,)`."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -77,11 +77,26 @@ class MNIST:
     root: Path
 
     def split(self, train: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(images, labels)`` of the training or the test split."""
+        """`(images, labels)` of the training or the test split.
+
+        Args:
+            train: the training split (else the test split).
+
+        Returns:
+            `(images, labels)`: `uint8 (N, 28, 28)` and `int64 (N,)`.
+        """
         return (self.train_images, self.train_labels) if train else (self.test_images, self.test_labels)
 
     def flat(self, train: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Images of a split as ``(N, 784)`` grey levels scaled to [0, 1]."""
+        """Images of a split as `(N, 784)` grey levels scaled to [0, 1].
+
+        Args:
+            train: the training split (else the test split).
+            dtype: the floating dtype of the result.
+
+        Returns:
+            A `(N, 784)` tensor in `dtype`.
+        """
         images = self.train_images if train else self.test_images
         return images.reshape(images.shape[0], -1).to(dtype) / 255.0
 
@@ -103,9 +118,17 @@ def _explicit(root: PathLike | None) -> tuple[Path, str] | None:
 
 
 def mnist_dir_candidates(root: Optional[PathLike] = None) -> List[Path]:
-    """The directories :func:`load_mnist` looks in, in order: only the one named by ``root``,
-    ``$QUASIGRAD_MNIST`` or ``$QUASIGRAD_DATA/mnist`` if any is, else the user's cache and
-    ``../shared/data/mnist``."""
+    """The directories `load_mnist` looks in, in order.
+
+    Only the one named by `root`, `$QUASIGRAD_MNIST` or `$QUASIGRAD_DATA/mnist` if any is, else the user's
+    cache and `../shared/data/mnist`.
+
+    Args:
+        root: a directory the caller names (it then is the only candidate).
+
+    Returns:
+        The candidate directories, in the order they are tried.
+    """
     named = _explicit(root)
     if named is not None:
         return [named[0]]
@@ -130,7 +153,7 @@ def _find(directory: Path, spec: _IdxFile) -> Optional[Path]:
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:
-    """The file's contents, decompressed if gzip; at most ``limit + 1`` bytes are ever read or
+    """The file's contents, decompressed if gzip; at most `limit + 1` bytes are ever read or
     decompressed, so that a file larger than expected (a gzip bomb) is refused without the memory."""
     try:
         with open(path, "rb") as fh:
@@ -213,14 +236,14 @@ def load_mnist(root: Optional[PathLike] = None, *, download: bool = False, verif
     """Load MNIST from its original IDX files.
 
     Args:
-        root: directory holding the four files. Default: ``$QUASIGRAD_MNIST``, else
-            ``$QUASIGRAD_DATA/mnist``; a directory named by either (or by ``root``) is the only
-            one searched. With none named: the user's cache directory, then ``../shared/data/mnist``.
-        download: fetch missing files from a public mirror into ``root`` (or the cache) and verify them.
+        root: directory holding the four files. Default: `$QUASIGRAD_MNIST`, else
+            `$QUASIGRAD_DATA/mnist`; a directory named by either (or by `root`) is the only
+            one searched. With none named: the user's cache directory, then `../shared/data/mnist`.
+        download: fetch missing files from a public mirror into `root` (or the cache) and verify them.
         verify: check the SHA-256 of each file's decompressed contents (size and header are always checked).
 
     Returns:
-        :class:`MNIST` with ``uint8`` images ``(N, 28, 28)`` and ``int64`` labels.
+        `MNIST` with `uint8` images `(N, 28, 28)` and `int64` labels.
 
     Raises:
         DataError: a file is missing, damaged or unreadable; the message names the file or the

@@ -1,30 +1,32 @@
-r"""``torch.distributions`` classes whose ``rsample()`` is a quasigrad estimator.
+r"""`torch.distributions` classes whose `rsample()` is a quasigrad estimator.
 
-:class:`OneHotCategorical` and :class:`Bernoulli` subclass the PyTorch distributions of the same
-name, so ``log_prob``, ``entropy``, ``mean``, ``mode``, ``enumerate_support`` and the registered
-KL divergences (``torch.distributions.kl_divergence``) are PyTorch's own; what they add is
-``has_rsample = True`` and an ``rsample()`` whose value is the hard sample (one-hot, or {0, 1})
-and whose gradient is the chosen estimator's (any registered layer-1 name: ``"st"``,
-``"reinmax"``, ``"gst"``, ``"zgr"``, ``"darn"``, ``"stgs"``, ``"gumbel_rao"``)::
+`OneHotCategorical` and `Bernoulli` subclass the PyTorch distributions of the same
+name, so `log_prob`, `entropy`, `mean`, `mode`, `enumerate_support` and the registered
+KL divergences (`torch.distributions.kl_divergence`) are PyTorch's own; what they add is
+`has_rsample = True` and an `rsample()` whose value is the hard sample (one-hot, or {0, 1})
+and whose gradient is the chosen estimator's (any registered layer-1 name: `"st"`,
+`"reinmax"`, `"gst"`, `"zgr"`, `"darn"`, `"stgs"`, `"gumbel_rao"`):
 
-    q = quasigrad.distributions.OneHotCategorical(logits=encoder_logits, estimator="reinmax", tau=1.0)
-    z = q.rsample()                              # one-hot, ReinMax gradient
-    kl = torch.distributions.kl_divergence(q, prior).sum()
+```python
+q = quasigrad.distributions.OneHotCategorical(logits=encoder_logits, estimator="reinmax", tau=1.0)
+z = q.rsample()                              # one-hot, ReinMax gradient
+kl = torch.distributions.kl_divergence(q, prior).sum()
+```
 
-``rsample()`` on a draw equals the layer-1 function on the same draw:
-``OneHotCategorical(logits=θ, estimator="reinmax", tau=τ).rsample()`` gives the gradient of
-``quasigrad.reinmax(θ, tau=τ)``. A distribution built from ``probs`` differentiates through
-``logits = log(probs)`` (normalised), which gives the same gradient along the simplex.
+`rsample()` on a draw equals the layer-1 function on the same draw:
+`OneHotCategorical(logits=θ, estimator="reinmax", tau=τ).rsample()` gives the gradient of
+`quasigrad.reinmax(θ, tau=τ)`. A distribution built from `probs` differentiates through
+`logits = log(probs)` (normalised), which gives the same gradient along the simplex.
 
-Differences from PyTorch's ``OneHotCategoricalStraightThrough``: the first positional
-argument is ``logits`` (PyTorch's is ``probs``; pass ``probs=`` by keyword), draws take an
-optional ``generator``, and ``sample()`` draws with the same sampler as ``rsample()``.
+Differences from PyTorch's `OneHotCategoricalStraightThrough`: the first positional
+argument is `logits` (PyTorch's is `probs`; pass `probs=` by keyword), draws take an
+optional `generator`, and `sample()` draws with the same sampler as `rsample()`.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import distributions as D
@@ -42,20 +44,20 @@ def estimator_sampler(estimator: str, variable: str = "categorical", *, tau: flo
     """Look up a registered layer-1 estimator and check its settings.
 
     Args:
-        estimator: a registered name with a sample-level function for ``variable``.
-        variable: ``"categorical"`` or ``"bernoulli"``.
-        tau: temperature (> 0); an estimator without one accepts only ``1.0``.
-        **params: the estimator's other parameters (``gap=`` for ``"gst"``, ``k=`` for
-            ``"gumbel_rao"``); registered defaults fill the rest.
+        estimator: a registered name with a sample-level function for `variable`.
+        variable: `"categorical"` or `"bernoulli"`.
+        tau: temperature (> 0); an estimator without one accepts only `1.0`.
+        **params: the estimator's other parameters (`gap=` for `"gst"`, `k=` for
+            `"gumbel_rao"`); registered defaults fill the rest.
 
     Returns:
-        ``(name, function, keywords)``: ``function(logits, **keywords, generator=...)`` draws
+        `(name, function, keywords)`: `function(logits, **keywords, generator=...)` draws
         the hard sample with the estimator's gradient.
 
     Raises:
         KeyError: unknown name (the message lists the known ones).
-        ValueError: no sample-level function for ``variable``, a bad ``tau``, or ``hard=False``
-            (a relaxed sample is not a draw; use ``torch.distributions.RelaxedOneHotCategorical``).
+        ValueError: no sample-level function for `variable`, a bad `tau`, or `hard=False`
+            (a relaxed sample is not a draw; use `torch.distributions.RelaxedOneHotCategorical`).
         TypeError: a parameter the estimator does not take.
     """
     if not isinstance(estimator, str):
@@ -90,7 +92,7 @@ def estimator_sampler(estimator: str, variable: str = "categorical", *, tau: flo
 
 
 class _EstimatorMixin:
-    """What both distributions share: the estimator settings, ``rsample``, ``sample`` and ``repr``."""
+    """What both distributions share: the estimator settings, `rsample`, `sample` and `repr`."""
 
     has_rsample = True
     _variable = "categorical"
@@ -109,15 +111,15 @@ class _EstimatorMixin:
         raise NotImplementedError
 
     def rsample(self, sample_shape=(), *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """The hard sample, shaped ``sample_shape + batch_shape + event_shape``, whose gradient
+        """The hard sample, shaped `sample_shape + batch_shape + event_shape`, whose gradient
         with respect to the parameters is the estimator's.
 
         Args:
             sample_shape: leading shape of independent draws.
-            generator: for this draw (default: the distribution's ``generator``, else PyTorch's).
+            generator: for this draw (default: the distribution's `generator`, else PyTorch's).
 
         Returns:
-            One-hot vectors (``OneHotCategorical``) or 0/1 values (``Bernoulli``) in the
+            One-hot vectors (`OneHotCategorical`) or 0/1 values (`Bernoulli`) in the
             parameters' dtype.
         """
         shape = self._extended_shape(torch.Size(sample_shape))  # type: ignore[attr-defined]
@@ -127,7 +129,7 @@ class _EstimatorMixin:
         return self._draw(logits, gen)
 
     def sample(self, sample_shape=(), *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """A draw without gradient, by the same sampler as :meth:`rsample`."""
+        """A draw without gradient, by the same sampler as `rsample`."""
         with torch.no_grad():
             return self.rsample(sample_shape, generator=generator)
 
@@ -139,16 +141,16 @@ class _EstimatorMixin:
 
 
 class OneHotCategorical(_EstimatorMixin, D.OneHotCategorical):
-    """One-hot categorical distribution whose :meth:`rsample` is a quasigrad estimator.
+    """One-hot categorical distribution whose `rsample` is a quasigrad estimator.
 
     Args:
-        logits: unnormalised log-probabilities, shape ``batch_shape + (K,)``.
-        probs: probabilities (instead of ``logits``).
-        estimator: a registered layer-1 estimator name (default ``"st"``).
-        tau: the estimator's temperature (``1.0`` for those without one).
-        generator: default ``torch.Generator`` for draws.
-        validate_args: as in ``torch.distributions``.
-        **params: the estimator's other parameters (``gap=``, ``k=``).
+        logits: unnormalised log-probabilities, shape `batch_shape + (K,)`.
+        probs: probabilities (instead of `logits`).
+        estimator: a registered layer-1 estimator name (default `"st"`).
+        tau: the estimator's temperature (`1.0` for those without one).
+        generator: default `torch.Generator` for draws.
+        validate_args: as in `torch.distributions`.
+        **params: the estimator's other parameters (`gap=`, `k=`).
 
     Example:
         >>> theta = torch.zeros(2, 3, requires_grad=True)
@@ -166,7 +168,16 @@ class OneHotCategorical(_EstimatorMixin, D.OneHotCategorical):
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
         self._setup(estimator, tau, generator, params)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: Sequence[int], _instance: Optional["OneHotCategorical"] = None) -> "OneHotCategorical":
+        """A view of this distribution with batch shape `batch_shape`, keeping the estimator settings.
+
+        Args:
+            batch_shape: the new batch shape (as `torch.distributions.Distribution.expand`).
+            _instance: internal to `torch.distributions`.
+
+        Returns:
+            The expanded distribution, with the same estimator, temperature, generator and parameters.
+        """
         new = self._get_checked_instance(OneHotCategorical, _instance)
         new = super().expand(batch_shape, _instance=new)
         self._copy_setup(new)
@@ -177,8 +188,8 @@ class OneHotCategorical(_EstimatorMixin, D.OneHotCategorical):
 
 
 class Bernoulli(_EstimatorMixin, D.Bernoulli):
-    """Bernoulli distribution whose :meth:`rsample` is a quasigrad estimator (the binary form in
-    :mod:`quasigrad.bernoulli`). Arguments as :class:`OneHotCategorical`, with ``logits`` the
+    """Bernoulli distribution whose `rsample` is a quasigrad estimator (the binary form in
+    `quasigrad.bernoulli`). Arguments as `OneHotCategorical`, with `logits` the
     log-odds of 1.
 
     Example:
@@ -197,7 +208,16 @@ class Bernoulli(_EstimatorMixin, D.Bernoulli):
             raise TypeError(f"logits/probs must be floating point, got dtype {self._param.dtype}")
         self._setup(estimator, tau, generator, params)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: Sequence[int], _instance: Optional["Bernoulli"] = None) -> "Bernoulli":
+        """A view of this distribution with batch shape `batch_shape`, keeping the estimator settings.
+
+        Args:
+            batch_shape: the new batch shape (as `torch.distributions.Distribution.expand`).
+            _instance: internal to `torch.distributions`.
+
+        Returns:
+            The expanded distribution, with the same estimator, temperature, generator and parameters.
+        """
         new = self._get_checked_instance(Bernoulli, _instance)
         new = super().expand(batch_shape, _instance=new)
         self._copy_setup(new)

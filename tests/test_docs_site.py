@@ -22,11 +22,11 @@ PACKAGE = ROOT / "quasigrad"
 # Modules whose docstrings still use reStructuredText markup; take a module off once converted
 # to Markdown (`x`, [text][quasigrad.path], $$ ... $$ math blocks).
 RST_PENDING = {
-    "quasigrad/__init__.py", "quasigrad/_compat.py", "quasigrad/cli.py", "quasigrad/data.py", "quasigrad/exact.py",
-    "quasigrad/bench/", "quasigrad/estimators/", "quasigrad/quant/", "quasigrad/sort/",
-    "quasigrad/objective/__init__.py", "quasigrad/objective/_problem.py", "quasigrad/objective/control_variates.py",
-    "quasigrad/objective/pairs.py", "quasigrad/objective/antithetic.py", "quasigrad/objective/stein.py",
-    "quasigrad/distributions.py", "quasigrad/nn.py",
+    "quasigrad/__init__.py", "quasigrad/_compat.py", "quasigrad/cli.py", "quasigrad/bench/",
+    "quasigrad/estimators/__init__.py", "quasigrad/estimators/_build.py", "quasigrad/estimators/_native.py",
+    "quasigrad/estimators/_ops.py", "quasigrad/estimators/_sampling.py", "quasigrad/estimators/_streams.py",
+    "quasigrad/objective/__init__.py", "quasigrad/objective/_problem.py", "quasigrad/objective/pairs.py",
+    "quasigrad/nn.py",
 }
 RST = re.compile(r":(?:func|class|meth|mod|data|attr|obj|exc):`|^\s*\.\. [a-z]+::|(?<!`)``[^`\n]+``(?!`)|[^:\s]::\s*$",
                  re.M)

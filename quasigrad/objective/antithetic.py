@@ -1,12 +1,14 @@
 r"""ARMS: antithetic REINFORCE with many samples for binary variables (Dimitriev & Zhou 2021).
 
 K ≥ 2 samples per example whose bits are negatively correlated through a copula, each still an
-exact draw from ``Bernoulli(σ(η))``; a leave-one-out baseline whose bias under that correlation
-is removed by the factor ``1 / (1 − ρ)``. With K = 2 the samples are an antithetic pair and the
+exact draw from `Bernoulli(σ(η))`; a leave-one-out baseline whose bias under that correlation
+is removed by the factor `1 / (1 − ρ)`. With K = 2 the samples are an antithetic pair and the
 estimate equals DisARM's.
 """
 
 from __future__ import annotations
+
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -14,19 +16,22 @@ from ..estimators._sampling import uniform
 from ._problem import _num_samples, _Problem
 
 
-def dirichlet_copula(k: int, shape, *, dtype: torch.dtype, device, generator) -> torch.Tensor:
-    r"""``k`` uniform numbers per entry of ``shape``, negatively dependent: ``U_i = (1 − d_i)^{k−1}``
-    with ``d ~ Dirichlet(1, …, 1)`` over the ``k`` (the copula of Dimitriev & Zhou 2021).
+def dirichlet_copula(k: int, shape: Sequence[int], *, dtype: torch.dtype, device: Union[str, torch.device, None],
+                     generator: Optional[torch.Generator]) -> torch.Tensor:
+    r"""`k` uniform numbers per entry of `shape`, negatively dependent: `U_i = (1 − d_i)^{k−1}`
+    with `d ~ Dirichlet(1, …, 1)` over the `k` (the copula of Dimitriev & Zhou 2021).
 
-    Each ``U_i`` is U(0, 1) (``d_i ~ Beta(1, k − 1)``); for ``k = 2``, ``U_2 = 1 − U_1``.
+    Each `U_i` is U(0, 1) (`d_i ~ Beta(1, k − 1)`); for `k = 2`, `U_2 = 1 − U_1`.
 
     Args:
         k: number of coupled draws (≥ 2).
         shape: the shape of one draw.
-        dtype, device, generator: as for ``torch.rand``.
+        dtype: as for `torch.rand`.
+        device: as for `torch.rand`.
+        generator: as for `torch.rand`.
 
     Returns:
-        A tensor of shape ``(k, *shape)``.
+        A tensor of shape `(k, *shape)`.
     """
     e = -torch.log(uniform((k,) + tuple(shape), dtype=dtype, device=device, generator=generator))   # ~Exp(1)
     d = e / e.sum(0, keepdim=True)                                                                    # ~Dirichlet(1)
@@ -34,28 +39,38 @@ def dirichlet_copula(k: int, shape, *, dtype: torch.dtype, device, generator) ->
 
 
 def copula_joint(q: torch.Tensor, k: int) -> torch.Tensor:
-    r"""``P(U_i ≤ q, U_j ≤ q)`` for two of the ``k`` coupled uniforms of :func:`dirichlet_copula`:
-    ``max(2 q^{1/(k−1)} − 1, 0)^{k−1}`` (the Dirichlet's ``P(d_i ≥ s, d_j ≥ t) = (1 − s − t)_+^{k−1}``)."""
+    r"""`P(U_i ≤ q, U_j ≤ q)` for two of the `k` coupled uniforms of `dirichlet_copula`:
+    `max(2 q^{1/(k−1)} − 1, 0)^{k−1}` (the Dirichlet's `P(d_i ≥ s, d_j ≥ t) = (1 − s − t)_+^{k−1}`).
+
+    Args:
+        q: the level, a tensor of values in [0, 1].
+        k: number of coupled draws (≥ 2).
+
+    Returns:
+        The joint probability, shaped like `q`.
+    """
     return (2 * q.pow(1.0 / (k - 1)) - 1).clamp_min(0).pow(k - 1)
 
 
 def _arms(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None):
     r"""ARMS, antithetic-REINFORCE-multi-sample (Dimitriev & Zhou 2021, "ARMS: Antithetic-REINFORCE-
-    Multi-Sample Gradient for Binary Variables"), for Bernoulli logits η with ``p = σ(η)``.
+    Multi-Sample Gradient for Binary Variables"), for Bernoulli logits η with `p = σ(η)`.
 
-    Per variable, ``K`` coupled uniforms ``U`` (:func:`dirichlet_copula`) give the bits
-    ``b_k = 1[U_k < p]`` when ``p < ½`` and ``b_k = 1[1 − U_k < p]`` otherwise (the antithetic
-    copula), so each ``b_k ~ Bernoulli(p)`` while two of them are negatively correlated with
-    correlation ρ: ``1 − ρ = (q − C(q)) / (p(1 − p))``, ``q = min(p, 1 − p)``,
-    ``C`` = :func:`copula_joint`. The estimate is the leave-one-out form corrected for ρ:
+    Per variable, `K` coupled uniforms `U` (`dirichlet_copula`) give the bits
+    `b_k = 1[U_k < p]` when `p < ½` and `b_k = 1[1 − U_k < p]` otherwise (the antithetic
+    copula), so each `b_k ~ Bernoulli(p)` while two of them are negatively correlated with
+    correlation ρ: `1 − ρ = (q − C(q)) / (p(1 − p))`, `q = min(p, 1 − p)`,
+    `C` = `copula_joint`. The estimate is the leave-one-out form corrected for ρ:
 
-    .. math:: \hat g = \frac{1}{(K - 1)(1 - \rho)} \sum_k \big(f(b_k) - \bar f\big)(b_k - p),
-              \qquad \bar f = \frac1K \sum_k f(b_k).
+    $$
+    \hat g = \frac{1}{(K - 1)(1 - \rho)} \sum_k \big(f(b_k) - \bar f\big)(b_k - p),
+        \qquad \bar f = \frac1K \sum_k f(b_k).
+    $$
 
-    Unbiased for every ``f`` (variables are coupled across samples, never within one, so the
-    one-variable identity ``E[Σ_k (f_k − f̄)(b_k − p)] = (K − 1)(1 − ρ) p(1 − p) Δf`` holds per
-    variable). ``K`` evaluations of ``f``, values only. For ``K = 2`` the pair is antithetic
-    (``U_2 = 1 − U_1``) and the estimate is DisARM's. The value is the mean of the ``K``
+    Unbiased for every `f` (variables are coupled across samples, never within one, so the
+    one-variable identity `E[Σ_k (f_k − f̄)(b_k − p)] = (K − 1)(1 − ρ) p(1 − p) Δf` holds per
+    variable). `K` evaluations of `f`, values only. For `K = 2` the pair is antithetic
+    (`U_2 = 1 − U_1`) and the estimate is DisARM's. The value is the mean of the `K`
     evaluations (each an exact draw from p)."""
     if variable != "bernoulli":
         raise ValueError(f"estimator 'arms' is for binary variables: call it with variable='bernoulli' "

@@ -1,16 +1,16 @@
 r"""RODEO: leave-one-out REINFORCE with control variates from a discrete Stein operator
 (Shi, Zhou, Hwang, Titsias, Mackey 2022, "Gradient Estimation with Discrete Stein Operators").
 
-The Gibbs Stein operator of a product of categorical variables ``q`` (binary ones are two-way
-categoricals) maps any function ``h`` to one with mean zero under ``q``:
+The Gibbs Stein operator of a product of categorical variables `q` (binary ones are two-way
+categoricals) maps any function `h` to one with mean zero under `q`:
 
-.. math:: (A h)(x) = \sum_d \sum_{c \ne x_d} q_d(c)\,\big(h(x^{d \to c}) - h(x)\big),
+$$ (A h)(x) = \sum_d \sum_{c \ne x_d} q_d(c)\,\big(h(x^{d \to c}) - h(x)\big), $$
 
-``x^{d→c}``: x with variable d set to category c (the generator of the chain that picks a
-variable and redraws it from ``q``). RODEO uses it twice: on a scalar ``h₀`` inside the
-leave-one-out baseline, and on ``H = h₁ · ∇θ log q`` as a control variate of the estimate itself.
-Both ``h`` are built from the other samples (their values and gradients of ``f``), so no extra
-evaluation of ``f`` is needed and the estimate stays unbiased.
+`x^{d→c}`: x with variable d set to category c (the generator of the chain that picks a
+variable and redraws it from `q`). RODEO uses it twice: on a scalar `h₀` inside the
+leave-one-out baseline, and on `H = h₁ · ∇θ log q` as a control variate of the estimate itself.
+Both `h` are built from the other samples (their values and gradients of `f`), so no extra
+evaluation of `f` is needed and the estimate stays unbiased.
 """
 
 from __future__ import annotations
@@ -35,11 +35,20 @@ def _finite(value, name: str) -> float:
 
 
 def stein_control_net(hidden: int = 100) -> torch.nn.Module:
-    """The control network of RODEO's VAE experiments: ``(…, 2) → (…, 2)``, one hidden layer of
-    ``hidden`` LeakyReLU(0.3) units. Its input per point ``y`` is the Taylor surrogate
-    ``⟨ḡ, y − E[D]⟩`` (``ḡ`` the mean gradient of ``f`` at the other samples) and the mean of the
-    other samples' values; its two outputs are added to the surrogate to give ``h₀`` and ``h₁``. The last layer starts at zero, so an untrained
-    :class:`RODEO` is the fixed form that ``estimator="rodeo"`` runs."""
+    """The control network of RODEO's VAE experiments: `(…, 2) → (…, 2)`, one hidden layer of
+    `hidden` LeakyReLU(0.3) units.
+
+    Its input per point `y` is the Taylor surrogate `⟨ḡ, y − E[D]⟩` (`ḡ` the mean gradient of `f` at the
+    other samples) and the mean of the other samples' values; its two outputs are added to the surrogate to
+    give `h₀` and `h₁`. The last layer starts at zero, so an untrained `RODEO` is the fixed form that
+    `estimator="rodeo"` runs.
+
+    Args:
+        hidden: the number of hidden units.
+
+    Returns:
+        The network, a `torch.nn.Sequential`.
+    """
     V.check_int(hidden, "hidden")
     last = torch.nn.Linear(hidden, 2)
     torch.nn.init.zeros_(last.weight)
@@ -50,32 +59,34 @@ def stein_control_net(hidden: int = 100) -> torch.nn.Module:
 class RODEO(torch.nn.Module):
     r"""RODEO (Shi, Zhou, Hwang, Titsias, Mackey 2022), a stateful estimator with K ≥ 2 samples.
 
-    For sample k, ``h₀`` and ``h₁`` are functions of a point y built from the other samples
-    ``j ≠ k``: the first-order surrogate ``s_k(y) = ⟨mean_{j≠k} ∇f(D_j), y − E[D]⟩`` plus the two
-    outputs of ``net(s_k(y), mean_{j≠k} f(D_j))`` (none when ``net`` is None). With
+    For sample k, `h₀` and `h₁` are functions of a point y built from the other samples
+    `j ≠ k`: the first-order surrogate `s_k(y) = ⟨mean_{j≠k} ∇f(D_j), y − E[D]⟩` plus the two
+    outputs of `net(s_k(y), mean_{j≠k} f(D_j))` (none when `net` is None). With
     :math:`A` the Gibbs Stein operator (module docstring),
 
-    .. math:: \hat g = \frac1K \sum_k \Big[\Big(f_k - \frac{1}{K-1}\sum_{j \ne k}
-              \big(f_j + \alpha\,(A h_{0,j})(D_j)\big)\Big)\nabla_\theta \log q(D_k)
-              + \beta\,\big(A [h_{1,k}\,\nabla_\theta \log q]\big)(D_k)\Big].
+    $$
+    \hat g = \frac1K \sum_k \Big[\Big(f_k - \frac{1}{K-1}\sum_{j \ne k}
+        \big(f_j + \alpha\,(A h_{0,j})(D_j)\big)\Big)\nabla_\theta \log q(D_k)
+        + \beta\,\big(A [h_{1,k}\,\nabla_\theta \log q]\big)(D_k)\Big].
+    $$
 
-    Unbiased for any ``net``, α, β: ``A h`` has mean zero under ``q`` for any ``h`` that does not
-    depend on the point it is evaluated at, and ``h_{·,k}`` uses only the other samples. For a
-    linear ``f`` and α = 1 the baseline is exactly ``E[f]``, and β = ½ cancels the cross terms
-    between variables that the leave-one-out estimate carries (the defaults). Needs ``∂f/∂D``
+    Unbiased for any `net`, α, β: `A h` has mean zero under `q` for any `h` that does not
+    depend on the point it is evaluated at, and `h_{·,k}` uses only the other samples. For a
+    linear `f` and α = 1 the baseline is exactly `E[f]`, and β = ½ cancels the cross terms
+    between variables that the leave-one-out estimate carries (the defaults). Needs `∂f/∂D`
     (one evaluation and one gradient per sample, no more: the operator acts on the surrogate,
-    never on ``f``). Binary variables are two-way categoricals with logits ``(0, η)``.
+    never on `f`). Binary variables are two-way categoricals with logits `(0, η)`.
 
-    ``net``, α and β (``learn_scales``) are trained to minimise the squared norm of the estimate
+    `net`, α and β (`learn_scales`) are trained to minimise the squared norm of the estimate
     (as the paper's code does), through a zero-valued term in the returned surrogate, so one
-    ``backward()`` trains the model and the control variates: put ``rodeo.parameters()`` in an
-    optimiser. ``last_variance`` holds the detached mean of ``||ĝ_i||²`` of the latest call.
+    `backward()` trains the model and the control variates: put `rodeo.parameters()` in an
+    optimiser. `last_variance` holds the detached mean of `||ĝ_i||²` of the latest call.
 
-    Differences from the paper's code: the surrogate is centred at ``E[D]`` rather than at the
-    other samples (which makes ``h₁ = f − E[f]`` for a linear ``f``), the network adds to it rather
+    Differences from the paper's code: the surrogate is centred at `E[D]` rather than at the
+    other samples (which makes `h₁ = f − E[f]` for a linear `f`), the network adds to it rather
     than replacing it (its last layer starts at zero), the operator sums over variables where the
     paper's code averages (a factor the paper's learned scales absorb), and for K > 2 the inputs
-    are averaged over the other samples (the paper's ``avg`` form; its ``output_avg`` form
+    are averaged over the other samples (the paper's `avg` form; its `output_avg` form
     averages the outputs instead).
     """
 
@@ -95,7 +106,7 @@ class RODEO(torch.nn.Module):
         self.last_variance: Optional[torch.Tensor] = None
 
     def _outputs(self, feats: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
-        """``net`` on features ``(…, 2)``; ``(…, 2)`` in the compute dtype."""
+        """`net` on features `(…, 2)`; `(…, 2)` in the compute dtype."""
         assert self.net is not None
         ref = next(iter(self.net.parameters()), None) if isinstance(self.net, torch.nn.Module) else None
         out = self.net(feats if ref is None else feats.to(ref.dtype))
@@ -173,17 +184,17 @@ class RODEO(torch.nn.Module):
 def _rodeo_fixed(f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None, alpha=1.0,
                  beta=0.5):
     """RODEO with the Taylor surrogate itself as control function and fixed α, β (by name; for the
-    trained form create :class:`RODEO` with :func:`stein_control_net` once).
+    trained form create `RODEO` with `stein_control_net` once).
 
-    It helps where ``f`` is close to linear over the spread of the samples and can hurt where it is
+    It helps where `f` is close to linear over the spread of the samples and can hurt where it is
     strongly curved: with two samples on four Bernoulli variables, total variance 0.15 against
-    RLOO's 2.8 for ``softplus(2⟨a, b⟩) + ⟨a, b⟩``, but 5.5 against 1.7 for a cubic of ``⟨a, b⟩``
+    RLOO's 2.8 for `softplus(2⟨a, b⟩) + ⟨a, b⟩`, but 5.5 against 1.7 for a cubic of `⟨a, b⟩`
     (the trained object, 150 Adam steps at lr 3e-2 on 64 examples: 5.8 → 0.56, below RLOO)."""
     est = RODEO(None, alpha=alpha, beta=beta, learn_scales=False, train_cv=False).to(device=logits.device)
     return est(f, logits, num_samples=num_samples, dim=dim, variable=variable, generator=generator)
 
 
 def _rodeo_state(num_inputs: int, **kwargs) -> RODEO:
-    """RODEO in the form of its VAE experiments: :func:`stein_control_net` (100 hidden units) and
-    learned α, β. ``num_inputs`` is not used (the network sees two features per point)."""
+    """RODEO in the form of its VAE experiments: `stein_control_net` (100 hidden units) and
+    learned α, β. `num_inputs` is not used (the network sees two features per point)."""
     return RODEO(stein_control_net(), **kwargs)

@@ -1,25 +1,27 @@
-r"""From quantization-aware training to integer weights: :func:`convert`.
+r"""From quantization-aware training to integer weights: `convert`.
 
-A trained model's ``QuantLinear`` and ``QuantConv2d`` layers become :class:`IntLinear` and
-:class:`IntConv2d`, which hold each weight as integer codes and a scale, packed two 4-bit codes
-per byte for 4 bits and below::
+A trained model's `QuantLinear` and `QuantConv2d` layers become `IntLinear` and
+`IntConv2d`, which hold each weight as integer codes and a scale, packed two 4-bit codes
+per byte for 4 bits and below:
 
-    model = qq.quantize_model(model, weight_quantizer=lambda m: qq.LSQQuantizer(4, per_channel=True))
-    ...  # train
-    model.eval()
-    small = qq.convert(model)          # a copy; IntLinear layers with packed 4-bit weights
+```python
+model = qq.quantize_model(model, weight_quantizer=lambda m: qq.LSQQuantizer(4, per_channel=True))
+...  # train
+model.eval()
+small = qq.convert(model)          # a copy; IntLinear layers with packed 4-bit weights
+```
 
-The weight a converted layer computes with is ``(q − z)·s`` for codes ``q``, zero point ``z``
-and scale ``s`` (a number or one per output channel), evaluated with the same floating-point
+The weight a converted layer computes with is `(q − z)·s` for codes `q`, zero point `z`
+and scale `s` (a number or one per output channel), evaluated with the same floating-point
 operations as the weight quantizer's forward pass, so the converted model's output equals the
-fake-quantized model's bit for bit; :func:`convert` checks this for every layer and refuses to
+fake-quantized model's bit for bit; `convert` checks this for every layer and refuses to
 convert one where it would not hold. The input (activation) quantizer is kept as it is.
 
-Convertible weight quantizers: :class:`~quasigrad.quant.LSQQuantizer` (per tensor or per
-channel, ``q = round(clamp(w/s, −Q_N, Q_P))``, ``z = 0``),
-:class:`~quasigrad.quant.UniformQuantizer` (mid-rise: ``q = clamp(floor(w/Δ))``, ``z = −½``,
-``s = Δ``) and :class:`~quasigrad.quant.FakeQuantizer` (affine: ``z`` its zero point), or any
-module with an ``integer_weight(weight) -> IntegerWeight`` method.
+Convertible weight quantizers: `quasigrad.quant.LSQQuantizer` (per tensor or per
+channel, `q = round(clamp(w/s, −Q_N, Q_P))`, `z = 0`),
+`quasigrad.quant.UniformQuantizer` (mid-rise: `q = clamp(floor(w/Δ))`, `z = −½`,
+`s = Δ`) and `quasigrad.quant.FakeQuantizer` (affine: `z` its zero point), or any
+module with an `integer_weight(weight) -> IntegerWeight` method.
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ __all__ = ["IntegerWeight", "IntLinear", "IntConv2d", "convert", "integer_weight
 
 @dataclasses.dataclass
 class IntegerWeight:
-    """A weight as integers: ``value = ((codes − zero_point)·scale)`` computed in ``compute_dtype``.
+    """A weight as integers: `value = ((codes − zero_point)·scale)` computed in `compute_dtype`.
 
     Attributes:
-        codes: int64 tensor shaped like the weight, in ``[qmin, qmin + 2**bits − 1]``.
-        scale: floating tensor broadcastable to the weight (0-dim per tensor, ``(C, 1, …)`` per channel).
-        zero_point: floating 0-dim tensor (``−0.5`` for a mid-rise grid).
+        codes: int64 tensor shaped like the weight, in `[qmin, qmin + 2**bits − 1]`.
+        scale: floating tensor broadcastable to the weight (0-dim per tensor, `(C, 1, …)` per channel).
+        zero_point: floating 0-dim tensor (`−0.5` for a mid-rise grid).
         qmin: the lowest code.
         bits: bits per code.
         compute_dtype: dtype in which the quantizer forms the value.
@@ -59,7 +61,14 @@ class IntegerWeight:
     compute_dtype: torch.dtype
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight the codes stand for, in ``dtype``."""
+        """The weight the codes stand for, in `dtype`.
+
+        Args:
+            dtype: the floating dtype of the result.
+
+        Returns:
+            `(codes − zero_point)·scale`, computed in `compute_dtype`, then cast to `dtype`.
+        """
         return _dequantize(self.codes, self.zero_point, self.scale, self.compute_dtype, dtype)
 
 
@@ -72,15 +81,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def integer_weight(quantizer: nn.Module, weight: torch.Tensor) -> IntegerWeight:
-    """The integer form of ``quantizer(weight)``.
+    """The integer form of `quantizer(weight)`.
 
     Args:
-        quantizer: an ``LSQQuantizer`` (initialised), ``UniformQuantizer`` (with ``clip``),
-            ``FakeQuantizer``, or a module with an ``integer_weight(weight)`` method.
+        quantizer: an `LSQQuantizer` (initialised), `UniformQuantizer` (with `clip`),
+            `FakeQuantizer`, or a module with an `integer_weight(weight)` method.
         weight: the floating weight.
 
     Returns:
-        :class:`IntegerWeight` whose :meth:`~IntegerWeight.dequantize` equals ``quantizer(weight)``.
+        `IntegerWeight` whose `IntegerWeight.dequantize` equals `quantizer(weight)`.
     """
     custom = getattr(quantizer, "integer_weight", None)
     if callable(custom):
@@ -120,15 +129,15 @@ def integer_weight(quantizer: nn.Module, weight: torch.Tensor) -> IntegerWeight:
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Store non-negative integer codes below ``2**bits`` compactly, flattened in row-major order.
+    """Store non-negative integer codes below `2**bits` compactly, flattened in row-major order.
 
     Args:
-        codes: integer tensor with values in ``[0, 2**bits)``.
+        codes: integer tensor with values in `[0, 2**bits)`.
         bits: bits per code (1 to 32).
 
     Returns:
-        ``uint8`` with two codes per byte (element ``2i`` in the low four bits, ``2i + 1`` in the
-        high four) for ``bits <= 4``; ``uint8`` one per byte for ``bits <= 8``; ``int32`` otherwise.
+        `uint8` with two codes per byte (element `2i` in the low four bits, `2i + 1` in the
+        high four) for `bits <= 4`; `uint8` one per byte for `bits <= 8`; `int32` otherwise.
     """
     bits = Q._check_bits(bits)
     if bits > 32:
@@ -148,7 +157,16 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def unpack(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
-    """Inverse of :func:`pack`: the first ``numel`` codes as int64 (flat)."""
+    """Inverse of `pack`: the first `numel` codes as int64 (flat).
+
+    Args:
+        packed: the packed codes (`pack`'s output).
+        bits: the codes' bits.
+        numel: how many codes to return.
+
+    Returns:
+        A flat int64 tensor of `numel` codes.
+    """
     if bits > 4:
         return packed.reshape(-1)[:numel].long()
     p = packed.reshape(-1).long()
@@ -160,7 +178,7 @@ def unpack(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
 
 
 class _IntLayer(nn.Module):
-    """Integer weight storage shared by :class:`IntLinear` and :class:`IntConv2d`."""
+    """Integer weight storage shared by `IntLinear` and `IntConv2d`."""
 
     bits: int
     qmin: int
@@ -190,7 +208,7 @@ class _IntLayer(nn.Module):
         return (unpack(self.weight_packed, self.bits, numel) + self.qmin).reshape(self.weight_shape)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """``(codes − zero_point)·scale``: the fake-quantized weight, recomputed from the integers."""
+        """`(codes − zero_point)·scale`: the fake-quantized weight, recomputed from the integers."""
         return _dequantize(self.codes(), self.weight_zero_point, self.weight_scale, self.compute_dtype,
                            self.weight_dtype)
 
@@ -205,10 +223,10 @@ class _IntLayer(nn.Module):
 
 
 class IntLinear(_IntLayer):
-    """A linear layer with integer weights, made by :func:`convert` from a ``QuantLinear``.
+    """A linear layer with integer weights, made by `convert` from a `QuantLinear`.
 
-    Buffers: ``weight_packed`` (codes minus ``qmin``, see :func:`pack`), ``weight_scale``,
-    ``weight_zero_point``. Forward: ``linear(act_quantizer(x), (q − z)·s, bias)``.
+    Buffers: `weight_packed` (codes minus `qmin`, see `pack`), `weight_scale`,
+    `weight_zero_point`. Forward: `linear(act_quantizer(x), (q − z)·s, bias)`.
     """
 
     def __init__(self, layer: QuantLinear):
@@ -226,8 +244,8 @@ class IntLinear(_IntLayer):
 
 
 class IntConv2d(_IntLayer):
-    """A 2-D convolution with integer weights, made by :func:`convert` from a ``QuantConv2d``
-    (same storage and forward rule as :class:`IntLinear`)."""
+    """A 2-D convolution with integer weights, made by `convert` from a `QuantConv2d`
+    (same storage and forward rule as `IntLinear`)."""
 
     def __init__(self, layer: QuantConv2d):
         super().__init__()
@@ -268,13 +286,13 @@ def _checked_integer_weight(layer) -> IntegerWeight:
 
 
 def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """Replace every ``QuantLinear`` / ``QuantConv2d`` that has a weight quantizer by an
-    :class:`IntLinear` / :class:`IntConv2d` holding integer weights and scales.
+    """Replace every `QuantLinear` / `QuantConv2d` that has a weight quantizer by an
+    `IntLinear` / `IntConv2d` holding integer weights and scales.
 
     Args:
         model: a module (or a single quantized layer). Put it in evaluation mode first if its
             input quantizers behave differently in training.
-        inplace: change ``model`` itself; by default a deep copy is converted.
+        inplace: change `model` itself; by default a deep copy is converted.
 
     Returns:
         The converted model, whose output equals the fake-quantized model's.

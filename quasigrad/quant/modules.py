@@ -1,13 +1,15 @@
-"""Quantizer modules and the quantized layers ``QuantLinear`` and ``QuantConv2d``.
+"""Quantizer modules and the quantized layers `QuantLinear` and `QuantConv2d`.
 
-``print(model)`` shows each layer's ``weight_bits`` and ``act_bits`` and each quantizer's settings.
+`print(model)` shows each layer's `weight_bits` and `act_bits` and each quantizer's settings.
 
 A layer holds a *weight quantizer* and an *activation quantizer* (applied to its input), each
-an ``nn.Module`` mapping a tensor to its fake-quantized value, or ``None`` for full precision::
+an `nn.Module` mapping a tensor to its fake-quantized value, or `None` for full precision:
 
-    layer = QuantConv2d(1, 32, 3, weight_quantizer=UniformQuantizer(2, estimator="tanh", k=4),
-                        act_quantizer=PACTQuantizer(4))
-    model = quantize_model(model, weight_quantizer=lambda m: UniformQuantizer(2))   # swap in place
+```python
+layer = QuantConv2d(1, 32, 3, weight_quantizer=UniformQuantizer(2, estimator="tanh", k=4),
+                    act_quantizer=PACTQuantizer(4))
+model = quantize_model(model, weight_quantizer=lambda m: UniformQuantizer(2))   # swap in place
+```
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ __all__ = ["UniformQuantizer", "FakeQuantizer", "LSQQuantizer", "PACTQuantizer",
 
 
 class UniformQuantizer(nn.Module):
-    """Fixed symmetric mid-rise grid on ``[-clip, clip]`` (:func:`quasigrad.quant.uniform_quantize`).
+    """Fixed symmetric mid-rise grid on `[-clip, clip]` (`quasigrad.quant.uniform_quantize`).
 
     Args:
         bits: number of bits.
-        clip: clipping range; ``None``: set by the layer to the He-uniform bound ``√(6/fan_in)``.
+        clip: clipping range; `None`: set by the layer to the He-uniform bound `√(6/fan_in)`.
         estimator: gradient estimator name; further keywords are its parameters.
     """
 
@@ -45,7 +47,7 @@ class UniformQuantizer(nn.Module):
 
     @property
     def step(self) -> float:
-        """The grid step ``Δ = 2·clip / 2**bits``; thresholds at ``nΔ``."""
+        """The grid step `Δ = 2·clip / 2**bits`; thresholds at `nΔ`."""
         if self.clip is None:
             raise RuntimeError("clip is not set (the layer sets it from fan_in on construction)")
         return 2.0 * float(self.clip) / 2 ** self.bits
@@ -59,7 +61,7 @@ class UniformQuantizer(nn.Module):
 
 
 class FakeQuantizer(nn.Module):
-    """Fixed affine fake quantization (:func:`quasigrad.quant.fake_quantize`)."""
+    """Fixed affine fake quantization (`quasigrad.quant.fake_quantize`)."""
 
     def __init__(self, scale: float, zero_point: int, quant_min: int, quant_max: int, *, estimator: str = "ste",
                  **params):
@@ -70,7 +72,11 @@ class FakeQuantizer(nn.Module):
 
     @property
     def bits(self) -> int:
-        """Bits needed for the integer range ``[quant_min, quant_max]``."""
+        """Bits needed for the integer range `[quant_min, quant_max]`.
+
+        Returns:
+            `ceil(log2(quant_max − quant_min + 1))`, at least 1.
+        """
         return max(1, math.ceil(math.log2(self.quant_max - self.quant_min + 1)))
 
     def forward(self, x):
@@ -84,24 +90,24 @@ class FakeQuantizer(nn.Module):
 
 
 class LSQQuantizer(nn.Module):
-    """Learned step size quantization (:func:`quasigrad.quant.lsq`), per tensor or per channel.
+    """Learned step size quantization (`quasigrad.quant.lsq`), per tensor or per channel.
 
-    The step is initialised to ``2·mean|x| / √Q_P`` (Esser et al. 2020; per channel, the mean over
+    The step is initialised to `2·mean|x| / √Q_P` (Esser et al. 2020; per channel, the mean over
     each channel) from the first batch the quantizer sees **in training mode**, or by
-    :meth:`initialize`, or from ``step=``. It is never set from data seen in evaluation mode: an
-    evaluation-mode call before initialisation raises ``RuntimeError`` (the step would otherwise
-    be fitted to validation or test data and then kept). It quantizes with ``|step|`` (see
-    :meth:`effective_step`), so an optimiser that takes a step through zero does not break training.
+    `initialize`, or from `step=`. It is never set from data seen in evaluation mode: an
+    evaluation-mode call before initialisation raises `RuntimeError` (the step would otherwise
+    be fitted to validation or test data and then kept). It quantizes with `|step|` (see
+    `effective_step`), so an optimiser that takes a step through zero does not break training.
 
     Args:
-        bits: number of bits (>= 2 when ``signed``).
-        signed: signed range ``[−2**(bits−1), 2**(bits−1) − 1]`` (weights) or unsigned
-            ``[0, 2**bits − 1]`` (activations after a ReLU).
-        per_channel: one step per slice along ``axis`` instead of one for the tensor.
-        channels: number of channels (per channel only). A ``QuantLinear`` or ``QuantConv2d``
-            sets it from its weight (``weight.shape[axis]``); elsewhere it is required.
+        bits: number of bits (>= 2 when `signed`).
+        signed: signed range `[−2**(bits−1), 2**(bits−1) − 1]` (weights) or unsigned
+            `[0, 2**bits − 1]` (activations after a ReLU).
+        per_channel: one step per slice along `axis` instead of one for the tensor.
+        channels: number of channels (per channel only). A `QuantLinear` or `QuantConv2d`
+            sets it from its weight (`weight.shape[axis]`); elsewhere it is required.
         axis: the channel dimension of the quantized tensor (0: a weight's output channels).
-        step: optional initial step (a positive number, or ``channels`` numbers); then no
+        step: optional initial step (a positive number, or `channels` numbers); then no
             data-driven initialisation happens.
         estimator: gradient estimator through the rounding; further keywords are its parameters.
     """
@@ -132,12 +138,20 @@ class LSQQuantizer(nn.Module):
 
     @property
     def qn(self) -> int:
-        """``Q_N``: the magnitude of the lowest level."""
+        """`Q_N`: the magnitude of the lowest level.
+
+        Returns:
+            `2**(bits − 1)` when signed, else 0.
+        """
         return 2 ** (self.bits - 1) if self.signed else 0
 
     @property
     def qp(self) -> int:
-        """``Q_P``: the highest level."""
+        """`Q_P`: the highest level.
+
+        Returns:
+            `2**(bits − 1) − 1` when signed, else `2**bits − 1`.
+        """
         return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1
 
     def _set_channels(self, channels) -> None:
@@ -169,8 +183,15 @@ class LSQQuantizer(nn.Module):
             self.initialized.fill_(True)
 
     def bind(self, tensor: torch.Tensor) -> None:
-        """Size a per-channel step for ``tensor`` (``tensor.shape[axis]`` channels); nothing for
-        a per-tensor one. Quantized layers call it with their weight."""
+        """Size a per-channel step for `tensor` (`tensor.shape[axis]` channels); nothing for
+        a per-tensor one. Quantized layers call it with their weight.
+
+        Args:
+            tensor: the tensor to be quantized (a layer's weight).
+
+        Raises:
+            ValueError: the per-channel steps are already initialised for another number of channels.
+        """
         if self.per_channel:
             self._set_channels(int(tensor.shape[self.axis]))
 
@@ -189,16 +210,33 @@ class LSQQuantizer(nn.Module):
         return self.step.reshape(shape)
 
     def effective_step(self, x: torch.Tensor) -> torch.Tensor:
-        """The step the quantizer uses for ``x``: ``|step|``, at least the smallest normal float,
-        shaped to broadcast against ``x``. An optimiser step that takes a learned step through zero
-        (Adam does, for a channel whose weights all but vanish) leaves a valid quantizer."""
+        """The step the quantizer uses for `x`: `|step|`, at least the smallest normal float,
+        shaped to broadcast against `x`.
+
+        An optimiser step that takes a learned step through zero (Adam does, for a channel whose weights all
+        but vanish) leaves a valid quantizer.
+
+        Args:
+            x: the tensor to be quantized.
+
+        Returns:
+            The step, shaped to broadcast against `x`.
+
+        Raises:
+            RuntimeError: a per-channel quantizer whose number of channels is not yet known.
+            ValueError: `x` does not have the quantizer's channels along `axis`.
+        """
         s = self._shaped_step(x)
         return s.abs().clamp_min(torch.finfo(s.dtype).tiny)
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
-        """Set the step from ``x`` to ``2·mean|x| / √Q_P`` (per channel: the mean over each
-        channel); a zero mean gives 1."""
+        """Set the step from `x` to `2·mean|x| / √Q_P` (per channel: the mean over each
+        channel); a zero mean gives 1.
+
+        Args:
+            x: the tensor to be quantized (a first batch of activations, or the weight).
+        """
         Q._check(x)
         s = self._shaped_step(x)
         dims = [d for d in range(x.dim()) if s.dim() == 0 or s.shape[d] == 1]
@@ -226,7 +264,7 @@ class LSQQuantizer(nn.Module):
 
 
 class PACTQuantizer(nn.Module):
-    """PACT activation quantizer with a learned clipping level ``α`` (:func:`quasigrad.quant.pact`)."""
+    """PACT activation quantizer with a learned clipping level `α` (`quasigrad.quant.pact`)."""
 
     def __init__(self, bits: int, alpha: float = 6.0):
         super().__init__()
@@ -241,7 +279,7 @@ class PACTQuantizer(nn.Module):
 
 
 class DoReFaQuantizer(nn.Module):
-    """DoReFa quantizer, ``kind="weight"`` or ``"activation"``."""
+    """DoReFa quantizer, `kind="weight"` or `"activation"`."""
 
     def __init__(self, bits: int, kind: str = "weight", *, estimator: str = "ste", **params):
         super().__init__()
@@ -266,8 +304,8 @@ def _check_quantizer(q, name):
 
 
 def _bind(q, weight):
-    """Fit a weight quantizer to its layer: a ``UniformQuantizer`` without ``clip`` gets the
-    He-uniform bound, a per-channel ``LSQQuantizer`` one step per output channel."""
+    """Fit a weight quantizer to its layer: a `UniformQuantizer` without `clip` gets the
+    He-uniform bound, a per-channel `LSQQuantizer` one step per output channel."""
     if isinstance(q, UniformQuantizer) and q.clip is None:
         fan_in = weight[0].numel()
         q.clip = math.sqrt(6.0 / fan_in)
@@ -283,8 +321,8 @@ def _bits(q) -> str:
 
 
 class _QuantizedLayer:
-    """What :class:`QuantLinear` and :class:`QuantConv2d` share: a weight quantizer and an input
-    (activation) quantizer, either of which may be ``None``."""
+    """What `QuantLinear` and `QuantConv2d` share: a weight quantizer and an input
+    (activation) quantizer, either of which may be `None`."""
 
     def _set_quantizers(self, weight_quantizer, act_quantizer):
         self.weight_quantizer = _check_quantizer(weight_quantizer, "weight_quantizer")
@@ -302,9 +340,9 @@ class _QuantizedLayer:
 
 
 class QuantLinear(_QuantizedLayer, nn.Linear):
-    """``nn.Linear`` whose weight passes through ``weight_quantizer`` and whose input passes
-    through ``act_quantizer`` (either may be ``None``). A ``UniformQuantizer`` without ``clip``
-    gets the He-uniform bound ``√(6/in_features)``."""
+    """`nn.Linear` whose weight passes through `weight_quantizer` and whose input passes
+    through `act_quantizer` (either may be `None`). A `UniformQuantizer` without `clip`
+    gets the He-uniform bound `√(6/in_features)`."""
 
     def __init__(self, in_features, out_features, bias=True, *, weight_quantizer=None, act_quantizer=None,
                  device=None, dtype=None):
@@ -319,7 +357,7 @@ class QuantLinear(_QuantizedLayer, nn.Linear):
 
 
 class QuantConv2d(_QuantizedLayer, nn.Conv2d):
-    """``nn.Conv2d`` with a weight quantizer and an input (activation) quantizer; see :class:`QuantLinear`."""
+    """`nn.Conv2d` with a weight quantizer and an input (activation) quantizer; see `QuantLinear`."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", *, weight_quantizer=None, act_quantizer=None, device=None,
@@ -351,15 +389,15 @@ def _make(spec: QuantizerSpec, layer):
 
 def quantize_model(model: nn.Module, *, weight_quantizer: QuantizerSpec = None, act_quantizer: QuantizerSpec = None,
                    filter: Optional[Callable[[str, nn.Module], bool]] = None) -> nn.Module:
-    """Replace every ``nn.Linear`` and ``nn.Conv2d`` in ``model`` (in place) by a ``QuantLinear`` or
-    ``QuantConv2d`` holding the same parameters.
+    """Replace every `nn.Linear` and `nn.Conv2d` in `model` (in place) by a `QuantLinear` or
+    `QuantConv2d` holding the same parameters.
 
     Args:
-        weight_quantizer, act_quantizer: ``None``, a quantizer module (deep-copied for each layer)
-            or a callable ``layer -> module or None``.
-        filter: optional ``(qualified_name, layer) -> bool``; only layers it accepts are swapped.
+        weight_quantizer, act_quantizer: `None`, a quantizer module (deep-copied for each layer)
+            or a callable `layer -> module or None`.
+        filter: optional `(qualified_name, layer) -> bool`; only layers it accepts are swapped.
     Returns:
-        ``model`` (also changed in place); the new layers share the old layers' parameter tensors.
+        `model` (also changed in place); the new layers share the old layers' parameter tensors.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")

@@ -1,5 +1,5 @@
-"""Pieces every relaxation shares: rows in the compute dtype with ``dim`` last, and the spread
-that ``relative=True`` measures in."""
+"""Pieces every relaxation shares: rows in the compute dtype with `dim` last, and the spread
+that `relative=True` measures in."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from ..estimators._sampling import compute_dtype, is_compiling
 
 
 def _rows(values, dim, name="values"):
-    """Check ``values`` and return ``(x, restore)``: ``x`` is a (B, n) view in the compute dtype
-    with ``dim`` last; ``restore(y)`` maps a (B, n) result back to ``values``' shape and dtype."""
+    """Check `values` and return `(x, restore)`: `x` is a (B, n) view in the compute dtype
+    with `dim` last; `restore(y)` maps a (B, n) result back to `values`' shape and dtype."""
     V.check_floating(values, name)
     dim = V.normalize_dim(dim, values.dim())
     if values.shape[dim] == 0:
@@ -32,7 +32,7 @@ def _rows(values, dim, name="values"):
 
 
 def _spread(x):
-    """Each row's standard deviation (detached; 1 for a constant row): the unit of ``relative=True``.
+    """Each row's standard deviation (detached; 1 for a constant row): the unit of `relative=True`.
     Computed on the row divided by its largest magnitude, so that values near the float range do
     not overflow when squared."""
     x = x.detach()
@@ -43,7 +43,7 @@ def _spread(x):
 
 
 def _standardize(x):
-    """``(x − mean) / spread`` per row (both detached) and the two, for ``relative=True``. Soft sort
+    """`(x − mean) / spread` per row (both detached) and the two, for `relative=True`. Soft sort
     and rank commute with a shift (sort(θ + c) = sort(θ) + c, rank(θ + c) = rank(θ)), so centring
     only keeps the division from overflowing."""
     xd = x.detach()
