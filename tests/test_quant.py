@@ -476,7 +476,7 @@ def test_bad_input_errors():
     ewgs = torch.nn.Sequential(quant.QuantLinear(4, 2, weight_quantizer=quant.UniformQuantizer(2, estimator="ewgs")))
     with pytest.raises(ValueError, match="theorem's class"):
         quant.ste_twin(ewgs, "sgd")
-    with pytest.raises(ValueError, match="unknown quantizer estimator 'nope'; known: .*ste"):
+    with pytest.raises(ValueError, match="unknown quantizer estimator 'nope'; known quantizer estimators: .*ste"):
         quant.round(x.requires_grad_(), estimator="nope")
     with pytest.raises(TypeError, match="takes parameters"):
         quant.round(x, estimator="tanh", beta=1.0)

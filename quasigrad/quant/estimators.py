@@ -36,6 +36,8 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
+from .._util.registry import Registry
+
 __all__ = ["QuantEstimator", "register_estimator", "get_estimator", "estimator_names", "estimator_table"]
 
 
@@ -123,7 +125,7 @@ class QuantEstimator:
         return True, ""
 
 
-_ESTIMATORS: Dict[str, QuantEstimator] = {}
+_ESTIMATORS: Registry[QuantEstimator] = Registry("quantizer estimator")
 
 
 def register_estimator(est: QuantEstimator, *, replace: bool = False) -> QuantEstimator:
@@ -141,7 +143,7 @@ def register_estimator(est: QuantEstimator, *, replace: bool = False) -> QuantEs
     """
     if est.name in _ESTIMATORS and not replace:
         raise ValueError(f"quantizer estimator {est.name!r} is already registered")
-    _ESTIMATORS[est.name] = est
+    _ESTIMATORS.register(est.name, est, replace=replace)
     return est
 
 
@@ -162,10 +164,7 @@ def get_estimator(name: Union[str, QuantEstimator]) -> QuantEstimator:
         return name
     if not isinstance(name, str):
         raise TypeError(f"estimator must be a name (str), got {type(name).__name__}")
-    try:
-        return _ESTIMATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown quantizer estimator {name!r}; known: {', '.join(sorted(_ESTIMATORS))}") from None
+    return _ESTIMATORS.get(name)
 
 
 def estimator_names(*, in_class: Optional[bool] = None) -> list:
@@ -265,6 +264,6 @@ def _tanh_family_H(scale):
     return H
 
 
-_ESTIMATORS["tanh"] = dataclasses.replace(_ESTIMATORS["tanh"], inv_antiderivative=_tanh_family_H(lambda k: 1.0))
-_ESTIMATORS["dsq"] = dataclasses.replace(_ESTIMATORS["dsq"],
-                                         inv_antiderivative=_tanh_family_H(lambda k: 2.0 * math.tanh(k / 2.0)))
+_ESTIMATORS.replace("tanh", dataclasses.replace(_ESTIMATORS["tanh"], inv_antiderivative=_tanh_family_H(lambda k: 1.0)))
+_ESTIMATORS.replace("dsq", dataclasses.replace(_ESTIMATORS["dsq"],
+                                               inv_antiderivative=_tanh_family_H(lambda k: 2.0 * math.tanh(k / 2.0))))

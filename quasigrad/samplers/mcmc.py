@@ -4,11 +4,12 @@ batch of chains, and the names `make_sampler` knows (`SAMPLERS`)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Optional, cast
+from typing import Any, Callable, Optional, cast
 
 import torch
 
 from .._util import validate as V
+from .._util.registry import Registry
 from ..estimators._sampling import sample_categorical, uniform
 from .models import EnergyModel, _all_indices, _as_one_hot, _model_double, from_index, to_index
 
@@ -418,13 +419,12 @@ class DiscreteLangevin(_Sampler):
         return P
 
 
-SAMPLERS: Dict[str, Callable[..., _Sampler]] = {
-    "gibbs": lambda model, **kw: Gibbs(model, scan="random", **kw),
-    "gibbs-systematic": lambda model, **kw: Gibbs(model, scan="systematic", **kw),
-    "gwg": GibbsWithGradients,
-    "dula": lambda model, **kw: DiscreteLangevin(model, mh=False, **kw),
-    "dmala": lambda model, **kw: DiscreteLangevin(model, mh=True, **kw),
-}
+SAMPLERS: Registry[Callable[..., _Sampler]] = Registry("sampler")
+SAMPLERS.register("gibbs", lambda model, **kw: Gibbs(model, scan="random", **kw))
+SAMPLERS.register("gibbs-systematic", lambda model, **kw: Gibbs(model, scan="systematic", **kw))
+SAMPLERS.register("gwg", GibbsWithGradients)
+SAMPLERS.register("dula", lambda model, **kw: DiscreteLangevin(model, mh=False, **kw))
+SAMPLERS.register("dmala", lambda model, **kw: DiscreteLangevin(model, mh=True, **kw))
 """Sampler name → a function `(model, **kwargs)` that makes it (see `make_sampler`)."""
 
 
@@ -443,6 +443,4 @@ def make_sampler(name: str, model: EnergyModel, **kwargs: Any) -> _Sampler:
     Raises:
         ValueError: an unknown name.
     """
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](model, **kwargs)
+    return SAMPLERS.get(name)(model, **kwargs)
