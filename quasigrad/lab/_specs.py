@@ -100,7 +100,7 @@ class Spec:
             estimator's.
         """
         return objective.expectation(f, logits, estimator=self.name, dim=dim, variable=variable,
-                                     generator=generator, tau=tau, **self.kwargs)
+                                     generator=generator, **self.tau_kwargs(tau))
 
 
 def _value(text: str) -> Any:
