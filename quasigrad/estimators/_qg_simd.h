@@ -31,6 +31,10 @@ static inline qv qv_load_part(const float *p, int64_t count, float fill) {
 }
 static inline void qv_store(float *p, qv v) { _mm512_storeu_ps(p, v); }
 static inline void qv_store_part(float *p, qv v, int64_t count) { _mm512_mask_storeu_ps(p, qg_mask(count), v); }
+/* v with its first QG_VL - keep lanes replaced by fill */
+static inline qv qv_keep_last(qv v, int64_t keep, float fill) {
+    return _mm512_mask_blend_ps((__mmask16)~((1u << (16 - keep)) - 1), _mm512_set1_ps(fill), v);
+}
 static inline qv qv_max(qv a, qv b) { return _mm512_max_ps(a, b); }
 static inline qv qv_min(qv a, qv b) { return _mm512_min_ps(a, b); }
 /* a < b ? t : f, lane by lane */
@@ -84,6 +88,10 @@ static inline qv qv_load_part(const float *p, int64_t count, float fill) {
 }
 static inline void qv_store(float *p, qv v) { _mm256_storeu_ps(p, v); }
 static inline void qv_store_part(float *p, qv v, int64_t count) { _mm256_maskstore_ps(p, qg_mask(count), v); }
+static inline qv qv_keep_last(qv v, int64_t keep, float fill) {
+    __m256i last = _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)(7 - keep)));
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_castsi256_ps(last));
+}
 static inline qv qv_max(qv a, qv b) { return _mm256_max_ps(a, b); }
 static inline qv qv_min(qv a, qv b) { return _mm256_min_ps(a, b); }
 static inline qv qv_lt_select(qv a, qv b, qv t, qv f) { return _mm256_blendv_ps(f, t, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
@@ -149,6 +157,12 @@ static inline qv qv_load_part(const float *p, int64_t count, float fill) {
 }
 static inline void qv_store(float *p, qv v) { memcpy(p, &v, sizeof v); }
 static inline void qv_store_part(float *p, qv v, int64_t count) { for (int64_t t = 0; t < count; ++t) p[t] = v[t]; }
+static inline qv qv_keep_last(qv v, int64_t keep, float fill) {
+    const qvi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    qv f = {fill, fill, fill, fill, fill, fill, fill, fill};
+    qvi last = lane > (int32_t)(7 - keep);
+    return (qv)(((qvi)v & last) | ((qvi)f & ~last));
+}
 static inline qv qv_select(qvi mask, qv a, qv b) { return (qv)(((qvi)a & mask) | ((qvi)b & ~mask)); }
 static inline qv qv_max(qv a, qv b) { return qv_select(a > b, a, b); }
 static inline qv qv_min(qv a, qv b) { return qv_select(a < b, a, b); }
@@ -189,6 +203,11 @@ static inline qv qv_frexp(qv x, qv *e) {
 }
 
 #endif
+
+/* The tail of a row of n >= QG_VL elements is read as the QG_VL elements that end the row, whose
+   first QG_VL - (n - j) lanes were already read in the last full vector (an overlapping load, no
+   masks): an elementwise result stored back there rewrites those lanes with the same values, and
+   reductions drop them with qv_keep_last. Shorter rows use masked loads and stores. */
 
 /* exp(x) for x <= 0 or -inf (and small positive x), on every target: Cephes' single-precision
    range reduction (x = k ln 2 + r, ln 2 in two parts) and polynomial for e^r (relative error
