@@ -299,14 +299,14 @@ static inline float qg_relax_row_f32v(const float *ep, float *y, const float *u,
     const qv u_end = n >= QG_VL ? qv_load(u + n - QG_VL) : zero;
     for (j = 0; j < full; j += QG_VL) {
         qv e = qv_load(ep + j);
-        qv r = e / qv_fmadd(va, zero - qv_log(qv_load(u + j)), e);
+        qv r = e / qv_fmadd(va, zero - qv_log_normal(qv_load(u + j)), e);
         if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
         qv_store(y + j, r);
         vs += r;
         if (g) vd += r * qv_load(g + j);
     }
     if (j < n && n >= QG_VL) {
-        qv r = e_end / qv_fmadd(va, zero - qv_log(u_end), e_end);
+        qv r = e_end / qv_fmadd(va, zero - qv_log_normal(u_end), e_end);
         if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
         qv_store(y + n - QG_VL, r);
         r = qv_keep_last(r, n - j, 0.0f);
@@ -314,7 +314,7 @@ static inline float qg_relax_row_f32v(const float *ep, float *y, const float *u,
         if (g) vd += r * qv_load(g + n - QG_VL);
     } else if (j < n) {   /* past the row: e = 0 and U = 1/2, so r = 0 */
         qv e = qv_load_part(ep + j, n - j, 0.0f);
-        qv r = e / qv_fmadd(va, zero - qv_log(qv_load_part(u + j, n - j, 0.5f)), e);
+        qv r = e / qv_fmadd(va, zero - qv_log_normal(qv_load_part(u + j, n - j, 0.5f)), e);
         if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
         qv_store_part(y + j, r, n - j);
         vs += r;

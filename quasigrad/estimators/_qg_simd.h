@@ -226,9 +226,30 @@ static inline qv qv_exp_nonpos(qv x) {
     return qv_ldexp(poly, k);
 }
 
-/* log(x) for finite x >= 0 (0 gives -inf), on every target: Cephes' single-precision logf
-   (x = m 2^e, m in [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1; relative error about
-   1e-7). Denormal x is scaled by 2^24 first. */
+/* log(x) for normal x > 0, on every target: Cephes' single-precision logf (x = m 2^e, m in
+   [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1; relative error about 1e-7). */
+static inline qv qv_log_normal(qv x) {
+    const qv zero = qv_splat(0.0f);
+    qv e, m = qv_frexp(x, &e);
+    qv low = qv_lt_select(m, qv_splat(0.707106781186547524f), qv_splat(1.0f), zero);
+    e = e - low;
+    m = m + m * low - 1.0f;
+    qv z = m * m;
+    qv y = qv_fmadd(qv_splat(7.0376836292e-2f), m, qv_splat(-1.1514610310e-1f));
+    y = qv_fmadd(y, m, qv_splat(1.1676998740e-1f));
+    y = qv_fmadd(y, m, qv_splat(-1.2420140846e-1f));
+    y = qv_fmadd(y, m, qv_splat(1.4249322787e-1f));
+    y = qv_fmadd(y, m, qv_splat(-1.6668057665e-1f));
+    y = qv_fmadd(y, m, qv_splat(2.0000714765e-1f));
+    y = qv_fmadd(y, m, qv_splat(-2.4999993993e-1f));
+    y = qv_fmadd(y, m, qv_splat(3.3333331174e-1f));
+    y = y * m * z;
+    y = qv_fmadd(e, qv_splat(-2.12194440e-4f), y);
+    y = qv_fnmadd(z, qv_splat(0.5f), y);
+    return qv_fmadd(e, qv_splat(0.693359375f), m + y);
+}
+
+/* log(x) for finite x >= 0 (0 gives -inf): qv_log_normal after scaling denormal x by 2^24. */
 static inline qv qv_log(qv x) {
     const qv zero = qv_splat(0.0f);
     qv small = qv_lt_select(x, qv_splat(1.17549435e-38f), qv_splat(1.0f), zero);
