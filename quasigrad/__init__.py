@@ -11,6 +11,8 @@ The layers, each a package that imports only from those before it:
 - :mod:`quasigrad.estimators` (layer 1): the sample-level estimators;
 - :mod:`quasigrad.exact`: the ground truth by enumeration;
 - :mod:`quasigrad.objective` (layer 2): ``E[f(D)]`` with any estimator's gradient;
+- :mod:`quasigrad.distributions` (``torch.distributions`` classes whose ``rsample`` is an estimator)
+  and :mod:`quasigrad.nn` (modules: sample in training, the mode in evaluation);
 - the neighbouring families :mod:`quasigrad.quant`, :mod:`quasigrad.optim`, :mod:`quasigrad.sort`,
   :mod:`quasigrad.samplers`, :mod:`quasigrad.em`, and the reusable :mod:`quasigrad.models`;
 - :mod:`quasigrad.lab` (layer 3): quality against the exact gradient, built-in problems, and
@@ -19,13 +21,13 @@ The layers, each a package that imports only from those before it:
 
 import importlib as _importlib
 
-from . import _compat, registry
+from . import _compat, exact, objective, registry
 from .estimators import bernoulli, darn, gapped_st, gumbel_rao, gumbel_softmax, reinmax, sample_categorical, st, zgr
-from . import exact, objective
 
 __version__ = "0.1.0"
 
-_LAZY = ("lab", "data", "quant", "optim", "sort", "samplers", "em", "models", "vae", "bench")
+_LAZY = ("lab", "data", "quant", "optim", "sort", "samplers", "em", "models", "vae", "bench", "distributions",
+         "nn")
 
 __all__ = ["st", "gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "darn", "sample_categorical",
            "bernoulli", "exact", "registry", "objective", "estimators", *_LAZY]

@@ -1,28 +1,48 @@
-"""The ``quasigrad`` command: ``quasigrad check``, ``quasigrad estimators``, ``quasigrad bench NAME``."""
+"""The ``quasigrad`` command: ``quasigrad check``, ``quasigrad estimators``, ``quasigrad report``, ``quasigrad bench NAME``.
+
+Every error a user can cause (a bad argument, a damaged or unreadable file) is printed as one
+line, ``quasigrad: error: ...``, with exit status 2; an interrupted benchmark exits with 130
+after saying how to resume.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import List, Optional
 
-from .bench import BENCHMARKS
+from ._util.registry import UnknownNameError
 from .bench.runner import BenchmarkError
-from .registry import UnknownEstimatorError
+from .bench.store import package_version
+
+BENCH_USAGE = "usage: quasigrad bench NAME [options]   (quasigrad bench NAME --help: the benchmark's options)"
 
 
-def _bench_parser(name: str) -> argparse.ArgumentParser:
-    module = importlib.import_module(BENCHMARKS[name])
-    parser = argparse.ArgumentParser(prog=f"quasigrad bench {name}", description=module.DESCRIPTION)
-    module.add_arguments(parser)
-    parser.set_defaults(_run=module.run)
-    return parser
+def _bench_list() -> str:
+    from .bench.runner import describe
+
+    rows = describe()
+    width = max(len(name) for name, _ in rows)
+    lines = [BENCH_USAGE, "", "Run a benchmark: results (JSON), a table and plots (PNG) in --out, resumable.", "",
+             "benchmarks:"]
+    lines += [f"  {name:{width}s}  {text}" for name, text in rows]
+    return "\n".join(lines)
+
+
+def _bench(argv: List[str]) -> int:
+    from .bench import runner
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_bench_list())
+        return 0 if argv else 2
+    return runner.main(argv[0], argv[1:])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the ``quasigrad`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="quasigrad", description="Gradients through discrete things.")
+    parser.add_argument("--version", action="version", version=f"quasigrad {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_check = sub.add_parser("check", help="exact bias of every registered estimator on small problems")
     from .lab import check as _check
@@ -30,15 +50,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     _check.add_arguments(p_check)
     p_est = sub.add_parser("estimators", help="list the registered estimators and their flags")
     p_est.add_argument("--markdown", action="store_true", help="the table as Markdown, as in the docs")
-    p_bench = sub.add_parser("bench", help="run a benchmark: " + ", ".join(sorted(BENCHMARKS)),
-                             add_help=False)
-    p_bench.add_argument("name", nargs="?", help="benchmark name")
-    p_bench.add_argument("rest", nargs=argparse.REMAINDER)
+    p_report = sub.add_parser("report", help="write docs/reproduction.md from the committed result stores")
+    from .bench import report as _report
 
-    args = parser.parse_args(argv)
+    _report.add_arguments(p_report)
+    # Parsed by the benchmark's own parser (see _bench); listed here for the help.
+    sub.add_parser("bench", help="run a benchmark (quasigrad bench --help lists them)", add_help=False)
+
     try:
+        if argv and argv[0] == "bench":
+            return _bench(argv[1:])
+        args = parser.parse_args(argv)
         if args.command == "check":
             return _check.run(args)
+        if args.command == "report":
+            return _report.run(args)
         if args.command == "estimators":
             from . import registry
 
@@ -51,20 +77,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("\nquantizer estimators (quasigrad.quant, for rounding, sign and fake quantization):\n")
             print(quant.estimator_table())
             return 0
-        if args.command == "bench":
-            if args.name in (None, "-h", "--help"):
-                print("usage: quasigrad bench NAME [options]\n\nbenchmarks:")
-                for name in sorted(BENCHMARKS):
-                    print(f"  {name:18s} {importlib.import_module(BENCHMARKS[name]).DESCRIPTION}")
-                return 0 if args.name else 2
-            if args.name not in BENCHMARKS:
-                raise BenchmarkError(f"unknown benchmark {args.name!r}; known benchmarks: "
-                                     f"{', '.join(sorted(BENCHMARKS))}")
-            bench_args = _bench_parser(args.name).parse_args(args.rest)
-            return int(bench_args._run(bench_args) or 0)
         parser.print_help()
         return 2
-    except (BenchmarkError, UnknownEstimatorError) as exc:
+    except (BenchmarkError, UnknownNameError) as exc:
         print(f"quasigrad: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

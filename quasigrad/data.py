@@ -1,15 +1,18 @@
 """Real data sets, read from their original files.
 
-MNIST comes as four IDX files, gzip-compressed or not. :func:`load_mnist` looks for them in
-the directory it is given, else in ``$QUASIGRAD_MNIST`` (or ``$QUASIGRAD_DATA/mnist``), else in
-the user's cache (``$XDG_CACHE_HOME/quasigrad/mnist``, by default ``~/.cache/quasigrad/mnist``),
-else ``../shared/data/mnist`` (where the repository's checkouts find them).
-It checks each file's size, IDX header and the SHA-256 of its decompressed bytes, and when a
-file is missing or damaged says which files it expected, where it looked and how to get them.
-With ``download=True`` it fetches missing files from the usual public mirrors and verifies them
+MNIST comes as four IDX files, gzip-compressed or not. `load_mnist` looks for them in
+the directory it is given, else in `$QUASIGRAD_MNIST` (or `$QUASIGRAD_DATA/mnist`): a
+directory named by the caller or by one of these variables is the only one searched, and one
+that does not hold the files is an error naming it. With none named it searches the user's cache
+(`$XDG_CACHE_HOME/quasigrad/mnist`, by default `~/.cache/quasigrad/mnist`), then
+`../shared/data/mnist` (where the repository's checkouts find them).
+It checks each file's size (decompressing no more than the expected number of bytes, so a gzip
+bomb costs no memory), IDX header and the SHA-256 of its decompressed bytes, and when a file is
+missing, damaged or unreadable says which file, what it expected and how to get the files.
+With `download=True` it fetches missing files from the usual public mirrors and verifies them
 before use. Nothing is ever generated to stand in for real data.
 
-In this repository the files live in ``../shared/data/mnist`` (relative to the checkout).
+In this repository the files live in `../shared/data/mnist` (relative to the checkout).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import os
 import struct
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -64,7 +68,7 @@ MNIST_MIRRORS = (
 
 @dataclasses.dataclass
 class MNIST:
-    """MNIST as tensors: images ``uint8 (N, 28, 28)`` and labels ``int64 (N,)``."""
+    """MNIST as tensors: images `uint8 (N, 28, 28)` and labels `int64 (N,)`."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -73,11 +77,26 @@ class MNIST:
     root: Path
 
     def split(self, train: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(images, labels)`` of the training or the test split."""
+        """`(images, labels)` of the training or the test split.
+
+        Args:
+            train: the training split (else the test split).
+
+        Returns:
+            `(images, labels)`: `uint8 (N, 28, 28)` and `int64 (N,)`.
+        """
         return (self.train_images, self.train_labels) if train else (self.test_images, self.test_labels)
 
     def flat(self, train: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Images of a split as ``(N, 784)`` grey levels scaled to [0, 1]."""
+        """Images of a split as `(N, 784)` grey levels scaled to [0, 1].
+
+        Args:
+            train: the training split (else the test split).
+            dtype: the floating dtype of the result.
+
+        Returns:
+            A `(N, 784)` tensor in `dtype`.
+        """
         images = self.train_images if train else self.test_images
         return images.reshape(images.shape[0], -1).to(dtype) / 255.0
 
@@ -87,43 +106,74 @@ def _cache_dir() -> Path:
     return Path(base) / "quasigrad" / "mnist"
 
 
-def mnist_dir_candidates(root: Optional[PathLike] = None) -> List[Path]:
-    """The directories :func:`load_mnist` looks in, in order."""
+def _explicit(root: PathLike | None) -> tuple[Path, str] | None:
+    """The directory the caller named, with how it was named, or None."""
     if root is not None:
-        return [Path(root)]
-    out = []
+        return Path(root), "the root argument"
     if os.environ.get("QUASIGRAD_MNIST"):
-        out.append(Path(os.environ["QUASIGRAD_MNIST"]))
+        return Path(os.environ["QUASIGRAD_MNIST"]), "$QUASIGRAD_MNIST"
     if os.environ.get("QUASIGRAD_DATA"):
-        out.append(Path(os.environ["QUASIGRAD_DATA"]) / "mnist")
-    out.append(_cache_dir())
-    out.append(Path("..") / "shared" / "data" / "mnist")  # beside a checkout of the quasigrad repository
-    return out
+        return Path(os.environ["QUASIGRAD_DATA"]) / "mnist", "$QUASIGRAD_DATA"
+    return None
+
+
+def mnist_dir_candidates(root: Optional[PathLike] = None) -> List[Path]:
+    """The directories `load_mnist` looks in, in order.
+
+    Only the one named by `root`, `$QUASIGRAD_MNIST` or `$QUASIGRAD_DATA/mnist` if any is, else the user's
+    cache and `../shared/data/mnist`.
+
+    Args:
+        root: a directory the caller names (it then is the only candidate).
+
+    Returns:
+        The candidate directories, in the order they are tried.
+    """
+    named = _explicit(root)
+    if named is not None:
+        return [named[0]]
+    return [_cache_dir(), Path("..") / "shared" / "data" / "mnist"]  # the latter beside a checkout
+
+
+def _unreadable(path: Path, exc: OSError) -> DataError:
+    reason = exc.strerror or type(exc).__name__
+    return DataError(f"{path} cannot be read ({reason}); check its permissions, or pass a directory "
+                     f"that holds readable MNIST files")
 
 
 def _find(directory: Path, spec: _IdxFile) -> Optional[Path]:
     for candidate in (directory / (spec.name + ".gz"), directory / spec.name,
                       directory / spec.name.replace("-idx", ".idx")):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as exc:   # a directory without search permission
+            raise _unreadable(directory, exc) from None
     return None
 
 
-def _read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    opener = gzip.open if head == b"\x1f\x8b" else open
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The file's contents, decompressed if gzip; at most `limit + 1` bytes are ever read or
+    decompressed, so that a file larger than expected (a gzip bomb) is refused without the memory."""
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as fh:
-            return fh.read()
-    except (OSError, EOFError) as exc:
+            raw = fh.read(limit + 1)
+    except PermissionError as exc:
+        raise _unreadable(path, exc) from None
+    except (OSError, EOFError, zlib.error) as exc:   # BadGzipFile is an OSError; a corrupt deflate stream is not
         raise DataError(f"{path} is damaged: it could not be decompressed ({exc})") from None
+    if len(raw) > limit:
+        raise DataError(f"{path} is damaged: it decompresses to more than the {limit} bytes expected")
+    return raw
 
 
 def _parse(path: Path, spec: _IdxFile, verify: bool) -> torch.Tensor:
-    raw = _read_bytes(path)
     header = 4 * (1 + len(spec.shape))
     expected = header + int(np.prod(spec.shape))
+    raw = _read_bytes(path, expected)
     if len(raw) != expected:
         raise DataError(f"{path} is damaged: {len(raw)} bytes after decompression, expected {expected} "
                         f"for {spec.name} of shape {spec.shape}")
@@ -149,7 +199,11 @@ def _how_to_get(looked: List[Path]) -> str:
 
 
 def _download(directory: Path, spec: _IdxFile) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {directory} to download {spec.name}.gz into ({exc.strerror}); "
+                        f"pass a writable directory") from None
     target = directory / (spec.name + ".gz")
     errors = []
     for mirror in MNIST_MIRRORS:
@@ -160,7 +214,11 @@ def _download(directory: Path, spec: _IdxFile) -> Path:
         except OSError as exc:  # URLError is an OSError
             errors.append(f"{url}: {exc}")
             continue
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
+        except OSError as exc:
+            raise DataError(f"cannot write into {directory} to download {spec.name}.gz ({exc.strerror}); "
+                            f"pass a writable directory") from None
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
         try:
@@ -178,18 +236,32 @@ def load_mnist(root: Optional[PathLike] = None, *, download: bool = False, verif
     """Load MNIST from its original IDX files.
 
     Args:
-        root: directory holding the four files. Default: ``$QUASIGRAD_MNIST``, then
-            ``$QUASIGRAD_DATA/mnist``, then the user's cache directory.
-        download: fetch missing files from a public mirror into ``root`` (or the cache) and verify them.
+        root: directory holding the four files. Default: `$QUASIGRAD_MNIST`, else
+            `$QUASIGRAD_DATA/mnist`; a directory named by either (or by `root`) is the only
+            one searched. With none named: the user's cache directory, then `../shared/data/mnist`.
+        download: fetch missing files from a public mirror into `root` (or the cache) and verify them.
         verify: check the SHA-256 of each file's decompressed contents (size and header are always checked).
 
     Returns:
-        :class:`MNIST` with ``uint8`` images ``(N, 28, 28)`` and ``int64`` labels.
+        `MNIST` with `uint8` images `(N, 28, 28)` and `int64` labels.
 
     Raises:
-        DataError: a file is missing or damaged; the message lists the files expected, the
-            directories searched and how to get the files.
+        DataError: a file is missing, damaged or unreadable; the message names the file or the
+            directory (and the variable that named it), what was expected and how to get the files.
     """
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a directory path (str or os.PathLike) or None, got {type(root).__name__}")
+    for name, flag in (("download", download), ("verify", verify)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    named = _explicit(root)
+    if named is not None:
+        try:
+            not_dir = named[0].exists() and not named[0].is_dir()
+        except OSError as exc:   # a parent without search permission
+            raise _unreadable(named[0], exc) from None
+        if not_dir:
+            raise DataError(f"{named[0]} (set by {named[1]}) is not a directory; " + _how_to_get([named[0]]))
     candidates = mnist_dir_candidates(root)
     for directory in candidates:
         found = {key: _find(directory, spec) for key, spec in MNIST_FILES.items()}
@@ -200,14 +272,15 @@ def load_mnist(root: Optional[PathLike] = None, *, download: bool = False, verif
         found = {key: _find(directory, spec) for key, spec in MNIST_FILES.items()}
         if not download:
             missing = [MNIST_FILES[k].name for k, v in found.items() if v is None]
-            raise DataError(f"MNIST files missing ({', '.join(missing)}): " + _how_to_get(candidates))
+            where = "" if named is None else f" in {named[0]} (set by {named[1]})"
+            raise DataError(f"MNIST files missing{where} ({', '.join(missing)}): " + _how_to_get(candidates))
         for key, spec in MNIST_FILES.items():
             if found[key] is None:
                 found[key] = _download(directory, spec)
     tensors = {}
     for key, spec in MNIST_FILES.items():
         try:
-            tensors[key] = _parse(found[key], spec, verify)
+            tensors[key] = _parse(cast(Path, found[key]), spec, verify)
         except DataError as exc:
             raise DataError(f"{exc}. " + _how_to_get([directory])) from None
     return MNIST(tensors["train-images"], tensors["train-labels"].long(),

@@ -1,7 +1,13 @@
-"""Benchmark arguments parsed as ``quasigrad bench NAME ...`` parses them (the CLI's own parser)."""
+"""Benchmarks run as ``quasigrad bench NAME ...`` runs them (the runner's own parser and loop)."""
 
-from quasigrad.cli import _bench_parser
+from quasigrad.bench import runner
 
 
 def bench_args(name, argv):
-    return _bench_parser(name).parse_args(list(argv))
+    """The parsed arguments of ``quasigrad bench NAME ARGV``."""
+    return runner.parser(name).parse_args(list(argv))
+
+
+def run_bench(name, argv):
+    """Run ``quasigrad bench NAME ARGV`` in this process; errors are raised, not printed."""
+    return runner.main(name, list(argv))

@@ -1,13 +1,12 @@
 """The lab's benchmarks: resumable after an interruption, clear errors before any work starts."""
 
 import json
+
 import pytest
+from bench_cli import run_bench
 
 from quasigrad.bench import BENCHMARKS, efficiency, polynomial
-from quasigrad.bench import quality as quality_bench
 from quasigrad.lab._specs import STOP_ENV
-
-from bench_cli import bench_args
 
 
 @pytest.fixture
@@ -25,17 +24,17 @@ def _results(path):
     return data
 
 
-POLY = ["--steps", "24", "--num-vars", "6", "--batch", "4", "--seeds", "0", "1", "--p", "1.5", "3",
+POLY = ["--steps", "24", "--num-vars", "6", "--batch-size", "4", "--seeds", "0", "1", "--p", "1.5", "3",
         "--estimators", "st", "reinmax", "stgs", "rloo", "--checkpoint-every", "5", "--no-progress"]
 
 
 def test_benchmarks_are_registered():
-    assert {"polynomial", "quality", "efficiency"} <= set(BENCHMARKS)
+    assert {"polynomial", "quality", "efficiency", "objective-poly"} <= set(BENCHMARKS)
 
 
 def test_polynomial_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys):
     whole = tmp_path / "whole"
-    assert polynomial.run(bench_args("polynomial", POLY + ["--out", str(whole)])) == 0
+    assert run_bench("polynomial", POLY + ["--out", str(whole)]) == 0
     expected = _results(whole / "polynomial.json")
     assert len(expected) == 8 and (whole / "polynomial.png").exists()
 
@@ -51,18 +50,18 @@ def test_polynomial_interrupted_and_resumed_equals_uninterrupted(tmp_path, monke
     # Stop after two finished units, then once more in the middle of a unit (after a checkpoint).
     monkeypatch.setenv(STOP_ENV, "units:2")
     with pytest.raises(KeyboardInterrupt):
-        polynomial.run(bench_args("polynomial", POLY + ["--out", str(part)]))
+        run_bench("polynomial", POLY + ["--out", str(part)])
     assert len(_results(part / "polynomial.json")) == 2
     monkeypatch.setenv(STOP_ENV, "steps:12")
     with pytest.raises(KeyboardInterrupt):
-        polynomial.run(bench_args("polynomial", POLY + ["--out", str(part)]))
-    assert len(list((part / "polynomial-checkpoints").glob("*.pt"))) == 1
+        run_bench("polynomial", POLY + ["--out", str(part)])
+    assert len(list((part / "checkpoints").glob("*.pt"))) == 1
     monkeypatch.delenv(STOP_ENV)
     calls.clear()
-    assert polynomial.run(bench_args("polynomial", POLY + ["--out", str(part)])) == 0
+    assert run_bench("polynomial", POLY + ["--out", str(part)]) == 0
     assert len(calls) == 6                                   # the two finished units are not run again
     assert _results(part / "polynomial.json") == expected    # same numbers, checkpoint resumed exactly
-    assert not list((part / "polynomial-checkpoints").glob("*.pt"))
+    assert not list((part / "checkpoints").glob("*.pt"))
     assert "final train loss" in capsys.readouterr().out
 
 
@@ -78,13 +77,13 @@ def test_polynomial_exact_loss_factorises():
 
 def test_quality_bench_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     argv = ["--problems", "linear", "quadratic", "--estimators", "st", "stgs", "--taus", "0.5", "1",
-            "--samples", "64", "--no-progress"]
-    assert quality_bench.run(bench_args("quality", argv + ["--out", str(tmp_path / "a")])) == 0
+            "--draws", "64", "--no-progress"]
+    assert run_bench("quality", argv + ["--out", str(tmp_path / "a")]) == 0
     monkeypatch.setenv(STOP_ENV, "units:3")
     with pytest.raises(KeyboardInterrupt):
-        quality_bench.run(bench_args("quality", argv + ["--out", str(tmp_path / "b")]))
+        run_bench("quality", argv + ["--out", str(tmp_path / "b")])
     monkeypatch.delenv(STOP_ENV)
-    assert quality_bench.run(bench_args("quality", argv + ["--out", str(tmp_path / "b")])) == 0
+    assert run_bench("quality", argv + ["--out", str(tmp_path / "b")]) == 0
     assert _results(tmp_path / "b" / "quality.json") == _results(tmp_path / "a" / "quality.json")
     assert (tmp_path / "b" / "quality.png").exists()
 
@@ -94,11 +93,11 @@ def test_efficiency_bench_runs_and_resumes(tmp_path, monkeypatch):
             "--min-time", "0.001", "--no-peers", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
     monkeypatch.setenv(STOP_ENV, "units:3")
     with pytest.raises(KeyboardInterrupt):
-        efficiency.run(bench_args("efficiency", argv))
+        run_bench("efficiency", argv)
     first = _results(tmp_path / "efficiency.json")
     assert len(first) == 3
     monkeypatch.delenv(STOP_ENV)
-    assert efficiency.run(bench_args("efficiency", argv)) == 0
+    assert run_bench("efficiency", argv) == 0
     res = _results(tmp_path / "efficiency.json")
     assert set(res) == {"8x4/st", "8x4/reinmax", "16x3x2/st", "16x3x2/reinmax"}
     for key in first:                                        # finished units kept, not measured again

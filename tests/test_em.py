@@ -62,7 +62,8 @@ def test_em_step_maximises_the_expected_complete_log_likelihood():
             m.mix_logits.copy_(base[0] + 1e-3 * torch.randn(3, generator=g, dtype=torch.float64))
             m.logits.copy_(base[1] + 1e-3 * torch.randn(3, 8, generator=g, dtype=torch.float64))
             assert q_value() <= best + 1e-12
-        m.mix_logits.copy_(base[0]); m.logits.copy_(base[1])
+        m.mix_logits.copy_(base[0])
+        m.logits.copy_(base[1])
 
 
 def test_em_recovers_a_known_mixture():

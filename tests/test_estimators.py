@@ -2,13 +2,12 @@
 algorithms, Bernoulli twins, shapes and dtypes, torch.compile, bad input."""
 
 import pytest
+import reference_estimators as ref
 import torch
 from scipy import stats
 
 import quasigrad
 from quasigrad import bernoulli, exact, registry
-
-import reference_estimators as ref
 
 CAT = {  # registry name -> categorical function
     "st": quasigrad.st, "reinmax": quasigrad.reinmax, "zgr": quasigrad.zgr, "darn": quasigrad.darn,

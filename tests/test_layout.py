@@ -19,8 +19,8 @@ PACKAGE = Path(quasigrad.__file__).parent
 # commands, reached through ``quasigrad bench NAME``, and are not listed).
 PUBLIC_API = {
     'quasigrad': [
-        'bench', 'bernoulli', 'darn', 'data', 'em', 'exact', 'gapped_st', 'gumbel_rao', 'gumbel_softmax',
-        'lab', 'objective', 'optim', 'quant', 'registry', 'reinmax', 'sample_categorical',
+        'bench', 'bernoulli', 'darn', 'data', 'distributions', 'em', 'exact', 'gapped_st', 'gumbel_rao',
+        'gumbel_softmax', 'lab', 'nn', 'objective', 'optim', 'quant', 'registry', 'reinmax', 'sample_categorical',
         'samplers', 'sort', 'st', 'vae', 'zgr'
     ],
     'quasigrad.bench': [
@@ -38,6 +38,9 @@ PUBLIC_API = {
     'quasigrad.data': [
         'DataError', 'MNIST', 'MNIST_FILES', 'load_mnist', 'mnist_dir_candidates'
     ],
+    'quasigrad.distributions': [
+        'Bernoulli', 'OneHotCategorical', 'estimator_sampler'
+    ],
     'quasigrad.em': [
         'BernoulliMixture', 'check_binary', 'elbo', 'fit_em', 'fit_gradient'
     ],
@@ -53,6 +56,9 @@ PUBLIC_API = {
     'quasigrad.lab.quality': [
         'estimator_gradients', 'format_quality', 'quality'
     ],
+    'quasigrad.nn': [
+        'BernoulliSample', 'CategoricalSample', 'st_argmax', 'st_threshold'
+    ],
     'quasigrad.objective': [
         'EMABaseline', 'LearnedBaseline', 'PathwiseError', 'REBAR', 'RELAX', 'control_variate_mlp',
         'expectation'
@@ -61,11 +67,11 @@ PUBLIC_API = {
         'BayesBiNN', 'MDSoftmax', 'MDTanh', 'is_binary', 'mark_binary'
     ],
     'quasigrad.quant': [
-        'DoReFaQuantizer', 'FakeQuantizer', 'LSQQuantizer', 'PACTQuantizer', 'QuantConv2d',
-        'QuantEstimator', 'QuantLinear', 'UniformQuantizer', 'alignment_error', 'alpha', 'ceil',
-        'check_in_class', 'dorefa_activation', 'dorefa_weight', 'estimator_names',
+        'DoReFaQuantizer', 'FakeQuantizer', 'IntConv2d', 'IntLinear', 'IntegerWeight', 'LSQQuantizer',
+        'PACTQuantizer', 'QuantConv2d', 'QuantEstimator', 'QuantLinear', 'UniformQuantizer', 'alignment_error',
+        'alpha', 'ceil', 'check_in_class', 'convert', 'dorefa_activation', 'dorefa_weight', 'estimator_names',
         'estimator_table', 'fake_quantize', 'fake_quantize_per_channel', 'floor', 'get_estimator',
-        'grad_scale', 'heaviside', 'least_squares_trend', 'lsq', 'pact', 'quantize_model',
+        'grad_scale', 'heaviside', 'integer_weight', 'least_squares_trend', 'lsq', 'pact', 'quantize_model',
         'quantized_agreement', 'quantized_weights', 'register_estimator', 'remap', 'round', 'sign',
         'ste_twin', 'ternary', 'uniform_quantize'
     ],
@@ -79,6 +85,9 @@ PUBLIC_API = {
     'quasigrad.quant.functional': [
         'ceil', 'dorefa_activation', 'dorefa_weight', 'fake_quantize', 'fake_quantize_per_channel', 'floor',
         'grad_scale', 'heaviside', 'lsq', 'pact', 'round', 'sign', 'ternary', 'uniform_quantize'
+    ],
+    'quasigrad.quant.integer': [
+        'IntConv2d', 'IntLinear', 'IntegerWeight', 'convert', 'integer_weight', 'pack', 'unpack'
     ],
     'quasigrad.quant.modules': [
         'DoReFaQuantizer', 'FakeQuantizer', 'LSQQuantizer', 'PACTQuantizer', 'QuantConv2d', 'QuantLinear',
@@ -110,13 +119,14 @@ LAYERS = [
     ["estimators"],
     ["exact"],
     ["objective"],
-    ["quant", "optim", "sort", "samplers", "data", "models", "em"],
+    ["quant", "optim", "sort", "samplers", "data", "models", "em", "distributions", "nn"],
     ["lab"],
     ["bench"],
     ["cli", "__main__", "_compat", "__init__"],
 ]
-# families of one layer that may not import each other (only lower layers)
-SIBLINGS_APART = {"quant", "optim", "sort", "samplers", "data", "models", "em"}
+# families of one layer that may not import each other (only lower layers); quasigrad.nn stands
+# outside this set so that its modules can share quasigrad.distributions' estimator lookup
+SIBLINGS_APART = {"quant", "optim", "sort", "samplers", "data", "models", "em", "distributions"}
 
 
 def _group(module: str) -> str:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import quasigrad
-from quasigrad import exact, objective as O, registry
+from quasigrad import exact, registry
+from quasigrad import objective as O
 
 Z = 5.0  # |z| < 5: a false alarm has probability 5.7e-7 per component (normal approximation)
 

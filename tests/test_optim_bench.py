@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_cli import run_bench
 
 from quasigrad.bench import BENCHMARKS, binary_mlp
 from quasigrad.bench.runner import BenchmarkError
-
-from bench_cli import bench_args
 
 MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
 
@@ -21,9 +20,9 @@ def test_registered():
 
 def test_bad_arguments_fail_before_work(tmp_path):
     with pytest.raises(BenchmarkError, match="--optimizers"):
-        binary_mlp.run(bench_args("binary-mlp", ["--out", str(tmp_path), "--optimizers", "sgd"]))
+        run_bench("binary-mlp", ["--out", str(tmp_path), "--optimizers", "sgd"])
     with pytest.raises(BenchmarkError, match="--tau"):
-        binary_mlp.run(bench_args("binary-mlp", ["--out", str(tmp_path), "--tau", "0"]))
+        run_bench("binary-mlp", ["--out", str(tmp_path), "--tau", "0"])
     assert not (tmp_path / "binary-mlp.json").exists()
 
 
@@ -40,7 +39,7 @@ def test_expected_calibration_error_by_hand():
 def test_tiny_run_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     argv = ["--out", str(tmp_path), "--data", str(MNIST), "--epochs", "1", "--train-size", "600",
             "--hidden", "16", "--test-samples", "2", "--no-progress"]
-    assert binary_mlp.run(bench_args("binary-mlp", argv)) == 0
+    assert run_bench("binary-mlp", argv) == 0
     saved = json.loads((tmp_path / "binary-mlp.json").read_text())
     assert set(saved["results"]) == {"ste-adam/seed0", "md-tanh/seed0", "bayesbinn/seed0"}
     for res in saved["results"].values():
@@ -53,4 +52,4 @@ def test_tiny_run_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
         raise AssertionError("finished runs must not be trained again")
 
     monkeypatch.setattr(binary_mlp, "_run_one", no_training)
-    assert binary_mlp.run(bench_args("binary-mlp", argv)) == 0
+    assert run_bench("binary-mlp", argv) == 0

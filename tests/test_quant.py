@@ -8,6 +8,7 @@ import torch
 from scipy import integrate
 
 from quasigrad import quant
+from quasigrad.quant import integer
 
 IN_CLASS = [("ste", {}), ("tanh", {"k": 4.0}), ("dsq", {"k": 6.0}), ("approx-sign", {}),
             ("piecewise-linear", {"width": 0.8}), ("swish-sign", {"beta": 2.0})]
@@ -196,6 +197,187 @@ def test_quant_layers_and_swap():
     assert lsq_layer.weight_quantizer.step.grad is not None and lsq_layer.act_quantizer.alpha.grad is not None
 
 
+def test_grad_scale_forward_is_exactly_the_input():
+    step = torch.tensor([0.1, 0.37, 1e-3, 3.3], requires_grad=True)
+    out = quant.grad_scale(step, 0.0137)
+    assert torch.equal(out, step.detach())
+    out.sum().backward()
+    assert torch.allclose(step.grad, torch.full((4,), 0.0137))
+
+
+def test_per_channel_lsq_equals_per_tensor_lsq_channel_by_channel():
+    w = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    steps = torch.tensor([0.2, 0.5, 0.05], dtype=torch.float64)
+    wq = w.clone().requires_grad_()
+    s = steps.clone().requires_grad_()
+    y = quant.lsq(wq, s.reshape(3, 1), 4)
+    g = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (y * g).sum().backward()
+    for c in range(3):
+        wc = w[c].clone().requires_grad_()
+        sc = steps[c].clone().requires_grad_()
+        yc = quant.lsq(wc, sc, 4)   # 5 elements share the step: the same gradient scale 1/sqrt(5·7)
+        (yc * g[c]).sum().backward()
+        assert torch.equal(y[c].detach(), yc.detach())
+        assert torch.allclose(wq.grad[c], wc.grad) and torch.allclose(s.grad[c], sc.grad)
+
+
+def test_lsq_quantizer_per_channel_initialisation_and_binding():
+    layer = quant.QuantLinear(6, 4, weight_quantizer=quant.LSQQuantizer(4, per_channel=True))
+    q = layer.weight_quantizer
+    assert q.step.shape == (4,) and q.channels == 4 and not bool(q.initialized)
+    layer(torch.randn(2, 6))                                    # training mode: initialises from the weight
+    expect = 2 * layer.weight.detach().abs().mean(1) / math.sqrt(7)
+    assert torch.allclose(q.step.detach(), expect) and bool(q.initialized)
+    conv = quant.QuantConv2d(2, 3, 3, weight_quantizer=quant.LSQQuantizer(3, per_channel=True))
+    assert conv.weight_quantizer.step.shape == (3,)
+    conv(torch.randn(1, 2, 5, 5)).sum().backward()
+    assert conv.weight_quantizer.step.grad.shape == (3,)
+    act = quant.LSQQuantizer(8, signed=False, per_channel=True, channels=2, axis=1)
+    x = torch.rand(4, 2, 3)
+    act(x)
+    assert torch.allclose(act.step.detach(), 2 * x.abs().mean((0, 2)) / math.sqrt(255))
+    with pytest.raises(ValueError, match="2 channels along axis 1"):
+        act(torch.rand(4, 3, 3))
+    with pytest.raises(RuntimeError, match="needs channels="):
+        quant.LSQQuantizer(4, per_channel=True)(torch.randn(3, 3))
+    with pytest.raises(ValueError, match="only for per_channel"):
+        quant.LSQQuantizer(4, channels=3)
+
+
+def test_lsq_step_is_never_initialised_from_evaluation_data():
+    q = quant.LSQQuantizer(4)
+    q.eval()
+    with pytest.raises(RuntimeError, match="never from data seen in evaluation mode"):
+        q(torch.randn(10))
+    assert not bool(q.initialized) and q.step.item() == 1.0
+    q.train()
+    x = torch.randn(10)
+    q(x)
+    first = q.step.item()
+    assert first == pytest.approx(float(2 * x.abs().mean() / math.sqrt(7)))
+    q.eval()
+    q(100 * torch.randn(10))                                     # evaluation data leaves the step alone
+    assert q.step.item() == first
+    given = quant.LSQQuantizer(4, step=0.25).eval()
+    assert given(torch.tensor([0.3])).item() == 0.25
+    explicit = quant.LSQQuantizer(4, per_channel=True, channels=2)
+    explicit.initialize(torch.tensor([[1.0, -1.0], [0.0, 0.0]]))
+    assert explicit.step.tolist() == pytest.approx([2 / math.sqrt(7), 1.0])  # a zero channel gets step 1
+    with pytest.raises(ValueError, match="step must be positive"):
+        quant.LSQQuantizer(4, step=-1.0)
+
+
+def test_lsq_quantizer_survives_a_step_pushed_through_zero():
+    q = quant.LSQQuantizer(4, per_channel=True, channels=2, step=[0.5, 0.25])
+    with torch.no_grad():
+        q.step.copy_(torch.tensor([-0.5, 0.0]))             # as an optimiser step can leave it
+    w = torch.tensor([[0.3, -1.2], [0.1, 2.0]], requires_grad=True)
+    y = q(w)
+    assert torch.isfinite(y).all()
+    assert torch.equal(y[0], quant.lsq(w[0].detach(), torch.tensor(0.5), 4))   # |step| is used
+    y.sum().backward()
+    assert torch.isfinite(q.step.grad).all()
+    layer = quant.QuantLinear(2, 2, weight_quantizer=q)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    small = quant.convert(layer.eval())
+    assert torch.equal(small.dequantized_weight(), layer.quantized_weight())
+
+
+def test_print_shows_bit_widths():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    quant.quantize_model(model, weight_quantizer=lambda m: quant.LSQQuantizer(4, per_channel=True),
+                         act_quantizer=quant.PACTQuantizer(8))
+    text = str(model)
+    assert text.count("weight_bits=4, act_bits=8") == 2
+    assert "LSQQuantizer(bits=4, signed=True, per_channel=True, channels=3" in text
+    assert "PACTQuantizer(bits=8, alpha=6)" in text
+    assert "bits=8, scale=0.1" in repr(quant.FakeQuantizer(0.1, 0, -128, 127))
+    assert "bits=2, kind='weight'" in repr(quant.DoReFaQuantizer(2))
+    assert "weight_bits=float, act_bits=float" in repr(quant.QuantLinear(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion to integer weights
+
+WEIGHT_QUANTIZERS = {
+    "lsq4-per-channel": lambda m: quant.LSQQuantizer(4, per_channel=True),
+    "lsq3": lambda m: quant.LSQQuantizer(3),
+    "lsq6": lambda m: quant.LSQQuantizer(6),
+    "uniform2": lambda m: quant.UniformQuantizer(2),
+    "fake-affine4": lambda m: quant.FakeQuantizer(0.02, 3, 0, 15),
+    "fake-int8": lambda m: quant.FakeQuantizer(0.01, 0, -128, 127),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(WEIGHT_QUANTIZERS))
+def test_converted_model_output_equals_fake_quantized(name, dtype):
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 5 * 5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3)).to(dtype)
+    quant.quantize_model(model, weight_quantizer=WEIGHT_QUANTIZERS[name],
+                         act_quantizer=lambda m: quant.LSQQuantizer(8, signed=False) if isinstance(m, torch.nn.Linear)
+                         else None)
+    x = torch.rand(6, 2, 5, 5, dtype=dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(3):                                      # a few steps so the steps move off their start
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    model.eval()
+    small = quant.convert(model)
+    assert isinstance(small[0], quant.IntConv2d) and isinstance(small[3], quant.IntLinear)
+    assert isinstance(model[0], quant.QuantConv2d)           # the original is left as it was
+    x_new = torch.rand(9, 2, 5, 5, dtype=dtype)
+    assert torch.equal(small(x_new), model(x_new))
+    for old, new in ((model[0], small[0]), (model[3], small[3]), (model[5], small[5])):
+        assert torch.equal(new.dequantized_weight(), old.quantized_weight())
+        bits = new.bits
+        assert new.codes().dtype == torch.int64
+        n = old.weight.numel()
+        assert new.weight_packed.numel() == ((n + 1) // 2 if bits <= 4 else n)
+        assert new.weight_packed.dtype == torch.uint8
+        assert int(new.codes().min()) >= new.qmin and int(new.codes().max()) < new.qmin + 2 ** bits
+
+
+def test_convert_keeps_state_and_modes():
+    layer = quant.QuantLinear(5, 3, weight_quantizer=quant.LSQQuantizer(4, step=0.1))
+    inplace_model = torch.nn.Sequential(layer)
+    out = quant.convert(inplace_model, inplace=True)
+    assert out is inplace_model and isinstance(out[0], quant.IntLinear)
+    state = out.state_dict()
+    assert set(state) == {"0.bias", "0.weight_packed", "0.weight_scale", "0.weight_zero_point"}
+    assert "weight_bits=4 (2 per byte)" in repr(out)
+    single = quant.convert(quant.QuantLinear(4, 2, weight_quantizer=quant.UniformQuantizer(3)).eval())
+    assert isinstance(single, quant.IntLinear) and not single.training
+
+
+def test_pack_round_trip():
+    gen = torch.Generator().manual_seed(0)
+    for bits in (1, 2, 3, 4, 5, 8, 12):
+        for n in (1, 7, 10):
+            codes = torch.randint(0, 2 ** bits, (n,), generator=gen)
+            packed = integer.pack(codes, bits)
+            assert torch.equal(integer.unpack(packed, bits, n), codes)
+            assert packed.numel() == ((n + 1) // 2 if bits <= 4 else n)
+    assert integer.pack(torch.tensor([3, 15, 0]), 4).tolist() == [3 | 15 << 4, 0]
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 15\]"):
+        integer.pack(torch.tensor([16]), 4)
+
+
+def test_convert_refuses_what_it_cannot_reproduce():
+    with pytest.raises(RuntimeError, match="not initialised"):
+        quant.convert(quant.QuantLinear(3, 2, weight_quantizer=quant.LSQQuantizer(4)))
+    with pytest.raises(TypeError, match="DoReFaQuantizer"):
+        quant.convert(quant.QuantLinear(3, 2, weight_quantizer=quant.DoReFaQuantizer(2)))
+    with pytest.raises(TypeError, match="nn.Module"):
+        quant.convert("model")
+    plain = torch.nn.Sequential(quant.QuantLinear(3, 2, act_quantizer=quant.PACTQuantizer(4)))
+    assert isinstance(quant.convert(plain)[0], quant.QuantLinear)  # no weight quantizer: nothing to convert
+
+
 # ---------------------------------------------------------------------------------------------
 # The equivalence toolkit
 
@@ -294,7 +476,7 @@ def test_bad_input_errors():
     ewgs = torch.nn.Sequential(quant.QuantLinear(4, 2, weight_quantizer=quant.UniformQuantizer(2, estimator="ewgs")))
     with pytest.raises(ValueError, match="theorem's class"):
         quant.ste_twin(ewgs, "sgd")
-    with pytest.raises(ValueError, match="unknown quantizer estimator 'nope'; known: .*ste"):
+    with pytest.raises(ValueError, match="unknown quantizer estimator 'nope'; known quantizer estimators: .*ste"):
         quant.round(x.requires_grad_(), estimator="nope")
     with pytest.raises(TypeError, match="takes parameters"):
         quant.round(x, estimator="tanh", beta=1.0)
@@ -303,16 +485,16 @@ def test_bad_input_errors():
 
 
 def test_benchmark_rejects_bad_arguments_before_work(tmp_path):
-    from bench_cli import bench_args
+    from bench_cli import run_bench
 
-    from quasigrad.bench import BENCHMARKS, qat_equivalence
+    from quasigrad.bench import BENCHMARKS
     from quasigrad.bench.runner import BenchmarkError
 
     assert BENCHMARKS["qat-equivalence"] == "quasigrad.bench.qat_equivalence"
     for argv, msg in [(["--estimators", "ewgs"], "theorem's class"), (["--steps", "0"], "--steps"),
                       (["--optimizers", "rmsprop"], "sgd and/or adam")]:
         with pytest.raises(BenchmarkError, match=msg):
-            qat_equivalence.run(bench_args("qat-equivalence", argv + ["--out", str(tmp_path)]))
+            run_bench("qat-equivalence", argv + ["--out", str(tmp_path)])
     assert not (tmp_path / "qat-equivalence.json").exists()
 
 
@@ -332,8 +514,8 @@ def test_benchmark_unit_on_a_slice_of_mnist(tmp_path):
             prep(m.test_images[:100]), torch.as_tensor(m.test_labels[:100]).long())
     for opt in ("sgd", "adam"):
         ckpt = tmp_path / f"ckpt-{opt}.pt"
-        out = qat_equivalence.run_unit(opt, 0, ["dsq", "tanh"], 4.0, 2, 16, data, ckpt, 1, False)
-        assert set(out["pairs"]) == {"jitter", "dsq", "tanh"} and not ckpt.exists()
+        out = qat_equivalence.run_unit(opt, 0, ["dsq", "tanh"], 4.0, 2, 16, data, ckpt, 1)
+        assert set(out["pairs"]) == {"jitter", "dsq", "tanh"} and ckpt.exists()   # the runner deletes it
         for pair in out["pairs"].values():
             assert 0.0 <= pair["agreement"] <= 1.0 and pair["alignment"] >= 0.0
         assert out["pairs"]["dsq"]["alpha"] == pytest.approx(quant.alpha("dsq", k=4.0))

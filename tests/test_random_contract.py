@@ -123,7 +123,7 @@ def test_layout_and_dim_do_not_change_the_sample(name):
     wide = torch.zeros(40, 3, 20, dtype=x.dtype)
     wide[..., ::2] = x                                           # a strided view
     assert torch.equal(_sample(fn, wide[..., ::2]), ref)
-    # the example: the same values transposed and back
+    # the same values transposed and back
     flat = x.reshape(-1, 10)
     assert torch.equal(_sample(fn, flat.t().contiguous().t()), _sample(fn, flat))
 

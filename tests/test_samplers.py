@@ -54,7 +54,7 @@ def test_transition_matrix_leaves_pi_invariant(name, model_name):
 @pytest.mark.parametrize("model_name", ["ising-3x3", "ising-dense-10", "potts-3x3"])
 def test_dula_is_biased_and_the_bias_vanishes_as_alpha_shrinks(model_name):
     """DULA has no MH correction: its stationary distribution is not π. Measure the total
-    variation distance for a few step sizes (reported in notes/issue-9.md)."""
+    variation distance for a few step sizes (reported in docs/samplers.md)."""
     model = MODELS[model_name]()
     pi = model.exact_log_probs().exp()
     tv = []

@@ -5,13 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from bench_cli import run_bench
 
 from quasigrad.bench import BENCHMARKS
-from quasigrad.bench import em as bench_em
-from quasigrad.bench import samplers as bench_samplers
 from quasigrad.bench.runner import BenchmarkError
-
-from bench_cli import bench_args
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
@@ -24,7 +21,7 @@ def test_registered():
 def test_samplers_bench_tiny(tmp_path, capsys):
     argv = ["--out", str(tmp_path), "--steps", "20", "--chains", "4", "--lattice", "3", "--rbm-visible", "6",
             "--rbm-hidden", "3", "--no-progress"]
-    assert bench_samplers.run(bench_args("samplers", argv)) == 0
+    assert run_bench("samplers", argv) == 0
     data = json.loads((tmp_path / "samplers.json").read_text())
     assert (tmp_path / "samplers.png").exists()
     for key in ("ising/gibbs/0", "ising/gwg/0", "ising/dula/0", "ising/dmala/0", "rbm/dmala/0"):
@@ -33,7 +30,7 @@ def test_samplers_bench_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ESS/s" in out and "dmala" in out
     # resume: nothing is recomputed (the stored numbers are kept exactly)
-    assert bench_samplers.run(bench_args("samplers", argv)) == 0
+    assert run_bench("samplers", argv) == 0
     assert json.loads((tmp_path / "samplers.json").read_text())["results"] == data["results"]
 
 
@@ -46,26 +43,26 @@ def test_samplers_bench_tiny(tmp_path, capsys):
 ])
 def test_samplers_bench_bad_arguments(tmp_path, argv, match):
     with pytest.raises(BenchmarkError, match=match):
-        bench_samplers.run(bench_args("samplers", ["--out", str(tmp_path)] + argv))
+        run_bench("samplers", ["--out", str(tmp_path)] + argv)
     assert not (tmp_path / "samplers.json").exists()
 
 
 @pytest.mark.parametrize("argv, match", [
     (["--estimators", "nope"], "unknown estimator"),
-    (["--rloo-samples", "1"], "rloo-samples"),
+    (["--samples", "1"], "--samples"),
     (["--pseudo-count", "-1"], "pseudo-count"),
 ])
 def test_em_bench_bad_arguments(tmp_path, argv, match):
     with pytest.raises((BenchmarkError, KeyError), match=match):
-        bench_em.run(bench_args("em", ["--out", str(tmp_path)] + argv))
+        run_bench("em", ["--out", str(tmp_path)] + argv)
     assert not (tmp_path / "em.json").exists()
 
 
 @pytest.mark.skipif(not MNIST.exists(), reason="MNIST files not present")
 def test_em_bench_tiny(tmp_path):
-    argv = ["--out", str(tmp_path), "--data", str(MNIST), "--train", "100", "--test", "50", "--components", "3",
+    argv = ["--out", str(tmp_path), "--data", str(MNIST), "--train-size", "100", "--test-size", "50", "--components", "3",
             "--seconds", "0.3", "--no-progress"]
-    assert bench_em.run(bench_args("em", argv)) == 0
+    assert run_bench("em", argv) == 0
     data = json.loads((tmp_path / "em.json").read_text())
     assert (tmp_path / "em.png").exists()
     for m in ("em", "reinmax", "st", "rloo"):

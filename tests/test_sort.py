@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from quasigrad import sort as qs
-from quasigrad.sort import (gumbel_topk, neural_sort, plackett_luce_log_prob, relaxed_topk, soft_rank, soft_sort,
-                            soft_sort_permutation)
+from quasigrad.sort import (
+    gumbel_topk,
+    neural_sort,
+    plackett_luce_log_prob,
+    relaxed_topk,
+    soft_rank,
+    soft_sort,
+    soft_sort_permutation,
+)
 
 D = torch.float64
 
@@ -19,7 +26,7 @@ def t(values, dtype=D):
 
 
 # ------------------------------------------------------------------------------------------
-# Reference values of Blondel et al. (README of google-research/fast-soft-sort and the issue)
+# Reference values of Blondel et al. (README of google-research/fast-soft-sort)
 
 
 def test_soft_sort_reference_value():

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_cli import run_bench
 
 from quasigrad.bench import BENCHMARKS, mnist_sort, sort_speed
 from quasigrad.bench.runner import BenchmarkError
-
-from bench_cli import bench_args
 
 MNIST_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
@@ -26,25 +25,26 @@ def _keep_threads():
 def test_registered():
     assert BENCHMARKS["sort-speed"] == "quasigrad.bench.sort_speed"
     assert BENCHMARKS["mnist-sort"] == "quasigrad.bench.mnist_sort"
+    assert sort_speed.BENCHMARK.name == "sort-speed" and mnist_sort.BENCHMARK.name == "mnist-sort"
 
 
 def test_sort_speed_tiny_run_and_resume(tmp_path, capsys):
-    argv = ["--out", str(tmp_path), "--sizes", "4", "--batches", "2", "--repeats", "1", "--no-progress",
+    argv = ["--out", str(tmp_path), "--sizes", "4", "--batch-sizes", "2", "--repeats", "1", "--no-progress",
             "--methods", "torch.sort", "soft_rank", "neural_sort", "torchsort"]
-    assert sort_speed.run(bench_args("sort-speed", argv)) == 0
+    assert run_bench("sort-speed", argv) == 0
     data = json.loads((tmp_path / "sort-speed.json").read_text())
     assert data["results"]["soft_rank/n=4/b=2"]["forward_backward_ms"] > 0
     assert data["results"]["soft_rank/n=4/b=2"]["pav_rounds"] >= 1
     assert (tmp_path / "sort-speed.png").exists()
     before = data["results"]
-    assert sort_speed.run(bench_args("sort-speed", argv)) == 0          # resumes: nothing re-timed
+    assert run_bench("sort-speed", argv) == 0          # resumes: nothing re-timed
     assert json.loads((tmp_path / "sort-speed.json").read_text())["results"] == before
     assert "fwd+bwd" in capsys.readouterr().out
 
 
 def test_sort_speed_bad_arguments(tmp_path):
     with pytest.raises(BenchmarkError, match="unknown --methods"):
-        sort_speed.run(bench_args("sort-speed", ["--out", str(tmp_path), "--methods", "bogus"]))
+        run_bench("sort-speed", ["--out", str(tmp_path), "--methods", "bogus"])
     assert not (tmp_path / "sort-speed.json").exists()
 
 
@@ -69,13 +69,13 @@ def test_accuracies():
 def test_mnist_sort_tiny_run(tmp_path):
     argv = ["--out", str(tmp_path), "--sizes", "3", "--steps", "2", "--test-sequences", "8", "--no-progress",
             "--methods", "soft_sort_permutation", "--data", str(MNIST_DIR)]
-    assert mnist_sort.run(bench_args("mnist-sort", argv)) == 0
+    assert run_bench("mnist-sort", argv) == 0
     data = json.loads((tmp_path / "mnist-sort.json").read_text())
     res = data["results"]["soft_sort_permutation/n=3/seed=0"]
     assert 0 <= res["exact"] <= res["elementwise"] <= 1
     assert (tmp_path / "mnist-sort.png").exists()
     with pytest.raises(BenchmarkError, match="unknown --methods"):
-        mnist_sort.run(bench_args("mnist-sort", ["--out", str(tmp_path), "--methods", "bogus"]))
+        run_bench("mnist-sort", ["--out", str(tmp_path), "--methods", "bogus"])
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="MNIST files not present")
@@ -92,12 +92,15 @@ def test_mnist_sort_resumes_from_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mnist_sort, "_evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, ckpt, 2, False)
-    assert torch.load(ckpt, weights_only=False)["step"] == 2
+        mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, ckpt, 2)
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
     monkeypatch.undo()
     drawn = []
     make = mnist_sort.make_sequences
     monkeypatch.setattr(mnist_sort, "make_sequences", lambda *a: (drawn.append(1), make(*a))[1])
-    result = mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, ckpt, 2, False)
-    assert len(drawn) == 1 and not ckpt.exists()          # only the third step was run
-    assert 0 <= result["exact"] <= 1
+    result = mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, ckpt, 2)
+    assert len(drawn) == 1                                 # only the third step was run
+    monkeypatch.undo()
+    whole = mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, tmp_path / "other.pt", 2)
+    assert {k: v for k, v in result.items() if k != "train_seconds"} == \
+        {k: v for k, v in whole.items() if k != "train_seconds"}

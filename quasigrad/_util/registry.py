@@ -1,7 +1,8 @@
 """One small registry mechanism: names → entries, with aliases and an error that lists the
 known names. The estimator, quantizer-estimator, sampler and benchmark registries are all
-instances of :class:`Registry`, in the manner of ``torch.distributions.kl.register_kl``::
+instances of `Registry`, in the manner of `torch.distributions.kl.register_kl`.
 
+Examples:
     >>> reg = Registry("colour")
     >>> _ = reg.register("red", 0xFF0000, aliases=("rouge",))
     >>> reg["rouge"], reg.canonical("rouge"), "red" in reg
@@ -18,7 +19,7 @@ T = TypeVar("T")
 
 
 class UnknownNameError(KeyError, ValueError):
-    """A name that is not registered: a ``KeyError`` (lookup failed) and a ``ValueError`` (a bad
+    """A name that is not registered: a `KeyError` (lookup failed) and a `ValueError` (a bad
     argument) whose message prints plainly and lists the known names."""
 
     def __str__(self) -> str:
@@ -29,9 +30,9 @@ class Registry(Generic[T]):
     """Names mapped to entries of one kind.
 
     Args:
-        kind: what an entry is, for messages (``"estimator"``, ``"sampler"``, ...).
+        kind: what an entry is, for messages (`"estimator"`, `"sampler"`, ...).
         error: the exception class raised for an unknown name (a subclass of
-            :class:`UnknownNameError`).
+            `UnknownNameError`).
     """
 
     def __init__(self, kind: str, *, error: type = UnknownNameError):
@@ -41,11 +42,20 @@ class Registry(Generic[T]):
         self._aliases: Dict[str, str] = {}
 
     def register(self, name: str, entry: T, *, aliases: Iterable[str] = (), replace: bool = False) -> T:
-        """Add ``entry`` under ``name`` (and its ``aliases``) and return it.
+        """Add `entry` under `name` and its `aliases`.
+
+        Args:
+            name: the registered name.
+            entry: what the name stands for.
+            aliases: other names that stand for the same entry.
+            replace: overwrite an entry or alias already registered.
+
+        Returns:
+            `entry`, so that the call can end a decorator or an assignment.
 
         Raises:
-            TypeError: ``name`` is not a non-empty string.
-            ValueError: ``name`` or an alias is taken and ``replace`` is false.
+            TypeError: `name` is not a non-empty string.
+            ValueError: `name` or an alias is taken and `replace` is false.
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"{self.kind} name must be a non-empty string, got {name!r}")
@@ -59,12 +69,34 @@ class Registry(Generic[T]):
         return entry
 
     def replace(self, name: str, entry: T) -> T:
-        """Put ``entry`` in place of the registered ``name`` (unknown names raise)."""
+        """Put `entry` in place of a registered one.
+
+        Args:
+            name: a registered name or alias.
+            entry: the new entry.
+
+        Returns:
+            `entry`.
+
+        Raises:
+            UnknownNameError: `name` is not registered (the class given as `error`).
+        """
         self._entries[self.canonical(name)] = entry
         return entry
 
     def canonical(self, name: str) -> str:
-        """The registered name that ``name`` (a name or an alias) stands for."""
+        """The registered name that a name or an alias stands for.
+
+        Args:
+            name: a registered name or alias.
+
+        Returns:
+            The registered name.
+
+        Raises:
+            UnknownNameError: `name` is not registered (the class given as `error`); the
+                message lists the known names.
+        """
         if isinstance(name, str):
             if name in self._entries:
                 return name
@@ -74,7 +106,17 @@ class Registry(Generic[T]):
         raise self.error(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
 
     def get(self, name: str) -> T:
-        """The entry of ``name`` or of an alias; an unknown name raises :attr:`error`."""
+        """The entry of a name or an alias.
+
+        Args:
+            name: a registered name or alias.
+
+        Returns:
+            Its entry.
+
+        Raises:
+            UnknownNameError: `name` is not registered (the class given as `error`).
+        """
         return self._entries[self.canonical(name)]
 
     __getitem__ = get
@@ -83,20 +125,43 @@ class Registry(Generic[T]):
         return isinstance(name, str) and (name in self._entries or name in self._aliases)
 
     def names(self) -> List[str]:
-        """Registered names (not aliases), sorted."""
+        """The registered names.
+
+        Returns:
+            The names (not the aliases), sorted.
+        """
         return sorted(self._entries)
 
     def aliases(self) -> Dict[str, str]:
-        """Alias → registered name."""
+        """The aliases.
+
+        Returns:
+            A new dict: alias → registered name.
+        """
         return dict(self._aliases)
 
     def keys(self) -> List[str]:
+        """The registered names, sorted (as [names][quasigrad._util.registry.Registry.names]).
+
+        Returns:
+            The names (not the aliases), sorted.
+        """
         return self.names()
 
     def items(self) -> List[Tuple[str, T]]:
+        """The registered names with their entries.
+
+        Returns:
+            `(name, entry)` pairs, sorted by name.
+        """
         return [(n, self._entries[n]) for n in self.names()]
 
     def values(self) -> List[T]:
+        """The entries.
+
+        Returns:
+            The entries, in the order of their sorted names.
+        """
         return [self._entries[n] for n in self.names()]
 
     def __iter__(self) -> Iterator[str]:

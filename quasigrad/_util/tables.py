@@ -9,7 +9,14 @@ __all__ = ["format_table", "mean_std"]
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and (sample) standard deviation; std is 0 for a single value."""
+    """Mean and sample standard deviation.
+
+    Args:
+        values: the numbers.
+
+    Returns:
+        `(mean, std)`: std is 0 for a single value, both are NaN for none.
+    """
     values = [float(v) for v in values]
     n = len(values)
     if n == 0:
@@ -20,7 +27,16 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, floatfmt: str = ".4g") -> str:
-    """A plain-text table with aligned columns (numbers formatted with ``floatfmt``)."""
+    """A plain-text table with aligned columns and a rule under the header.
+
+    Args:
+        rows: the cells, row by row.
+        headers: one title per column.
+        floatfmt: the format of float cells (non-finite ones print as `nan`, `inf`).
+
+    Returns:
+        The table, lines joined by newlines, without trailing spaces.
+    """
     def fmt(v):
         if isinstance(v, float):
             return format(v, floatfmt) if math.isfinite(v) else str(v)

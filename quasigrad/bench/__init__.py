@@ -1,23 +1,43 @@
-"""Benchmarks run by ``quasigrad bench NAME``.
+"""Benchmarks run by ``quasigrad bench NAME``: every experiment of the lab, on one runner.
 
-Each benchmark is a module with ``DESCRIPTION`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``; :data:`BENCHMARKS` maps its command-line name to the module, imported
-only when that benchmark runs. The shared machinery (output directory checks, progress,
-atomic and resumable results, tables, plots) is in :mod:`quasigrad.bench.runner`.
+Each benchmark is a module holding ``BENCHMARK``, a subclass of
+:class:`quasigrad.bench.runner.Benchmark` that declares its options, units of work, how to run
+one and how to report. :data:`BENCHMARKS` (a :class:`quasigrad._util.registry.Registry`) maps
+its command-line name to the module, imported only when that benchmark runs or is listed. The
+runner (:mod:`quasigrad.bench.runner`) owns the rest: the command line, the result store and
+its validation (:mod:`quasigrad.bench.store`), resuming, progress, checkpoints and figures.
+The VAE trainer (:mod:`quasigrad.bench.vae_training`) and the papers' constants
+(:mod:`quasigrad.bench.paper`) sit beside the benchmarks that use them.
+
+This package may import everything below it (the estimators, the objective layer, the
+families, the models and the lab); nothing in the library imports it but the command line.
 """
 
-BENCHMARKS = {
-    "efficiency": "quasigrad.bench.efficiency",
-    "qat-equivalence": "quasigrad.bench.qat_equivalence",
-    "sort-speed": "quasigrad.bench.sort_speed",
-    "mnist-sort": "quasigrad.bench.mnist_sort",
-    "binary-mlp": "quasigrad.bench.binary_mlp",
-    "samplers": "quasigrad.bench.samplers",
-    "em": "quasigrad.bench.em",
-    "vae": "quasigrad.bench.vae",
-    "binary-vae": "quasigrad.bench.binary_vae",
-    "polynomial": "quasigrad.bench.polynomial",
-    "quality": "quasigrad.bench.quality",
-}
+from .._util.registry import Registry, UnknownNameError
 
-__all__ = ["BENCHMARKS"]
+
+class UnknownBenchmarkError(UnknownNameError):
+    """A benchmark name that is not registered (the message lists the known ones)."""
+
+
+#: Benchmark name → the module that holds it (``module.BENCHMARK``).
+BENCHMARKS: "Registry[str]" = Registry("benchmark", error=UnknownBenchmarkError)
+
+for _name, _module in [
+    ("efficiency", "efficiency"),
+    ("qat-equivalence", "qat_equivalence"),
+    ("sort-speed", "sort_speed"),
+    ("mnist-sort", "mnist_sort"),
+    ("binary-mlp", "binary_mlp"),
+    ("samplers", "samplers"),
+    ("em", "em"),
+    ("vae", "vae"),
+    ("binary-vae", "binary_vae"),
+    ("polynomial", "polynomial"),
+    ("quality", "quality"),
+    ("objective-poly", "objective_poly"),
+]:
+    BENCHMARKS.register(_name, f"{__name__}.{_module}")
+del _name, _module
+
+__all__ = ["BENCHMARKS", "UnknownBenchmarkError"]

@@ -19,21 +19,19 @@ optimisers). ``--full`` is the setting of the public BayesBiNN MNIST code: 3 hid
 2048 units, dropout 0.2, batch 100, 500 epochs, cosine learning-rate decay, BayesBiNN with
 ``lr=1e-4``, ``tau=1e-10``, ``lambda_init=10``, one training sample. Runs are checkpointed
 every epoch under ``--out/checkpoints`` and resumed; finished runs are kept in
-``--out/binary-mlp.json``.
+``--out/binary-mlp.json``. ``--device cuda`` trains on a GPU (a resumed GPU run repeats the
+dropout masks only on the CPU, whose generator the checkpoint holds).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .runner import (BenchmarkError, ResultStore, add_common_arguments, atomic_torch_save, check_out_dir,
-                     format_table, mean_std, progress, save_figure)
+from . import runner
 
 DESCRIPTION = "binary-weight MLP on MNIST: STE+Adam vs MD-tanh vs BayesBiNN (accuracy, ECE)"
 
@@ -49,22 +47,6 @@ FULL = dict(hidden=2048, layers=3, dropout=0.2, batch_size=100, epochs=500, trai
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics used by the public code's normalisation
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, default_out="results/binary-mlp", seeds=[0], estimators=False)
-    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
-                        help=f"which optimisers (default: all of {', '.join(OPTIMIZERS)})")
-    parser.add_argument("--full", action="store_true",
-                        help="the public BayesBiNN MNIST setting (3x2048 units, 500 epochs); days on a CPU")
-    parser.add_argument("--data", default=None, help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads for this run (default: torch's choice; 1 is much "
-                             "faster on a small, busy machine)")
-    for key, value in SHORT.items():
-        flag = "--" + key.replace("_", "-")
-        parser.add_argument(flag, type=type(value), default=None,
-                            help=f"override (short preset: {value}, --full: {FULL[key]})")
-
-
 def _config(args) -> dict:
     base = dict(FULL if args.full else SHORT)
     for key in SHORT:
@@ -77,19 +59,19 @@ def _config(args) -> dict:
 def _check(args, cfg) -> None:
     unknown = [o for o in args.optimizers if o not in OPTIMIZERS]
     if unknown:
-        raise BenchmarkError(f"--optimizers: unknown {unknown}; known: {', '.join(OPTIMIZERS)}")
+        raise runner.BenchmarkError(f"--optimizers: unknown {unknown}; known: {', '.join(OPTIMIZERS)}")
     for key in ("hidden", "layers", "batch_size", "epochs"):
         if cfg[key] < 1:
-            raise BenchmarkError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+            raise runner.BenchmarkError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
     for key in ("lr_ste", "lr_md", "beta0", "lr_bayes", "tau", "lambda_init"):
         if not cfg[key] > 0 or not math.isfinite(cfg[key]):
-            raise BenchmarkError(f"--{key.replace('_', '-')} must be a positive number, got {cfg[key]}")
+            raise runner.BenchmarkError(f"--{key.replace('_', '-')} must be a positive number, got {cfg[key]}")
     if cfg["beta_growth"] < 1:
-        raise BenchmarkError(f"--beta-growth must be >= 1, got {cfg['beta_growth']}")
+        raise runner.BenchmarkError(f"--beta-growth must be >= 1, got {cfg['beta_growth']}")
     if not 0 <= cfg["dropout"] < 1:
-        raise BenchmarkError(f"--dropout must be in [0, 1), got {cfg['dropout']}")
+        raise runner.BenchmarkError(f"--dropout must be in [0, 1), got {cfg['dropout']}")
     if cfg["train_size"] < 0 or cfg["test_samples"] < 1 or cfg["beta_every"] < 1:
-        raise BenchmarkError("--train-size must be >= 0, --test-samples and --beta-every >= 1")
+        raise runner.BenchmarkError("--train-size must be >= 0, --test-samples and --beta-every >= 1")
 
 
 # ----------------------------------------------------------------------------- model
@@ -156,10 +138,11 @@ def _metrics(probs, labels):
 
 # ----------------------------------------------------------------------------- one run
 
-def _build(name, cfg, n_train, generator):
+def _build(name, cfg, n_train, generator, device="cpu"):
     from .. import optim as qo
 
-    model = BinaryMLP(cfg["hidden"], cfg["layers"], cfg["dropout"], ste=(name == "ste-adam"))
+    # on the device before the optimiser sees the parameters (BayesBiNN keeps state beside them)
+    model = BinaryMLP(cfg["hidden"], cfg["layers"], cfg["dropout"], ste=(name == "ste-adam")).to(device)
     if name == "ste-adam":
         return model, torch.optim.Adam(model.parameters(), lr=cfg["lr_ste"]), cfg["lr_ste"]
     params = qo.mark_binary(*model.linears)
@@ -180,7 +163,7 @@ def _evaluate(name, model, opt, x, y, cfg, seed):
             return _metrics(_probs(model, x), y)
     with opt.mean_weights():
         out = _metrics(_probs(model, x), y)
-    gen = torch.Generator().manual_seed(10_000 + seed)
+    gen = torch.Generator(device=x.device).manual_seed(10_000 + seed)
     avg = 0
     for _ in range(cfg["test_samples"]):
         with opt.sampled_weights(gen):
@@ -190,33 +173,38 @@ def _evaluate(name, model, opt, x, y, cfg, seed):
     return out
 
 
-def _run_one(name, seed, cfg, data, ckpt_path: Path, show: bool):
+def _run_one(name, seed, cfg, data, ckpt_path, ctx=None, device="cpu"):
+    device = torch.device(device)
     xtr, ytr, xva, yva, xte, yte = data
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model, opt, lr0 = _build(name, cfg, len(xtr), torch.Generator().manual_seed(1000 + seed))
+    model, opt, lr0 = _build(name, cfg, len(xtr), torch.Generator(device=device).manual_seed(1000 + seed), device)
     steps_per_epoch = len(xtr) // cfg["batch_size"]
     total = steps_per_epoch * cfg["epochs"]
     history, epoch0, seconds = [], 0, 0.0
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        if name == "bayesbinn":
-            opt.generator.set_state(ck["opt_gen"])
-        gen.set_state(ck["gen"])
-        torch.set_rng_state(ck["torch_rng"])
-        history, epoch0, seconds = ck["history"], ck["epoch"], ck["seconds"]
+        ck = runner.load_checkpoint(ckpt_path, required=("model", "opt", "gen", "torch_rng", "history", "epoch",
+                                                         "seconds"), map_location=device)
+        with runner.restoring_checkpoint(ckpt_path):
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            if name == "bayesbinn":
+                opt.generator.set_state(ck["opt_gen"].cpu())
+            gen.set_state(ck["gen"].cpu())
+            torch.set_rng_state(ck["torch_rng"].cpu())
+            history, epoch0, seconds = ck["history"], ck["epoch"], ck["seconds"]
+        if ctx is not None:
+            for _ in range(epoch0):
+                ctx.step()
     lr_end = lr0 * cfg["lr_end_ratio"]
-    for epoch in progress(range(epoch0, cfg["epochs"]), total=cfg["epochs"] - epoch0,
-                          desc=f"{name} seed {seed}", disable=not show):
+    for epoch in range(epoch0, cfg["epochs"]):
         start = time.time()
         order = torch.randperm(len(xtr), generator=gen)
         for i in range(steps_per_epoch):
             t = epoch * steps_per_epoch + i
             for group in opt.param_groups:   # cosine decay from lr0 to lr_end over the run
                 group["lr"] = lr_end + 0.5 * (lr0 - lr_end) * (1 + math.cos(math.pi * t / total))
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
+            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]].to(device)
             opt.zero_grad()
             F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
             opt.step()
@@ -232,7 +220,9 @@ def _run_one(name, seed, cfg, data, ckpt_path: Path, show: bool):
                   torch_rng=torch.get_rng_state(), history=history, epoch=epoch + 1, seconds=seconds)
         if name == "bayesbinn":
             ck["opt_gen"] = opt.generator.get_state()
-        atomic_torch_save(ck, ckpt_path)
+        runner.save_checkpoint(ck, ckpt_path)
+        if ctx is not None:
+            ctx.step(f"val acc {val['acc']:.3f}" if val.get("acc") is not None else None)
     result = _evaluate(name, model, opt, xte, yte, cfg, seed)
     result["val_acc"] = history[-1]["val_acc"] if history else None
     result["train_seconds"] = seconds
@@ -240,10 +230,8 @@ def _run_one(name, seed, cfg, data, ckpt_path: Path, show: bool):
     return result
 
 
-def _load(cfg, data_dir):
-    from .runner import load_mnist_arg
-
-    mnist = load_mnist_arg(data_dir)
+def _load(cfg, data_dir, device):
+    mnist = runner.load_mnist_arg(data_dir)
     x = (mnist.flat(train=True) - MEAN) / STD
     y = mnist.train_labels.long()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(12345))
@@ -253,82 +241,79 @@ def _load(cfg, data_dir):
         train = train[:cfg["train_size"]]
         val = val[:max(1, cfg["train_size"] // 9)]
     xte = (mnist.flat(train=False) - MEAN) / STD
-    return x[train], y[train], x[val], y[val], xte, mnist.test_labels.long()
+    data = x[train], y[train], x[val], y[val], xte, mnist.test_labels.long()
+    return tuple(t.to(device) for t in data)
 
 
-def run(args) -> int:
-    cfg = _config(args)
-    _check(args, cfg)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise BenchmarkError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    out = check_out_dir(args.out)
-    store = ResultStore(out, "binary-mlp", config=dict(cfg, full=bool(args.full)), fresh=args.fresh)
-    data = _load(cfg, args.data)
-    ckpt_dir = out / "checkpoints"
-    ckpt_dir.mkdir(exist_ok=True)
-    if args.fresh:
-        for old in ckpt_dir.glob("*.pt"):
-            old.unlink()
-    keys = [(name, seed) for name in args.optimizers for seed in args.seeds]
-    for name, seed in keys:
-        key = f"{name}/seed{seed}"
-        if key in store:
-            continue
-        store.put(key, _run_one(name, seed, cfg, data, ckpt_dir / f"{name}-seed{seed}.pt",
-                                show=not args.no_progress))
-    rows = []
-    for name in args.optimizers:
-        res = [store[f"{name}/seed{s}"] for s in args.seeds]
-        def cell(k):
-            vals = [r[k] for r in res if r.get(k) is not None]
-            if not vals:
-                return "-"
-            m, s = mean_std(vals)
-            return f"{m:.4f}" + (f" ± {s:.4f}" if len(vals) > 1 else "")
-        rows.append([name, cell("acc"), cell("nll"), cell("ece"), cell("acc_mc"), cell("ece_mc"),
-                     cell("val_acc"), f"{mean_std([r['train_seconds'] for r in res])[0]:.0f}"])
-    headers = ["optimiser", "test acc", "test NLL", "ECE", "acc (MC)", "ECE (MC)", "val acc", "train s"]
-    table = format_table(rows, headers)
-    print(f"binary-mlp ({'full' if args.full else 'short'} preset, seeds {args.seeds}; MC: BayesBiNN "
-          f"average over {cfg['test_samples']} samples of q)")
-    print(table)
-    store.save(table=table)
-    _plot(store, args, out)
-    return 0
+class BinaryMLPBench(runner.Benchmark):
+    name = "binary-mlp"
+    description = DESCRIPTION
+    seeds = [0]
+    full = "the public BayesBiNN MNIST setting (3x2048 units, 500 epochs); days on a CPU"
+    device = threads = checkpoints = True
+    result_fields = ("acc", "nll", "ece", "train_seconds", "history")
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
+                            help=f"which optimisers (default: all of {', '.join(OPTIMIZERS)})")
+        parser.add_argument("--data", default=None,
+                            help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
+        for key, value in SHORT.items():
+            flag = "--" + key.replace("_", "-")
+            parser.add_argument(flag, type=type(value), default=None,
+                                help=f"override (short preset: {value}, --full: {FULL[key]})")
+
+    def plan(self, args, ctx):
+        self.cfg = cfg = _config(args)
+        _check(args, cfg)
+        self.optimizers = args.optimizers
+        units = [runner.Unit(f"{name}/seed{seed}", (name, seed), steps=cfg["epochs"])
+                 for name in args.optimizers for seed in ctx.seeds]
+        return runner.Plan(dict(cfg, full=bool(args.full)), units)
+
+    def prepare(self, ctx):
+        self.data = _load(self.cfg, ctx.args.data, ctx.device)
+
+    def run_unit(self, unit, ctx):
+        name, seed = unit.data
+        return _run_one(name, seed, self.cfg, self.data, ctx.checkpoint(unit), ctx, ctx.device)
+
+    def report(self, store, ctx):
+        rows = []
+        for name in self.optimizers:
+            res = [store[f"{name}/seed{s}"] for s in ctx.seeds]
+
+            def cell(k):
+                vals = [r[k] for r in res if r.get(k) is not None]
+                return runner.mean_pm(vals, ".4f") if vals else "-"
+            rows.append([name, cell("acc"), cell("nll"), cell("ece"), cell("acc_mc"), cell("ece_mc"),
+                         cell("val_acc"), f"{runner.mean_std([r['train_seconds'] for r in res])[0]:.0f}"])
+        headers = ["optimiser", "test acc", "test NLL", "ECE", "acc (MC)", "ECE (MC)", "val acc", "train s"]
+        table = runner.format_table(rows, headers)
+        print(f"binary-mlp ({'full' if ctx.args.full else 'short'} preset, seeds {ctx.seeds}; MC: BayesBiNN "
+              f"average over {self.cfg['test_samples']} samples of q)")
+        print(table)
+        _plot(store, self.optimizers, ctx)
+        return {"table": table}
 
 
-def _plot(store, args, out):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+BENCHMARK = BinaryMLPBench
+
+
+def _plot(store, optimizers, ctx):
+    plt = ctx.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(1, 1, figsize=(5.5, 3.8))
-    for c, name in enumerate(args.optimizers):
-        for j, s in enumerate(args.seeds):
+    for c, name in enumerate(optimizers):
+        for j, s in enumerate(ctx.seeds):
             hist = store[f"{name}/seed{s}"]["history"]
             ax.plot([h["epoch"] for h in hist], [100 * (h["val_acc"] or float("nan")) for h in hist],
                     marker="o", color=f"C{c}", alpha=1.0 if j == 0 else 0.6, label=name if j == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"binary-weight MLP on MNIST (seeds {', '.join(map(str, args.seeds))})")
+    ax.set_title(f"binary-weight MLP on MNIST (seeds {', '.join(map(str, ctx.seeds))})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    save_figure(fig, out / "binary-mlp.png")
-    plt.close(fig)
-
-
-if __name__ == "__main__":  # python -m quasigrad.bench.binary_mlp ... (same as quasigrad bench binary-mlp)
-    import sys
-
-    _parser = argparse.ArgumentParser(prog="quasigrad bench binary-mlp", description=DESCRIPTION)
-    add_arguments(_parser)
-    try:
-        sys.exit(run(_parser.parse_args()))
-    except BenchmarkError as _exc:
-        print(f"quasigrad: error: {_exc}", file=sys.stderr)
-        sys.exit(2)
+    ctx.figure(fig, "binary-mlp.png")

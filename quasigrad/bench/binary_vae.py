@@ -21,30 +21,19 @@ the estimators; ``--lr 1e-3 --optimizer adam --epochs 10`` leaves the plateau in
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
+from typing import Any, Dict
 
-from .runner import BenchmarkError, add_common_arguments
-from .vae import _add_training_arguments, check_training_options, plot_curves, print_table, run_grid, summarise
+from . import runner
+from .vae import VAEBenchmark, plot_curves, print_table, summarise
 
 DESCRIPTION = "binary (Bernoulli) MNIST VAE with 200 latents: pathwise vs score-function estimators"
 
 PATHWISE = ["reinmax", "st", "stgs", "zgr"]
 SCORE_FUNCTION = ["rloo", "disarm", "relax", "double_cv"]
 DEFAULT_ESTIMATORS = PATHWISE + SCORE_FUNCTION
-SHORT = dict(epochs=2, train_size=10000, seeds=[0, 1], samples=[2])
-FULL = dict(epochs=2000, train_size=50000, seeds=list(range(10)), samples=[2, 3])
-SETTINGS = dict(lr=3e-4, tau=1.1, optimizer="radam", latents=200)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, default_out="results/binary-vae", seeds=None)
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help=f"seeds (default: {SHORT['seeds']}; with --full: 0..9)")
-    parser.add_argument("--samples", type=int, nargs="+", default=None,
-                        help="evaluations of f per step, K (default: 2; with --full: 2 3)")
-    _add_training_arguments(parser)
+SHORT: Dict[str, Any] = dict(epochs=2, train_size=10000, seeds=[0, 1], samples=[2])
+FULL: Dict[str, Any] = dict(epochs=2000, train_size=50000, seeds=list(range(10)), samples=[2, 3])
+SETTINGS: Dict[str, Any] = dict(lr=3e-4, tau=1.1, optimizer="radam", latents=200)
 
 
 def make_estimator(spec):
@@ -62,54 +51,64 @@ def make_estimator(spec):
     return factory(spec.latents)
 
 
-def run(args) -> int:
-    from .. import registry
-    from .vae_training import RunSpec, VAEError, distributed_context, objective_samples
+class BinaryVAEBenchmark(VAEBenchmark):
+    name = "binary-vae"
+    description = DESCRIPTION
+    seeds, full_seeds = SHORT["seeds"], FULL["seeds"]
+    full = "the repository's setting: 50,000 images, 1,000,000 updates, K = 2 3, seeds 0-9 (weeks on a CPU)"
+    estimators = f"registered estimator names (default: {' '.join(DEFAULT_ESTIMATORS)})"
 
-    preset = FULL if args.full else SHORT
-    estimators = registry.resolve_names(args.estimators, default=[e for e in DEFAULT_ESTIMATORS
-                                                                  if e in registry.names()])
-    for e in estimators:
-        if "bernoulli" not in registry.get(e).variables:
-            raise BenchmarkError(f"--estimators: {e!r} does not support Bernoulli variables")
-    missing = [e for e in DEFAULT_ESTIMATORS if e not in registry.names()]
-    seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    samples = args.samples if args.samples is not None else preset["samples"]
-    if any(k < 1 for k in samples):
-        raise BenchmarkError(f"--samples must be >= 1, got {samples}")
-    epochs, train_size, train_images, test_images = check_training_options(args, preset)
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        parser.add_argument("--samples", type=int, nargs="+", default=None,
+                            help="samples (evaluations of f) per gradient estimate, K (default: 2; with --full: 2 3)")
+        super().add_arguments(parser)
 
-    runs, skipped = [], []
-    for k in samples:
+    def make_estimator(self, spec):
+        return make_estimator(spec)
+
+    def plan(self, args, ctx) -> runner.Plan:
+        from .. import registry
+        from .vae_training import RunSpec, VAEError, objective_samples
+
+        self.preset = FULL if args.full else SHORT
+        self.names = estimators = registry.resolve_names(
+            args.estimators, default=[e for e in DEFAULT_ESTIMATORS if e in registry.names()])
         for e in estimators:
-            try:
-                objective_samples(e, k)
-            except VAEError as exc:  # e.g. DisARM (pairs) or Double CV (two samples) at K = 3
-                skipped.append(f"K={k} {e}: {exc}")
-                continue
-            for s in seeds:
-                spec = RunSpec(model="bernoulli", latents=SETTINGS["latents"], estimator=e,
-                               tau=args.tau or SETTINGS["tau"], lr=args.lr or SETTINGS["lr"],
-                               optimizer=args.optimizer or SETTINGS["optimizer"], epochs=epochs,
-                               train_size=train_size, test_size=args.test_size, num_samples=k, seed=s,
-                               binarize=True, dtype=args.dtype)
-                runs.append({"key": f"K{k}/{e}/seed{s}", "spec": spec})
-    store_config = {"epochs": epochs, "train_size": train_size, "test_size": args.test_size, "lr": args.lr,
-                    "tau": args.tau, "optimizer": args.optimizer, "dtype": args.dtype, "batch_size": 100}
-    store = run_grid(name="binary-vae", out=args.out, fresh=args.fresh, runs=runs, store_config=store_config,
-                     train_images=train_images, test_images=test_images, no_progress=args.no_progress,
-                     checkpoint_every=args.checkpoint_every, make_estimator=make_estimator)
-    rank, _ = distributed_context()
-    if rank != 0:
-        return 0
-    groups = [f"K{k}" for k in samples]
-    rows = summarise(store, groups, estimators, seeds)
-    text = print_table(rows, "K", paper_label=None)
-    for line in skipped:
-        print(f"skipped {line}")
-    if missing:
-        print(f"not run (not registered in this checkout): {', '.join(missing)}")
-    store.save(summary=rows, table=text)
-    plot_curves(store, groups, estimators, seeds, Path(args.out) / "binary-vae.png", "binary VAE")
-    print(f"results: {store.path}  curves: {Path(args.out) / 'binary-vae.png'}")
-    return 0
+            if "bernoulli" not in registry.get(e).variables:
+                raise runner.BenchmarkError(f"--estimators: {e!r} does not support Bernoulli variables")
+        self.missing = [e for e in DEFAULT_ESTIMATORS if e not in registry.names()]
+        self.samples = samples = args.samples if args.samples is not None else self.preset["samples"]
+        if any(k < 1 for k in samples):
+            raise runner.BenchmarkError(f"--samples must be >= 1, got {samples}")
+        config = self.training_options(args)
+        units, self.skipped = [], []
+        for k in samples:
+            for e in estimators:
+                try:
+                    objective_samples(e, k)
+                except VAEError as exc:  # e.g. DisARM (pairs) or Double CV (two samples) at K = 3
+                    self.skipped.append(f"K={k} {e}: {exc}")
+                    continue
+                for s in ctx.seeds:
+                    spec = RunSpec(model="bernoulli", latents=SETTINGS["latents"], estimator=e,
+                                   tau=args.tau or SETTINGS["tau"], lr=args.lr or SETTINGS["lr"],
+                                   optimizer=args.optimizer or SETTINGS["optimizer"], epochs=self.epochs,
+                                   batch_size=args.batch_size, train_size=self.train_size, test_size=args.test_size,
+                                   num_samples=k, seed=s, binarize=True, dtype=args.dtype)
+                    units.append(self.unit(f"K{k}/{e}/seed{s}", spec))
+        return runner.Plan(config, units)
+
+    def report(self, store, ctx):
+        groups = [f"K{k}" for k in self.samples]
+        rows = summarise(store, groups, self.names, ctx.seeds)
+        text = print_table(rows, "K", paper_label=None)
+        for line in self.skipped:
+            print(f"skipped {line}")
+        if self.missing:
+            print(f"not run (not registered in this checkout): {', '.join(self.missing)}")
+        plot_curves(store, groups, self.names, ctx.seeds, ctx, "binary-vae.png", "binary VAE")
+        return {"summary": rows, "table": text}
+
+
+BENCHMARK = BinaryVAEBenchmark

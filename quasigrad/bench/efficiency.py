@@ -36,29 +36,13 @@ import time
 import torch
 
 from ..estimators import _native
-from ..lab._specs import StopHook, parse_specs
 from . import runner
 
 DESCRIPTION = "forward+backward time and peak memory of each estimator relative to softmax"
 
 SHAPES = [(512, 128, 2), (100, 30, 10), (4096, 64), (256, 50257)]
 PEERS = ["torch.gumbel_softmax(hard)", "reinmax (pip)"]
-
-
-def add_arguments(parser) -> None:
-    runner.add_common_arguments(parser, default_out="results/efficiency", seeds=None)
-    parser.add_argument("--shapes", nargs="+", default=None,
-                        help="shapes as AxBxC (default: 512x128x2 100x30x10 4096x64 256x50257)")
-    parser.add_argument("--gr-k", type=int, nargs="*", default=[100, 300, 1000], help="GR-MCK k values (default 100 300 1000)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 5; --full 15)")
-    parser.add_argument("--min-time", type=float, default=None,
-                        help="seconds per timing block (default 0.05; --full 0.2)")
-    parser.add_argument("--max-gr-work", type=float, default=None,
-                        help="skip GR-MCK when k × numel exceeds this (default 2e8; --full 2e10)")
-    parser.add_argument("--no-peers", action="store_true", help="do not time torch's gumbel_softmax and the reinmax package")
-    parser.add_argument("--device", default="cpu", help="device (default cpu)")
-    parser.add_argument("--full", action="store_true", help="more rounds, longer blocks, larger GR-MCK limit")
+DEFAULT_ESTIMATORS = ["st", "stgs", "gumbel_rao", "gst", "reinmax", "zgr", "darn"]
 
 
 def _parse_shape(text):
@@ -153,92 +137,107 @@ def measure(fn, shape, *, device, repeats, min_time, seed=0) -> dict:
             "memory_ratio": mem_est / mem_soft if mem_soft else float("nan")}
 
 
-def run(args) -> int:
-    shapes = [_parse_shape(s) for s in args.shapes] if args.shapes else list(SHAPES)
-    if any(k < 1 for k in args.gr_k):
-        raise runner.BenchmarkError(f"--gr-k values must be positive, got {args.gr_k}")
-    if args.threads < 1:
-        raise runner.BenchmarkError(f"--threads must be positive, got {args.threads}")
-    repeats = args.repeats or (15 if args.full else 5)
-    min_time = args.min_time or (0.2 if args.full else 0.05)
-    max_work = args.max_gr_work or (2e10 if args.full else 2e8)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise runner.BenchmarkError(f"--device {args.device!r}: {exc}") from None
-    default = [n for n in ("st", "stgs", "gumbel_rao", "gst", "reinmax", "zgr", "darn")]
-    try:
-        specs = parse_specs(args.estimators, default=default, need="sample")
-    except ValueError as exc:
-        if isinstance(exc, KeyError):
-            raise
-        raise runner.BenchmarkError(str(exc)) from None
-    gr = [s for s in specs if s.name == "gumbel_rao"]
-    if gr:
-        have = {s.kwargs.get("k") for s in gr}
-        specs += parse_specs([f"gumbel_rao:k={k}" for k in args.gr_k if k not in have], default=[], need="sample")
-    out = runner.check_out_dir(args.out)
-    torch.set_num_threads(args.threads)
-    kernels = _native.status() if device.type == "cpu" else "PyTorch operators (the fused kernels are CPU only)"
-    config = {"statistic": "min", "threads": args.threads, "repeats": repeats, "min_time": min_time, "device": str(device),
-              "dtype": "float32", "torch": torch.__version__, "kernels": kernels}
-    store = runner.ResultStore(out, "efficiency", config, fresh=args.fresh)
-    entries = [(s.label, (lambda fn, kw: (lambda x: fn(x, dim=-1, **kw)))(s.info.function("categorical"), s.kwargs),
-                s.kwargs.get("k") if s.name == "gumbel_rao" else None) for s in specs]
-    if not args.no_peers:
-        for label in PEERS:
-            fn = _peer(label)
-            if fn is None:
-                print(f"peer {label} not installed: skipped (pip install reinmax to time it)")
-            else:
-                entries.append((label, fn, None))
-    units = [(shape, e) for shape in shapes for e in entries]
-    hook = StopHook()
-    skipped = []
-    for shape, (label, fn, k) in runner.progress(units, total=len(units), desc="efficiency", disable=args.no_progress):
-        key = f"{'x'.join(map(str, shape))}/{label}"
-        numel = 1
-        for s in shape:
-            numel *= s
-        if k is not None and k * numel > max_work:
-            skipped.append(key)
-            continue
-        if key in store:
-            continue
-        store.put(key, measure(fn, shape, device=device, repeats=repeats, min_time=min_time))
-        hook.tick("units")
-    rows = []
-    for shape in shapes:
-        sk = "x".join(map(str, shape))
-        for label, _, _ in entries:
-            r = store.get(f"{sk}/{label}")
-            if r is None:
-                rows.append((str(shape), label, "skipped", "", "", "", ""))
-                continue
-            rows.append((str(shape), label, _fmt(r["time_ms"], ".3g"), _fmt(r["softmax_ms"], ".3g"),
-                         _fmt(r["time_ratio"], ".2f"), _fmt(r["peak_mib"], ".3g"), _fmt(r["memory_ratio"], ".2f")))
-    table = runner.format_table(rows, ["shape", "estimator", "fwd+bwd ms", "softmax ms", "time / softmax",
-                                       "peak MiB", "peak / softmax"])
-    print(f"efficiency: {device}, {args.threads} threads, float32, fastest of {repeats} rounds; torch {torch.__version__}; "
-          f"{kernels}")
-    print(table)
-    if skipped:
-        print(f"skipped (k × numel > {max_work:g}; raise --max-gr-work): {', '.join(skipped)}")
-    store.save(table=table, skipped=skipped)
-    _plot(store, shapes, [e[0] for e in entries], out / "efficiency.png")
-    print(f"results: {store.path}\nplot: {out / 'efficiency.png'}")
-    return 0
+class Efficiency(runner.Benchmark):
+    name = "efficiency"
+    description = DESCRIPTION
+    full = "more rounds, longer blocks, larger GR-MCK limit"
+    estimators = f"sample-level estimators, NAME or NAME:KEY=VALUE,... (default: {' '.join(DEFAULT_ESTIMATORS)})"
+    device = threads = True
+    default_threads = 2
+    result_fields = ("time_ms", "softmax_ms", "time_ratio", "peak_mib", "memory_ratio")
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        parser.add_argument("--shapes", nargs="+", default=None,
+                            help="shapes as AxBxC (default: 512x128x2 100x30x10 4096x64 256x50257)")
+        parser.add_argument("--gr-k", type=int, nargs="*", default=[100, 300, 1000],
+                            help="GR-MCK k values (default 100 300 1000)")
+        parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 5; --full 15)")
+        parser.add_argument("--min-time", type=float, default=None,
+                            help="seconds per timing block (default 0.05; --full 0.2)")
+        parser.add_argument("--max-gr-work", type=float, default=None,
+                            help="skip GR-MCK when k × numel exceeds this (default 2e8; --full 2e10)")
+        parser.add_argument("--no-peers", action="store_true",
+                            help="do not time torch's gumbel_softmax and the reinmax package")
+
+    def plan(self, args, ctx) -> runner.Plan:
+        self.shapes = [_parse_shape(s) for s in args.shapes] if args.shapes else list(SHAPES)
+        if any(k < 1 for k in args.gr_k):
+            raise runner.BenchmarkError(f"--gr-k values must be positive, got {args.gr_k}")
+        self.repeats = args.repeats or (15 if args.full else 5)
+        self.min_time = args.min_time or (0.2 if args.full else 0.05)
+        self.max_work = args.max_gr_work or (2e10 if args.full else 2e8)
+        runner.check_positive(repeats=self.repeats, min_time=self.min_time, max_gr_work=self.max_work)
+        specs = runner.estimator_specs(args.estimators, default=DEFAULT_ESTIMATORS, need="sample")
+        gr = [s for s in specs if s.name == "gumbel_rao"]
+        if gr:
+            have = {s.kwargs.get("k") for s in gr}
+            specs += runner.estimator_specs([f"gumbel_rao:k={k}" for k in args.gr_k if k not in have], default=[],
+                                            need="sample")
+        device = ctx.device
+        self.kernels = _native.status() if device.type == "cpu" else "PyTorch operators (the fused kernels are CPU only)"
+        config = {"statistic": "min", "threads": args.threads, "repeats": self.repeats, "min_time": self.min_time,
+                  "device": str(device), "dtype": "float32", "torch": torch.__version__, "kernels": self.kernels}
+        self.entries = [(s.label, (lambda fn, kw: (lambda x: fn(x, dim=-1, **kw)))(s.info.function("categorical"),
+                                                                                   s.kwargs),
+                         s.kwargs.get("k") if s.name == "gumbel_rao" else None) for s in specs]
+        if not args.no_peers:
+            for label in PEERS:
+                fn = _peer(label)
+                if fn is None:
+                    print(f"peer {label} not installed: skipped (pip install reinmax to time it)")
+                else:
+                    self.entries.append((label, fn, None))
+        units, self.skipped = [], []
+        for shape in self.shapes:
+            numel = 1
+            for n in shape:
+                numel *= n
+            for label, fn, k in self.entries:
+                key = f"{'x'.join(map(str, shape))}/{label}"
+                if k is not None and k * numel > self.max_work:
+                    self.skipped.append(key)
+                else:
+                    units.append(runner.Unit(key, (shape, fn)))
+        return runner.Plan(config, units)
+
+    def run_unit(self, unit, ctx):
+        shape, fn = unit.data
+        return measure(fn, shape, device=ctx.device, repeats=self.repeats, min_time=self.min_time)
+
+    def report(self, store, ctx):
+        rows = []
+        for shape in self.shapes:
+            sk = "x".join(map(str, shape))
+            for label, _, _ in self.entries:
+                r = store.get(f"{sk}/{label}")
+                if r is None:
+                    rows.append((str(shape), label, "skipped", "", "", "", ""))
+                    continue
+                rows.append((str(shape), label, _fmt(r["time_ms"], ".3g"), _fmt(r["softmax_ms"], ".3g"),
+                             _fmt(r["time_ratio"], ".2f"), _fmt(r["peak_mib"], ".3g"), _fmt(r["memory_ratio"], ".2f")))
+        table = runner.format_table(rows, ["shape", "estimator", "fwd+bwd ms", "softmax ms", "time / softmax",
+                                           "peak MiB", "peak / softmax"])
+        print(f"efficiency: {ctx.device}, {torch.get_num_threads()} threads, float32, fastest of {self.repeats} "
+              f"rounds; torch {torch.__version__}; {self.kernels}")
+        print(table)
+        if self.skipped:
+            print(f"skipped (k × numel > {self.max_work:g}; raise --max-gr-work): {', '.join(self.skipped)}")
+        _plot(store, self.shapes, [e[0] for e in self.entries], ctx)
+        return {"table": table, "skipped": self.skipped}
+
+
+BENCHMARK = Efficiency
 
 
 def _fmt(value, spec):
     return "n/a" if value is None else format(value, spec)
 
 
-def _plot(store, shapes, labels, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot(store, shapes, labels, ctx) -> None:
+    plt = ctx.pyplot()
+    if plt is None:
+        return
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(labels) * len(shapes) / 2 + 2.5))
     width = 0.8 / len(shapes)
@@ -258,5 +257,4 @@ def _plot(store, shapes, labels, path) -> None:
         ax.set_title(title)
         ax.invert_yaxis()
     axes[1].legend(fontsize=8)
-    runner.save_figure(fig, path)
-    plt.close(fig)
+    ctx.figure(fig, "efficiency.png")

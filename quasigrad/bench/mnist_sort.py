@@ -10,12 +10,13 @@ cross-entropy ``−Σ_ij P_ij log P̂_ij``. Reported on sequences built from the
 * element-wise accuracy: the fraction of positions that hold the right number.
 
 Short preset (default, minutes on a small CPU): n ∈ {3, 5}, a small CNN (8/16 channels),
-``--steps 300``, batch 20, Adam 1e-3, 1 seed, 1000 test sequences. It is a smoke-scale run: its
+``--steps 300``, ``--batch-size 20``, Adam 1e-3, 1 seed, 1000 test sequences. It is a smoke-scale run: its
 accuracies are far below the paper's, which trains a larger CNN much longer.
 
 ``--full``: the paper's protocol as described in its appendix, n ∈ {3, 5, 7, 9, 15}, CNN with
 32/64 channels and a 64-unit layer, batch 20, Adam 1e-4, 100 000 iterations, 10 000 test
-sequences; long runs checkpoint every ``--checkpoint-every`` steps and resume.
+sequences; long runs checkpoint every ``--checkpoint-every`` steps and resume. ``--device cuda``
+trains on a GPU.
 
 NeuralSort's accuracies reported in the paper (deterministic NeuralSort, exact permutation:
 n = 3: 0.930, n = 5: 0.837) are printed beside ours and labelled as the paper's.
@@ -24,13 +25,10 @@ n = 3: 0.930, n = 5: 0.837) are printed beside ours and labelled as the paper's.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
-from .runner import (BenchmarkError, ResultStore, add_common_arguments, atomic_torch_save, format_table, progress,
-                     save_figure)
-from .runner import load_mnist_arg
+from . import runner
 
 DESCRIPTION = "large-MNIST sorting (Grover et al. 2019): NeuralSort / SoftSort, exact and element-wise accuracy"
 
@@ -42,23 +40,6 @@ SHORT = {"sizes": [3, 5], "steps": 300, "batch": 20, "lr": 1e-3, "channels": [8,
          "test_sequences": 1000}
 FULL = {"sizes": [3, 5, 7, 9, 15], "steps": 100_000, "batch": 20, "lr": 1e-4, "channels": [32, 64], "hidden": 64,
         "test_sequences": 10_000}
-
-
-def add_arguments(parser):
-    add_common_arguments(parser, default_out="results/mnist-sort", seeds=[0], estimators=False)
-    parser.add_argument("--full", action="store_true", help="the paper's protocol (n = 3..15, 100k steps; long)")
-    parser.add_argument("--methods", nargs="+", default=METHODS, help=f"subset of {METHODS}")
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="sequence lengths n")
-    parser.add_argument("--steps", type=int, default=None, help="training steps")
-    parser.add_argument("--batch", type=int, default=None, help="sequences per step")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    parser.add_argument("--tau", type=float, default=1.0, help="temperature of the relaxation")
-    parser.add_argument("--test-sequences", type=int, default=None, help="test sequences for the accuracies")
-    parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    parser.add_argument("--data", default=None,
-                        help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
-    parser.add_argument("--device", default="cpu", help="torch device for training (e.g. cuda for --full)")
 
 
 class Scorer(torch.nn.Module):
@@ -112,24 +93,26 @@ def _evaluate(model, pictures, values, chunk=200):
     return accuracies(scores, values)
 
 
-def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, show_progress, device="cpu"):
+def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, ctx=None, device="cpu"):
+    """Train one scorer with ``method`` on sequences of ``n`` and return its test accuracies;
+    checkpoints to ``ckpt_path`` every ``checkpoint_every`` steps and resumes from it."""
     torch.manual_seed(seed)
     model = Scorer(cfg["channels"], cfg["hidden"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     gen = torch.Generator().manual_seed(1000 + seed)
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        step, elapsed = state["step"], state["elapsed"]
+        state = runner.load_checkpoint(ckpt_path, required=("model", "opt", "gen", "step", "elapsed"),
+                                       map_location="cpu")
+        with runner.restoring_checkpoint(ckpt_path):
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            gen.set_state(state["gen"])
+            step, elapsed = state["step"], state["elapsed"]
     relax = _relaxation(method)
     tiny = torch.finfo(torch.float32).tiny
     start = time.time()
-    bar = progress(range(step, cfg["steps"]), total=cfg["steps"] - step, desc=f"{method} n={n} seed={seed}",
-                   disable=not show_progress)
-    for step in bar:
+    for step in range(step, cfg["steps"]):
         pictures, values = make_sequences(mnist.train_images, mnist.train_labels, cfg["batch"], n, gen)
         pictures, values = pictures.to(device), values.to(device)
         scores = model(pictures.reshape(-1, 28, 112)).reshape(cfg["batch"], n)
@@ -140,89 +123,99 @@ def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, sh
         loss.backward()
         opt.step()
         if (step + 1) % checkpoint_every == 0 and step + 1 < cfg["steps"]:
-            atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                               "step": step + 1, "elapsed": elapsed + time.time() - start}, ckpt_path)
+            runner.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                                    "step": step + 1, "elapsed": elapsed + time.time() - start}, ckpt_path)
+        if ctx is not None:
+            ctx.step()
     exact, elementwise = _evaluate(model, *test)
-    if ckpt_path.exists():
-        ckpt_path.unlink()
     return {"exact": exact, "elementwise": elementwise, "final_loss": float(loss.detach()),
             "train_seconds": elapsed + time.time() - start}
 
 
-def run(args) -> int:
-    cfg = dict(FULL if args.full else SHORT)
-    for key in ("sizes", "steps", "batch", "lr", "test_sequences"):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
-    cfg["tau"] = args.tau
-    bad = [m for m in args.methods if m not in METHODS]
-    if bad:
-        raise BenchmarkError(f"unknown --methods {bad}; choose from {METHODS}")
-    if min(cfg["sizes"]) < 2 or cfg["steps"] < 1 or cfg["batch"] < 1 or cfg["test_sequences"] < 1:
-        raise BenchmarkError("--sizes need n >= 2; --steps, --batch and --test-sequences need positive integers")
-    if cfg["lr"] <= 0 or cfg["tau"] <= 0 or args.checkpoint_every < 1 or args.threads < 1:
-        raise BenchmarkError("--lr, --tau, --checkpoint-every and --threads need positive values")
-    mnist = load_mnist_arg(args.data)
-    torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise BenchmarkError(f"--device {args.device!r} is not usable here: {exc}") from None
+class MnistSort(runner.Benchmark):
+    name = "mnist-sort"
+    description = DESCRIPTION
+    seeds = [0]
+    full = "the paper's protocol (n = 3..15, 100k steps; long)"
+    device = threads = checkpoints = True
+    default_threads = 1
+    result_fields = ("exact", "elementwise")
 
-    config = {k: cfg[k] for k in ("sizes", "steps", "batch", "lr", "channels", "hidden", "test_sequences", "tau")}
-    store = ResultStore(args.out, "mnist-sort", config, fresh=args.fresh)
-    ckpt_dir = Path(args.out) / "checkpoints"
-    ckpt_dir.mkdir(exist_ok=True)
-    if args.fresh:
-        for old in ckpt_dir.glob("*.pt"):
-            old.unlink()
-    for n in cfg["sizes"]:
-        test = make_sequences(mnist.test_images, mnist.test_labels, cfg["test_sequences"], n,
-                              torch.Generator().manual_seed(12345 + n))
-        for method in args.methods:
-            for seed in args.seeds:
-                key = f"{method}/n={n}/seed={seed}"
-                if key in store:
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument("--methods", nargs="+", default=METHODS, help=f"subset of {METHODS}")
+        parser.add_argument("--sizes", type=int, nargs="+", default=None, help="sequence lengths n")
+        parser.add_argument("--steps", type=int, default=None, help="training steps")
+        parser.add_argument("--batch-size", type=int, default=None, help="sequences per step")
+        parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+        parser.add_argument("--tau", type=float, default=1.0, help="temperature of the relaxation")
+        parser.add_argument("--test-sequences", type=int, default=None, help="test sequences for the accuracies")
+        parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+        parser.add_argument("--data", default=None,
+                            help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
+
+    def plan(self, args, ctx):
+        cfg = dict(FULL if args.full else SHORT)
+        for key, arg in (("sizes", "sizes"), ("steps", "steps"), ("batch", "batch_size"), ("lr", "lr"),
+                         ("test_sequences", "test_sequences")):
+            if getattr(args, arg) is not None:
+                cfg[key] = getattr(args, arg)
+        cfg["tau"] = args.tau
+        bad = [m for m in args.methods if m not in METHODS]
+        if bad:
+            raise runner.BenchmarkError(f"unknown --methods {bad}; choose from {METHODS}")
+        if min(cfg["sizes"]) < 2 or cfg["steps"] < 1 or cfg["batch"] < 1 or cfg["test_sequences"] < 1:
+            raise runner.BenchmarkError("--sizes need n >= 2; --steps, --batch-size and --test-sequences need "
+                                        "positive integers")
+        runner.check_positive(lr=cfg["lr"], tau=cfg["tau"], checkpoint_every=args.checkpoint_every)
+        self.cfg, self.methods = cfg, args.methods
+        self.mnist = runner.load_mnist_arg(args.data)
+        config = {k: cfg[k] for k in ("sizes", "steps", "batch", "lr", "channels", "hidden", "test_sequences", "tau")}
+        units = [runner.Unit(f"{method}/n={n}/seed={seed}", (method, n, seed), steps=cfg["steps"])
+                 for n in cfg["sizes"] for method in args.methods for seed in ctx.seeds]
+        self.tests = {}
+        return runner.Plan(config, units)
+
+    def run_unit(self, unit, ctx):
+        method, n, seed = unit.data
+        if n not in self.tests:
+            self.tests[n] = make_sequences(self.mnist.test_images, self.mnist.test_labels, self.cfg["test_sequences"],
+                                           n, torch.Generator().manual_seed(12345 + n))
+        return train_one(method, n, seed, self.cfg, self.mnist, self.tests[n], ctx.checkpoint(unit),
+                         ctx.args.checkpoint_every, ctx, ctx.device)
+
+    def report(self, store, ctx):
+        cfg = self.cfg
+        rows, summary = [], {}
+        for n in cfg["sizes"]:
+            for method in self.methods:
+                runs = [store[f"{method}/n={n}/seed={s}"] for s in ctx.seeds if f"{method}/n={n}/seed={s}" in store]
+                if not runs:
                     continue
-                ckpt = ckpt_dir / f"{method}-n{n}-seed{seed}.pt"
-                store.put(key, train_one(method, n, seed, cfg, mnist, test, ckpt, args.checkpoint_every,
-                                         not args.no_progress, device))
-
-    from .runner import mean_std
-
-    rows, summary = [], {}
-    for n in cfg["sizes"]:
-        for method in args.methods:
-            runs = [store[f"{method}/n={n}/seed={s}"] for s in args.seeds if f"{method}/n={n}/seed={s}" in store]
-            if not runs:
-                continue
-            ex = mean_std([r["exact"] for r in runs])
-            el = mean_std([r["elementwise"] for r in runs])
-            summary[f"{method}/n={n}"] = {"exact": ex, "elementwise": el}
-            paper = PAPER_NEURALSORT.get(n) if method == "neural_sort" else None
-            rows.append([method, n, len(runs), f"{ex[0]:.3f} ± {ex[1]:.3f}", f"{el[0]:.3f} ± {el[1]:.3f}",
-                         f"{paper:.3f} (paper)" if paper is not None else "-"])
-    print(format_table(rows, ["method", "n", "seeds", "exact acc (ours)", "element acc (ours)",
-                              "NeuralSort exact acc, Grover et al. 2019"]))
-    print(f"ours: {cfg['steps']} steps, batch {cfg['batch']}, CNN channels {cfg['channels']}, "
-          f"{cfg['test_sequences']} test sequences; paper: its full protocol")
-    store.save(summary=summary, paper_neuralsort_exact=PAPER_NEURALSORT)
-    _plot(summary, cfg["sizes"], args.methods, args.out,
-          title=f"ours: {cfg['steps']} steps, CNN {cfg['channels']}; paper: its full protocol")
-    print(f"results: {store.path}")
-    return 0
+                ex = [r["exact"] for r in runs]
+                el = [r["elementwise"] for r in runs]
+                summary[f"{method}/n={n}"] = {"exact": runner.mean_std(ex), "elementwise": runner.mean_std(el)}
+                paper = PAPER_NEURALSORT.get(n) if method == "neural_sort" else None
+                rows.append([method, n, len(runs), runner.mean_pm(ex, ".3f"), runner.mean_pm(el, ".3f"),
+                             f"{paper:.3f} (paper)" if paper is not None else "-"])
+        print(runner.format_table(rows, ["method", "n", "seeds", "exact acc (ours)", "element acc (ours)",
+                                         "NeuralSort exact acc, Grover et al. 2019"]))
+        print(f"ours: {cfg['steps']} steps, batch {cfg['batch']}, CNN channels {cfg['channels']}, "
+              f"{cfg['test_sequences']} test sequences; paper: its full protocol")
+        _plot(summary, cfg["sizes"], self.methods, ctx,
+              title=f"ours: {cfg['steps']} steps, CNN {cfg['channels']}; paper: its full protocol")
+        return {"summary": summary, "paper_neuralsort_exact": PAPER_NEURALSORT}
 
 
-def _plot(summary, sizes, methods, out, title=""):
-    try:
-        import matplotlib
+BENCHMARK = MnistSort
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+
+def _plot(summary, sizes, methods, ctx, title=""):
+    plt = ctx.pyplot()
+    if plt is None:
         return
+    import matplotlib.ticker
+
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method in methods:
         pts = [(n, summary[f"{method}/n={n}"]["exact"]) for n in sizes if f"{method}/n={n}" in summary]
@@ -237,5 +230,5 @@ def _plot(summary, sizes, methods, out, title=""):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
-    save_figure(fig, Path(out) / "mnist-sort.png")
-    plt.close(fig)
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(set(sizes) | set(PAPER_NEURALSORT))))
+    ctx.figure(fig, "mnist-sort.png")

@@ -8,7 +8,10 @@ Straight-Through and Beyond", the ReinMax paper, section 6.1).
 
 is minimised over θ with Adam (lr 1e-3), a batch of 64 draws per step, τ = 1. Its minimum in
 expectation is ``c^p`` (every ``x_i = 0``), and the exact expected loss at θ factorises over
-the variables: ``(1/128) Σ_i [π_{i0} (1−c)^p + (1 − π_{i0}) c^p]``.
+the variables: ``(1/128) Σ_i [π_{i0} (1−c_i)^p + (1 − π_{i0}) c_i^p]``.
+
+``--target spread``: the paper's second target, a different ``c_i = (i − 0.5)/L`` for each of the
+``L`` variables; its minimum is ``(1/L) Σ_i min(c_i, 1 − c_i)^p`` (each ``x_i`` on the nearer side).
 
 Reported per estimator and ``p``: the final training loss (the batch loss averaged over the
 last ``min(100, steps)`` steps; mean ± std over seeds) and the exact expected loss at the
@@ -24,180 +27,195 @@ continues an unfinished one from its checkpoint, giving the same numbers.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
+from typing import Any, Dict
 
 import torch
 
-from ..lab._specs import StopHook, parse_specs
 from . import runner
 
 DESCRIPTION = "ReinMax paper's polynomial programming: Σ|D−c|^p/128 over 128 binary categoricals"
 
 # The paper's straight-through family and relaxations, and one score-function estimator (RLOO,
 # the best of reinforce / rloo / rebar / rao_blackwell in a 300-step trial on this problem;
-# double_cv, a control variate, was as good: see notes/issue-4.md).
+# double_cv, a control variate, was as good).
 DEFAULT_ESTIMATORS = ["st", "stgs", "gumbel_rao", "gst", "reinmax", "zgr", "rloo"]
-FULL = {"steps": 8000, "seeds": list(range(10))}
-QUICK = {"steps": 400, "seeds": [0, 1, 2]}
-
-
-def add_arguments(parser) -> None:
-    runner.add_common_arguments(parser, default_out="results/polynomial", seeds=None)
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="seeds (default: 0 1 2; with --full 0..9)")
-    parser.add_argument("--full", action="store_true", help="the paper's setting: 8,000 steps, seeds 0-9")
-    parser.add_argument("--steps", type=int, default=None, help="Adam steps (default 400; --full 8000)")
-    parser.add_argument("--p", type=float, nargs="+", default=[1.5, 2.0, 3.0], help="exponents p (default 1.5 2 3)")
-    parser.add_argument("--c", type=float, default=0.45, help="target c (default 0.45)")
-    parser.add_argument("--num-vars", type=int, default=128, help="number of variables (default 128)")
-    parser.add_argument("--batch", type=int, default=64, help="draws per step (default 64)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--tau", type=float, default=1.0, help="temperature for estimators that have one (default 1)")
-    parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+FULL: Dict[str, Any] = {"steps": 8000, "seeds": list(range(10))}
+QUICK: Dict[str, Any] = {"steps": 400, "seeds": [0, 1, 2]}
 
 
 def config_of(args) -> dict:
     steps = args.steps if args.steps is not None else (FULL if args.full else QUICK)["steps"]
-    return {"steps": steps, "p": [float(p) for p in args.p], "c": args.c, "num_vars": args.num_vars,
-            "batch": args.batch, "lr": args.lr, "tau": args.tau, "init": "U(-0.01, 0.01)", "optimizer": "Adam"}
+    target = getattr(args, "target", "constant")
+    if target == "spread" and args.c is not None:
+        raise runner.BenchmarkError("--c sets one target for every variable; --target spread sets c_i = (i - 0.5)/L")
+    config = {"steps": steps, "p": [float(p) for p in args.p], "c": 0.45 if args.c is None else args.c,
+              "num_vars": args.num_vars, "batch": args.batch_size, "lr": args.lr, "tau": args.tau,
+              "init": "U(-0.01, 0.01)", "optimizer": "Adam"}
+    if target == "spread":                  # only then: stores of the constant target keep their config
+        config.update(c="(i - 0.5)/L", target="spread")
+    return config
+
+
+def target_of(config: dict) -> torch.Tensor:
+    """The targets ``c_i`` of a run's configuration, shape ``(num_vars,)``, float64: ``c`` for every
+    variable, or ``(i − 0.5)/L`` for ``i = 1..L`` with ``target: spread``."""
+    n = config["num_vars"]
+    if config.get("target") == "spread":
+        return (torch.arange(1, n + 1, dtype=torch.float64) - 0.5) / n
+    return torch.full((n,), float(config["c"]), dtype=torch.float64)
+
+
+def optimum(config: dict, p: float) -> float:
+    """The minimum of the expected loss over θ for exponent ``p``: ``(1/L) Σ_i min(c_i, 1 − c_i)^p``."""
+    c = target_of(config)
+    return float(torch.minimum(c, 1 - c).pow(p).mean())
 
 
 def _check(args, config):
-    for key in ("steps", "num_vars", "batch", "checkpoint_every"):
-        value = config.get(key, getattr(args, key, None))
+    for key, value in (("steps", config["steps"]), ("num_vars", config["num_vars"]), ("batch_size", config["batch"]),
+                       ("checkpoint_every", args.checkpoint_every)):
         if not isinstance(value, int) or value < 1:
             raise runner.BenchmarkError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
     if not all(p > 0 and math.isfinite(p) for p in config["p"]):
         raise runner.BenchmarkError(f"--p must be positive, got {config['p']}")
-    if not args.lr > 0:
-        raise runner.BenchmarkError(f"--lr must be positive, got {args.lr}")
-    if not args.tau > 0:
-        raise runner.BenchmarkError(f"--tau must be positive, got {args.tau}")
+    runner.check_positive(lr=args.lr, tau=args.tau)
 
 
-def exact_loss(theta: torch.Tensor, p: torch.Tensor, c: float) -> torch.Tensor:
-    """Exact expected loss per row of ``theta`` (shape ``(P, V, 2)``, one row per exponent)."""
+def exact_loss(theta: torch.Tensor, p: torch.Tensor, c) -> torch.Tensor:
+    """Exact expected loss per row of ``theta`` (shape ``(P, V, 2)``, one row per exponent); ``c`` a
+    number or one target per variable, shape ``(V,)``."""
     pi0 = torch.softmax(theta, -1)[..., 0]
     p = p.view(-1, 1)
     return (pi0 * (1 - c) ** p + (1 - pi0) * c ** p).mean(-1)
 
 
-def run_unit(spec, seed: int, config: dict, *, checkpoint=None, checkpoint_every: int = 1000, hook=None) -> dict:
+def run_unit(spec, seed: int, config: dict, *, checkpoint=None, checkpoint_every: int = 1000, ctx=None,
+             device="cpu") -> dict:
     """Train one estimator with one seed for every ``p`` at once; returns the unit's results.
 
     ``checkpoint`` is a path (or ``None``): the state is saved there every
-    ``checkpoint_every`` steps and loaded from there if present.
+    ``checkpoint_every`` steps and loaded from there if present. ``ctx`` (the runner's context)
+    is told of every step.
     """
+    device = torch.device(device)
     ps = torch.tensor(config["p"], dtype=torch.float64)
-    n_p, n_var, batch, steps, c = len(config["p"]), config["num_vars"], config["batch"], config["steps"], config["c"]
+    n_p, n_var, batch, steps = len(config["p"]), config["num_vars"], config["batch"], config["steps"]
+    c = target_of(config).to(device) if config.get("target") == "spread" else config["c"]
     gen = torch.Generator().manual_seed(seed)
     theta = torch.empty(n_var, 2).uniform_(-0.01, 0.01, generator=gen)
-    theta = theta.unsqueeze(0).repeat(n_p, 1, 1).requires_grad_(True)
+    theta = theta.unsqueeze(0).repeat(n_p, 1, 1).to(device).requires_grad_(True)
+    # On the CPU the draws continue the initialisation's generator; elsewhere they need one on the device.
+    draws = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
     opt = torch.optim.Adam([theta], lr=config["lr"])
     losses = torch.zeros(steps, n_p, dtype=torch.float64)
     log_every = max(1, steps // 100)
-    curve_steps, curve = [0], [exact_loss(theta.detach().double(), ps, c).tolist()]
+    curve_steps, curve = [0], [exact_loss(theta.detach().double(), ps.to(device), c).tolist()]
     start = 0
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        with torch.no_grad():
-            theta.copy_(state["theta"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        losses, curve_steps, curve, start = state["losses"], state["curve_steps"], state["curve"], state["step"]
-    p_col = ps.to(theta.dtype).view(n_p, 1, 1)
+        state = runner.load_checkpoint(checkpoint, required=("theta", "opt", "gen", "losses", "curve_steps", "curve",
+                                                             "step"))
+        with runner.restoring_checkpoint(checkpoint):
+            with torch.no_grad():
+                theta.copy_(state["theta"])
+            opt.load_state_dict(state["opt"])
+            draws.set_state(state["gen"])
+            losses, curve_steps, curve, start = state["losses"], state["curve_steps"], state["curve"], state["step"]
+    p_col = ps.to(device=device, dtype=theta.dtype).view(n_p, 1, 1)
+    c_f = c.to(theta.dtype) if isinstance(c, torch.Tensor) else c
+    tau = None if "tau" in spec.kwargs else config["tau"]
 
     def f(d):  # d: (P, B, V, 2) → (P, B)
-        return (d[..., 0] - c).abs().pow(p_col).sum(-1) / n_var
+        return (d[..., 0] - c_f).abs().pow(p_col).sum(-1) / n_var
 
     for step in range(start, steps):
         logits = theta.unsqueeze(1).expand(n_p, batch, n_var, 2)
-        per_example = spec.surrogate(f, logits, tau=config["tau"], dim=-1, generator=gen)   # (P, B)
+        per_example = spec.surrogate(f, logits, tau=tau, dim=-1, generator=draws)   # (P, B)
         loss_p = per_example.mean(1)
         opt.zero_grad(set_to_none=True)
         loss_p.sum().backward()
         opt.step()
-        losses[step] = loss_p.detach().double()
+        losses[step] = loss_p.detach().double().cpu()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             curve_steps.append(step + 1)
-            curve.append(exact_loss(theta.detach().double(), ps, c).tolist())
+            curve.append(exact_loss(theta.detach().double(), ps.to(device), c).tolist())
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            runner.atomic_torch_save({"theta": theta.detach().clone(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                                      "losses": losses, "curve_steps": curve_steps, "curve": curve,
-                                      "step": step + 1}, checkpoint)
-        if hook is not None:
-            hook.tick("steps")
+            runner.save_checkpoint({"theta": theta.detach().cpu().clone(), "opt": opt.state_dict(),
+                                    "gen": draws.get_state(), "losses": losses, "curve_steps": curve_steps,
+                                    "curve": curve, "step": step + 1}, checkpoint)
+        if ctx is not None:
+            ctx.step()
     tail = losses[-min(100, steps):]
-    final = exact_loss(theta.detach().double(), ps, c)
+    final = exact_loss(theta.detach().double(), ps.to(device), c)
     return {"final_train_loss": tail.mean(0).tolist(), "exact_loss": final.tolist(),
             "curve_steps": curve_steps, "curve": [list(r) for r in curve]}
 
 
-def run(args) -> int:
-    config = config_of(args)
-    args.steps = config["steps"]
-    _check(args, config)
-    seeds = args.seeds if args.seeds is not None else (FULL if args.full else QUICK)["seeds"]
-    try:
-        specs = parse_specs(args.estimators, default=DEFAULT_ESTIMATORS)
-    except ValueError as exc:
-        if isinstance(exc, KeyError):
-            raise
-        raise runner.BenchmarkError(str(exc)) from None
-    out = runner.check_out_dir(args.out)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    store = runner.ResultStore(out, "polynomial", config, fresh=args.fresh)
-    ckpt_dir = out / "polynomial-checkpoints"
-    if args.fresh and ckpt_dir.exists():
-        for old in ckpt_dir.glob("*.pt"):
-            old.unlink()
-    ckpt_dir.mkdir(exist_ok=True)
-    tag = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-    hook = StopHook()
-    units = [(s, seed) for s in specs for seed in seeds]
-    todo = [(s, seed) for s, seed in units if f"{s.label}/seed={seed}" not in store]
-    if len(todo) < len(units):
-        print(f"resuming: {len(units) - len(todo)} of {len(units)} units already in {store.path}")
-    for spec, seed in runner.progress(todo, total=len(todo), desc="polynomial", disable=args.no_progress):
-        key = f"{spec.label}/seed={seed}"
-        safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in key)
-        ckpt = ckpt_dir / f"{tag}-{safe}.pt"
-        t0 = time.time()
-        result = run_unit(spec, seed, config, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, hook=hook)
-        result["seconds"] = time.time() - t0
-        store.put(key, result)
-        if ckpt.exists():
-            ckpt.unlink()
-        hook.tick("units")
-    rows, summary = [], {}
-    for i, p in enumerate(config["p"]):
-        for spec in specs:
-            res = [store[f"{spec.label}/seed={seed}"] for seed in seeds]
-            tr = runner.mean_std([r["final_train_loss"][i] for r in res])
-            ex = runner.mean_std([r["exact_loss"][i] for r in res])
-            summary[f"p={p:g}/{spec.label}"] = {"final_train_loss": tr, "exact_loss": ex, "seeds": seeds}
-            rows.append((f"{p:g}", spec.label, f"{tr[0]:.5f} ± {tr[1]:.5f}", f"{ex[0]:.5f} ± {ex[1]:.5f}",
-                         f"{config['c'] ** p:.4f}"))
-    table = runner.format_table(rows, ["p", "estimator", "final train loss", "exact E[loss] at final θ", "optimum c^p"])
-    print(f"polynomial programming: {config['steps']} steps, batch {config['batch']}, Adam lr {config['lr']}, "
-          f"tau {config['tau']}, seeds {seeds} (mean ± std over seeds)")
-    print(table)
-    store.save(summary=summary, table=table)
-    _plot(store, specs, seeds, config, out / "polynomial.png")
-    print(f"results: {store.path}\nplot: {out / 'polynomial.png'}")
-    return 0
+class Polynomial(runner.Benchmark):
+    name = "polynomial"
+    description = DESCRIPTION
+    seeds, full_seeds = QUICK["seeds"], FULL["seeds"]
+    full = "the paper's setting: 8,000 steps, seeds 0-9"
+    estimators = f"estimators, NAME or NAME:KEY=VALUE,... (default: {' '.join(DEFAULT_ESTIMATORS)})"
+    device = threads = checkpoints = True
+    result_fields = ("final_train_loss", "exact_loss", "curve_steps", "curve")
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        parser.add_argument("--steps", type=int, default=None, help="Adam steps (default 400; --full 8000)")
+        parser.add_argument("--p", type=float, nargs="+", default=[1.5, 2.0, 3.0],
+                            help="exponents p (default 1.5 2 3)")
+        parser.add_argument("--c", type=float, default=None, help="target c for every variable (default 0.45)")
+        parser.add_argument("--target", choices=["constant", "spread"], default="constant",
+                            help="constant: c for every variable (default); spread: c_i = (i - 0.5)/L")
+        parser.add_argument("--num-vars", type=int, default=128, help="number of variables (default 128)")
+        parser.add_argument("--batch-size", type=int, default=64, help="draws per step (default 64)")
+        parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+        parser.add_argument("--tau", type=float, default=1.0,
+                            help="temperature for estimators that have one (default 1)")
+        parser.add_argument("--checkpoint-every", type=int, default=1000,
+                            help="steps between checkpoints (default 1000)")
+
+    def plan(self, args, ctx) -> runner.Plan:
+        self.config = config = config_of(args)
+        _check(args, config)
+        self.specs = runner.estimator_specs(args.estimators, default=DEFAULT_ESTIMATORS)
+        units = [runner.Unit(f"{s.label}/seed={seed}", (s, seed), steps=config["steps"])
+                 for s in self.specs for seed in ctx.seeds]
+        return runner.Plan(config, units)
+
+    def run_unit(self, unit, ctx) -> dict:
+        spec, seed = unit.data
+        return run_unit(spec, seed, self.config, checkpoint=ctx.checkpoint(unit),
+                        checkpoint_every=ctx.args.checkpoint_every, ctx=ctx, device=ctx.device)
+
+    def report(self, store, ctx) -> dict:
+        config, seeds = self.config, ctx.seeds
+        rows, summary = [], {}
+        for i, p in enumerate(config["p"]):
+            for spec in self.specs:
+                res = [store[f"{spec.label}/seed={seed}"] for seed in seeds]
+                tr = [r["final_train_loss"][i] for r in res]
+                ex = [r["exact_loss"][i] for r in res]
+                summary[f"p={p:g}/{spec.label}"] = {"final_train_loss": runner.mean_std(tr),
+                                                    "exact_loss": runner.mean_std(ex), "seeds": seeds}
+                rows.append((f"{p:g}", spec.label, runner.mean_pm(tr), runner.mean_pm(ex), f"{optimum(config, p):.4f}"))
+        table = runner.format_table(rows, ["p", "estimator", "final train loss", "exact E[loss] at final θ",
+                                           "optimum"])
+        print(f"polynomial programming, target c = {config['c']}: {config['steps']} steps, batch {config['batch']}, Adam lr {config['lr']}, "
+              f"tau {config['tau']}, seeds {seeds} (mean ± std over seeds)")
+        print(table)
+        _plot(store, self.specs, seeds, config, ctx)
+        return {"summary": summary, "table": table}
 
 
-def _plot(store, specs, seeds, config, path) -> None:
-    import matplotlib
+BENCHMARK = Polynomial
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _plot(store, specs, seeds, config, ctx) -> None:
+    plt = ctx.pyplot()
+    if plt is None:
+        return
     import numpy as np
 
     n_p = len(config["p"])
@@ -209,17 +227,16 @@ def _plot(store, specs, seeds, config, path) -> None:
             res = [store[f"{spec.label}/seed={seed}"] for seed in seeds]
             x = np.array(res[0]["curve_steps"])
             # Distance to the optimum c^p on a log scale: estimators that stall stay flat.
-            y = np.array([[row[i] for row in r["curve"]] for r in res]) - config["c"] ** p
+            y = np.array([[row[i] for row in r["curve"]] for r in res]) - optimum(config, p)
             m, s = y.mean(0), y.std(0)
             ax.plot(x, m, label=spec.label, lw=1.5, ls=styles[j % len(styles)])
             ax.fill_between(x, np.maximum(m - s, 1e-12), m + s, alpha=0.15)
         ax.set_yscale("log")
-        ax.set_title(f"p = {p:g}  (optimum $c^p$ = {config['c'] ** p:.4f})")
+        ax.set_title(f"p = {p:g}  (optimum {optimum(config, p):.4f})")
         ax.set_xlabel("step")
         if i == 0:
-            ax.set_ylabel("exact expected loss − $c^p$")
+            ax.set_ylabel("exact expected loss − optimum")
     axes[0, -1].legend(fontsize=8)
     fig.suptitle(f"Polynomial programming (128 vars, batch {config['batch']}, Adam {config['lr']}, "
                  f"seeds {', '.join(map(str, seeds))}, mean ± std)", fontsize=10, y=1.05)
-    runner.save_figure(fig, path)
-    plt.close(fig)
+    ctx.figure(fig, "polynomial.png")

@@ -9,43 +9,26 @@ For each custom estimator (DSQ-style and tanh by default) the run with the estim
 with its STE twin on the same mini-batch sequence (SGD: remapped init ``M(w₀)`` and learning
 rate ``α·lr`` on the quantized kernels; Adam: the plain STE run from ``w₀``); the
 learning-rate-jitter baseline is the STE run against itself with lr ×1.01. Reported:
-quantized weight agreement, weight alignment error and test accuracy of each run.
+quantized weight agreement, weight alignment error and test accuracy of each run. ``--device cuda``
+trains on a GPU.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from .runner import (BenchmarkError, ResultStore, add_common_arguments, atomic_torch_save, format_table, mean_std,
-                     progress, save_figure)
-from .runner import load_mnist_arg
+from . import runner
 
 DESCRIPTION = "custom quantizer gradient estimators vs their STE twins (2-bit MNIST CNN, SGD and Adam)"
 
 DEFAULT_ESTIMATORS = ["dsq", "tanh"]
 SHORT = {"steps": 60, "test_examples": 2000, "batch_size": 100}
 FULL = {"steps": 2000, "test_examples": 10000, "batch_size": 600}  # 20 epochs: our choice, not the paper's
-
-
-def add_arguments(parser):
-    add_common_arguments(parser, default_out="results/qat-equivalence", seeds=[0])
-    parser.add_argument("--full", action="store_true",
-                        help=f"longer setting: {FULL['steps']} steps (20 epochs), full test set")
-    parser.add_argument("--steps", type=int, default=None, help=f"training steps (short preset {SHORT['steps']})")
-    parser.add_argument("--optimizers", nargs="+", default=["sgd", "adam"], help="sgd and/or adam")
-    parser.add_argument("--lr-scale", type=float, default=1.0,
-                        help="multiply both learning rates (to see the η-dependence at fixed lr·steps)")
-    parser.add_argument("--k", type=float, default=4.0, help="sharpness k of the tanh and DSQ estimators")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="mini-batch size (short preset 100, --full 600 as in the paper)")
-    parser.add_argument("--data", default=None,
-                        help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
 
 
 class Net(nn.Module):
@@ -62,7 +45,8 @@ class Net(nn.Module):
         for m in (self.conv1, self.conv2, self.fc1, self.fc2):
             bound = math.sqrt(6.0 / m.weight[0].numel())  # He-uniform
             nn.init.uniform_(m.weight, -bound, bound)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         x = nn.functional.avg_pool2d(torch.relu(self.conv1(x)), 2)
@@ -101,7 +85,8 @@ def _accuracy(model, x, y):
     return correct / len(x)
 
 
-def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, checkpoint_every, show, lr_scale=1.0):
+def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, checkpoint_every, ctx=None, lr_scale=1.0,
+             device="cpu"):
     """All runs of one optimizer and seed, stepped in lockstep on one mini-batch sequence."""
     from .. import quant
 
@@ -110,7 +95,6 @@ def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, check
     torch.manual_seed(seed)
     base = Net("ste", {})
     models, factors = {"ste": base}, {"ste": 1.0}
-    import copy
 
     models["ste-jitter"] = copy.deepcopy(base)
     factors["ste-jitter"] = 1.0
@@ -125,6 +109,8 @@ def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, check
         if opt == "sgd":
             twin, a, _ = quant.ste_twin(m, "sgd")
             models[f"{est}/twin"], lrs[f"{est}/twin"], factors[f"{est}/twin"] = twin, lr, a
+    for m in models.values():
+        m.to(device)
     init = {name: _conv_weights(m) for name, m in models.items()}
     optims = {n: _optimizer(opt, m, lrs[n], factors[n]) for n, m in models.items()}
     sched = _schedule(steps)
@@ -133,15 +119,19 @@ def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, check
     order = torch.cat([torch.randperm(len(xtr), generator=gen) for _ in range(steps * batch_size // len(xtr) + 1)])
     start = 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        for n in models:
-            models[n].load_state_dict(state["models"][n])
-            optims[n].load_state_dict(state["optims"][n])
-            scheds[n].load_state_dict(state["scheds"][n])
-        start = state["step"]
+        state = runner.load_checkpoint(ckpt_path, required=("step", "models", "optims", "scheds"), map_location=device)
+        with runner.restoring_checkpoint(ckpt_path):
+            for n in models:
+                models[n].load_state_dict(state["models"][n])
+                optims[n].load_state_dict(state["optims"][n])
+                scheds[n].load_state_dict(state["scheds"][n])
+            start = state["step"]
+        if ctx is not None:
+            for _ in range(start):
+                ctx.step()
     t0 = time.time()
-    for i in progress(range(start, steps), total=steps - start, desc=f"{opt} seed {seed}", disable=not show):
-        idx = order[i * batch_size:(i + 1) * batch_size]
+    for i in range(start, steps):
+        idx = order[i * batch_size:(i + 1) * batch_size].to(device)
         xb, yb = xtr[idx], ytr[idx]
         for n, m in models.items():
             optims[n].zero_grad(set_to_none=True)
@@ -149,9 +139,11 @@ def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, check
             optims[n].step()
             scheds[n].step()
         if checkpoint_every and (i + 1) % checkpoint_every == 0 and i + 1 < steps:
-            atomic_torch_save({"step": i + 1, "models": {n: m.state_dict() for n, m in models.items()},
-                               "optims": {n: o.state_dict() for n, o in optims.items()},
-                               "scheds": {n: s.state_dict() for n, s in scheds.items()}}, ckpt_path)
+            runner.save_checkpoint({"step": i + 1, "models": {n: m.state_dict() for n, m in models.items()},
+                                    "optims": {n: o.state_dict() for n, o in optims.items()},
+                                    "scheds": {n: s.state_dict() for n, s in scheds.items()}}, ckpt_path)
+        if ctx is not None:
+            ctx.step()
     out = {"seconds": time.time() - t0, "accuracy": {n: _accuracy(m, xte, yte) for n, m in models.items()}}
     qw = {n: quant.quantized_weights(m) for n, m in models.items()}
     w = {n: _conv_weights(m) for n, m in models.items()}
@@ -171,92 +163,116 @@ def run_unit(opt, seed, estimators, k, steps, batch_size, data, ckpt_path, check
                      "alpha": quant.alpha(est, **params),
                      "agreement_plain_ste": quant.quantized_agreement(qw[est], qw["ste"])}
     out["pairs"] = rows
-    if ckpt_path.exists():
-        ckpt_path.unlink()
     return out
 
 
-def run(args) -> int:
-    from .. import quant
+class QatEquivalence(runner.Benchmark):
+    name = "qat-equivalence"
+    description = DESCRIPTION
+    seeds = [0]
+    full = f"longer setting: {FULL['steps']} steps (20 epochs), full test set"
+    estimators = f"custom quantizer estimators to pair with their STE twins (default: {' '.join(DEFAULT_ESTIMATORS)})"
+    device = threads = checkpoints = True
+    result_fields = ("accuracy", "pairs")
 
-    steps = args.steps if args.steps is not None else (FULL if args.full else SHORT)["steps"]
-    preset = FULL if args.full else SHORT
-    n_test = preset["test_examples"]
-    batch_size = args.batch_size if args.batch_size is not None else preset["batch_size"]
-    if not (args.lr_scale > 0 and math.isfinite(args.lr_scale)):
-        raise BenchmarkError(f"--lr-scale must be a positive number, got {args.lr_scale}")
-    if steps < 1:
-        raise BenchmarkError(f"--steps must be >= 1, got {steps}")
-    if batch_size < 1:
-        raise BenchmarkError(f"--batch-size must be >= 1, got {batch_size}")
-    bad = [o for o in args.optimizers if o not in ("sgd", "adam")]
-    if bad:
-        raise BenchmarkError(f"--optimizers must be sgd and/or adam, got {bad}")
-    estimators = args.estimators or DEFAULT_ESTIMATORS
-    for est in estimators:
-        try:
-            params = {"k": args.k} if "k" in quant.get_estimator(est).defaults else {}
-            quant.check_in_class(est, params)
-        except (ValueError, TypeError) as exc:
-            raise BenchmarkError(f"--estimators: {exc}") from None
-        if est == "ste":
-            raise BenchmarkError("--estimators: 'ste' is the reference itself; name custom estimators")
-    mnist = load_mnist_arg(args.data)
-    xtr = torch.as_tensor(mnist.train_images, dtype=torch.float32).div_(255).unsqueeze(1)
-    ytr = torch.as_tensor(mnist.train_labels, dtype=torch.long)
-    xte = torch.as_tensor(mnist.test_images[:n_test], dtype=torch.float32).div_(255).unsqueeze(1)
-    yte = torch.as_tensor(mnist.test_labels[:n_test], dtype=torch.long)
-    config = {"steps": steps, "test_examples": n_test, "estimators": estimators, "k": args.k,
-              "batch_size": batch_size, "lr": {"sgd": 1e-3 * args.lr_scale, "adam": 1e-4 * args.lr_scale}}
-    store = ResultStore(args.out, "qat-equivalence", config, fresh=args.fresh)
-    out = Path(args.out)
-    keys = [(o, s) for o in args.optimizers for s in args.seeds]
-    for opt, seed in keys:
-        key = f"{opt}/seed{seed}"
-        if key in store:
-            continue
-        store.put(key, run_unit(opt, seed, estimators, args.k, steps, batch_size, (xtr, ytr, xte, yte),
-                                out / f"checkpoint-{opt}-seed{seed}.pt", args.checkpoint_every,
-                                not args.no_progress, args.lr_scale))
-    rows = []
-    for opt in args.optimizers:
-        res = [store[f"{opt}/seed{s}"] for s in args.seeds]
-        for pair in ["jitter", *estimators]:
-            ag = mean_std([r["pairs"][pair]["agreement"] for r in res])
-            al = mean_std([r["pairs"][pair]["alignment"] for r in res])
-            if pair == "jitter":
-                acc = mean_std([r["accuracy"]["ste"] for r in res])
-                acc2 = mean_std([r["accuracy"]["ste-jitter"] for r in res])
-                name, plain, alpha = "STE vs STE lr×1.01", "", ""
-            else:
-                twin = f"{pair}/twin" if opt == "sgd" else "ste"
-                acc = mean_std([r["accuracy"][pair] for r in res])
-                acc2 = mean_std([r["accuracy"][twin] for r in res])
-                plain = f"{mean_std([r['pairs'][pair]['agreement_plain_ste'] for r in res])[0]:.4f}"
-                alpha = f"{res[0]['pairs'][pair]['alpha']:.4f}"
-                name = f"{pair} vs STE twin"
-            rows.append([opt, name, alpha, f"{ag[0]:.5f}±{ag[1]:.5f}", f"{al[0]:.4f}±{al[1]:.4f}", plain,
-                         f"{acc[0]:.4f}", f"{acc2[0]:.4f}"])
-    headers = ["optimizer", "pair", "α", "agreement", "alignment err", "agree w/ plain STE", "acc (1st)",
-               "acc (2nd)"]
-    print(format_table(rows, headers))
-    store.save(table={"headers": headers, "rows": rows})
-    _plot(rows, args.optimizers, out / "qat-equivalence.png")
-    print(f"results: {store.path}  plot: {out / 'qat-equivalence.png'}")
-    return 0
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument("--steps", type=int, default=None, help=f"training steps (short preset {SHORT['steps']})")
+        parser.add_argument("--optimizers", nargs="+", default=["sgd", "adam"], help="sgd and/or adam")
+        parser.add_argument("--lr-scale", type=float, default=1.0,
+                            help="multiply both learning rates (to see the η-dependence at fixed lr·steps)")
+        parser.add_argument("--k", type=float, default=4.0, help="sharpness k of the tanh and DSQ estimators")
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help="mini-batch size (short preset 100, --full 600 as in the paper)")
+        parser.add_argument("--data", default=None,
+                            help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then ../shared/data/mnist)")
+        parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+
+    def plan(self, args, ctx):
+        from .. import quant
+
+        preset = FULL if args.full else SHORT
+        self.steps = steps = args.steps if args.steps is not None else preset["steps"]
+        self.n_test = preset["test_examples"]
+        self.batch_size = args.batch_size if args.batch_size is not None else preset["batch_size"]
+        runner.check_positive(lr_scale=args.lr_scale)
+        if steps < 1:
+            raise runner.BenchmarkError(f"--steps must be >= 1, got {steps}")
+        if self.batch_size < 1:
+            raise runner.BenchmarkError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if args.checkpoint_every < 0:
+            raise runner.BenchmarkError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+        bad = [o for o in args.optimizers if o not in ("sgd", "adam")]
+        if bad:
+            raise runner.BenchmarkError(f"--optimizers must be sgd and/or adam, got {bad}")
+        self.estimators = estimators = args.estimators or DEFAULT_ESTIMATORS
+        for est in estimators:
+            try:
+                params = {"k": args.k} if "k" in quant.get_estimator(est).defaults else {}
+                quant.check_in_class(est, params)
+            except (ValueError, TypeError) as exc:
+                raise runner.BenchmarkError(f"--estimators: {exc}") from None
+            if est == "ste":
+                raise runner.BenchmarkError("--estimators: 'ste' is the reference itself; name custom estimators")
+        self.optimizers = args.optimizers
+        config = {"steps": steps, "test_examples": self.n_test, "estimators": estimators, "k": args.k,
+                  "batch_size": self.batch_size, "lr": {"sgd": 1e-3 * args.lr_scale, "adam": 1e-4 * args.lr_scale}}
+        units = [runner.Unit(f"{o}/seed{s}", (o, s), steps=steps) for o in args.optimizers for s in ctx.seeds]
+        return runner.Plan(config, units)
+
+    def prepare(self, ctx):
+        mnist = runner.load_mnist_arg(ctx.args.data)
+        n_test, device = self.n_test, ctx.device
+        xtr = torch.as_tensor(mnist.train_images, dtype=torch.float32).div_(255).unsqueeze(1)
+        ytr = torch.as_tensor(mnist.train_labels, dtype=torch.long)
+        xte = torch.as_tensor(mnist.test_images[:n_test], dtype=torch.float32).div_(255).unsqueeze(1)
+        yte = torch.as_tensor(mnist.test_labels[:n_test], dtype=torch.long)
+        self.data = tuple(t.to(device) for t in (xtr, ytr, xte, yte))
+
+    def run_unit(self, unit, ctx):
+        opt, seed = unit.data
+        args = ctx.args
+        return run_unit(opt, seed, self.estimators, args.k, self.steps, self.batch_size, self.data,
+                        ctx.checkpoint(unit), args.checkpoint_every, ctx, args.lr_scale, ctx.device)
+
+    def report(self, store, ctx):
+        rows = []
+        for opt in self.optimizers:
+            res = [store[f"{opt}/seed{s}"] for s in ctx.seeds]
+            for pair in ["jitter", *self.estimators]:
+                ag = runner.mean_pm([r["pairs"][pair]["agreement"] for r in res], ".5f")
+                al = runner.mean_pm([r["pairs"][pair]["alignment"] for r in res], ".4f")
+                if pair == "jitter":
+                    acc = runner.mean_std([r["accuracy"]["ste"] for r in res])
+                    acc2 = runner.mean_std([r["accuracy"]["ste-jitter"] for r in res])
+                    name, plain, alpha = "STE vs STE lr×1.01", "", ""
+                else:
+                    twin = f"{pair}/twin" if opt == "sgd" else "ste"
+                    acc = runner.mean_std([r["accuracy"][pair] for r in res])
+                    acc2 = runner.mean_std([r["accuracy"][twin] for r in res])
+                    plain = f"{runner.mean_std([r['pairs'][pair]['agreement_plain_ste'] for r in res])[0]:.4f}"
+                    alpha = f"{res[0]['pairs'][pair]['alpha']:.4f}"
+                    name = f"{pair} vs STE twin"
+                rows.append([opt, name, alpha, ag, al, plain, f"{acc[0]:.4f}", f"{acc2[0]:.4f}"])
+        headers = ["optimizer", "pair", "α", "agreement", "alignment err", "agree w/ plain STE", "acc (1st)",
+                   "acc (2nd)"]
+        print(runner.format_table(rows, headers))
+        _plot(rows, ctx)
+        return {"table": {"headers": headers, "rows": rows}}
 
 
-def _plot(rows, optimizers, path):
-    import matplotlib
+BENCHMARK = QatEquivalence
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _plot(rows, ctx):
+    plt = ctx.pyplot()
+    if plt is None:
+        return
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"wspace": 0.6})
     labels = [f"{r[0]}: {r[1]}" for r in rows]
     colors = ["tab:gray" if "lr×1.01" in r[1] else ("tab:blue" if r[0] == "sgd" else "tab:orange") for r in rows]
-    panels = ((axes[0], [1.0 - float(r[3].split("±")[0]) for r in rows], "quantized weight disagreement (1 − agreement)"),
-              (axes[1], [float(r[4].split("±")[0]) for r in rows], "weight alignment error"))
+    panels = ((axes[0], [1.0 - _mean_of(r[3]) for r in rows], "quantized weight disagreement (1 − agreement)"),
+              (axes[1], [_mean_of(r[4]) for r in rows], "weight alignment error"))
     for ax, vals, title in panels:
         ax.barh(range(len(rows)), vals, color=colors)
         ax.set_yticks(range(len(rows)))
@@ -264,17 +280,9 @@ def _plot(rows, optimizers, path):
         ax.set_title(title, fontsize=10)
         ax.invert_yaxis()
     fig.suptitle("qat-equivalence: estimator vs STE twin (grey: lr-jitter baseline; lower is closer)")
-    save_figure(fig, path)
-    plt.close(fig)
+    ctx.figure(fig, "qat-equivalence.png")
 
-if __name__ == "__main__":  # also runnable as ``python -m quasigrad.bench.qat_equivalence``
-    import argparse
-    import sys
 
-    _parser = argparse.ArgumentParser(prog="quasigrad bench qat-equivalence", description=DESCRIPTION)
-    add_arguments(_parser)
-    try:
-        raise SystemExit(run(_parser.parse_args()))
-    except BenchmarkError as _exc:
-        print(f"quasigrad: error: {_exc}", file=sys.stderr)
-        raise SystemExit(2)
+def _mean_of(cell: str) -> float:
+    """The mean of a table cell written by :func:`runner.mean_pm` ("m ± s" or "m (n = 1)")."""
+    return float(cell.split()[0])

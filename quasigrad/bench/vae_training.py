@@ -15,7 +15,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -96,6 +96,7 @@ class TrainResult:
 def build_model(spec: RunSpec) -> nn.Module:
     """The model of ``spec``, initialised from ``spec.seed``."""
     torch.manual_seed(spec.seed)  # parameter initialisation only; training draws use their own generators
+    model: nn.Module
     if spec.model == "categorical":
         model = CategoricalVAE(spec.latents, spec.categories)
     else:
@@ -174,20 +175,24 @@ def train(spec: RunSpec, train_images: torch.Tensor, test_images: torch.Tensor, 
         raise VAEError(f"train_size {n_train} is smaller than batch_size {spec.batch_size}")
     shard_size = spec.batch_size // spec.shards
 
-    state = {"epoch": 0, "batch": 0, "steps": 0, "sum": 0.0, "count": 0, "seconds": 0.0, "history": []}
+    state: Dict[str, Any] = {"epoch": 0, "batch": 0, "steps": 0, "sum": 0.0, "count": 0, "seconds": 0.0,
+                             "history": []}
     ckpt = Path(checkpoint) if checkpoint is not None else None
     spec_dict = dataclasses.asdict(spec)
     if ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        saved = _load_checkpoint(ckpt, device)
         if saved.get("spec") != spec_dict:
             raise VAEError(f"checkpoint {ckpt} was written for another run ({saved.get('spec')}); "
                            f"delete it or use another --out")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if est_optimizer is not None and saved.get("est_optimizer") is not None:
-            est_optimizer.load_state_dict(saved["est_optimizer"])
-        if saved.get("estimator") is not None and hasattr(est, "load_state_dict"):
-            est.load_state_dict(saved["estimator"])
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if est_optimizer is not None and saved.get("est_optimizer") is not None:
+                est_optimizer.load_state_dict(saved["est_optimizer"])
+            if saved.get("estimator") is not None and hasattr(est, "load_state_dict"):
+                est.load_state_dict(saved["estimator"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise VAEError(_unloadable(ckpt, exc)) from None
         state = saved["state"]
 
     def save():
@@ -265,6 +270,37 @@ def train(spec: RunSpec, train_images: torch.Tensor, test_images: torch.Tensor, 
         state.update(epoch=epoch + 1, batch=0, sum=0.0, count=0, seconds=0.0)
         save()
     return TrainResult(state["history"], _cpu_state(model), state["steps"], finished=True)
+
+
+#: What a checkpoint of :func:`train` holds (``est_optimizer`` and ``estimator`` may be ``None``).
+CHECKPOINT_KEYS = ("spec", "model", "optimizer", "est_optimizer", "estimator", "state")
+_STATE_KEYS = ("epoch", "batch", "steps", "sum", "count", "seconds", "history")
+
+
+def _unloadable(path: Path, exc: BaseException) -> str:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return (f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {reason}); delete it, or pass --fresh "
+            f"to start over")
+
+
+def _load_checkpoint(path: Path, device) -> dict:
+    """A checkpoint of :func:`train`, loaded without unpickling anything but tensors and plain
+    data (``weights_only=True``); a damaged or foreign file raises :class:`VAEError` naming it."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
+        raise VAEError(_unloadable(path, exc)) from None
+    problem = None
+    if not isinstance(saved, dict):
+        problem = f"it holds a {type(saved).__name__}, not a dict"
+    elif any(k not in saved for k in CHECKPOINT_KEYS):
+        problem = f"it misses {', '.join(repr(k) for k in CHECKPOINT_KEYS if k not in saved)}"
+    elif not isinstance(saved["state"], dict) or any(k not in saved["state"] for k in _STATE_KEYS):
+        problem = "its 'state' is not a training state"
+    if problem:
+        raise VAEError(f"checkpoint {path} is not a checkpoint of this trainer ({problem}); delete it, or pass "
+                       f"--fresh to start over")
+    return saved
 
 
 def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ def source_digest(directory: Path = HERE) -> str:
 def variants(machine: Optional[str] = None) -> List[Tuple[str, List[str]]]:
     """The targets to compile ``_kernels.c`` for, with their flags."""
     machine = (machine or platform.machine()).lower()
-    out = [("generic", [])]
+    out: List[Tuple[str, List[str]]] = [("generic", [])]
     if machine in ("x86_64", "amd64", "i386", "i686"):
         out += [("avx2", ["-mavx2", "-mfma"]), ("avx512", ["-mavx512f", "-mavx2", "-mfma"])]
     return out

@@ -138,7 +138,7 @@ def _from_installed(notes: List[str]) -> Optional[_Kernels]:
         notes.append(f"installed library refused: {why}")
         return None
     try:
-        return _open(path, "built when the package was installed", meta)
+        return _open(path, "built when the package was installed", meta or {})
     except (OSError, RuntimeError, AttributeError) as exc:
         notes.append(f"installed library {path} did not load: {exc}")
         return None
@@ -167,6 +167,7 @@ def _from_cache(notes: List[str]) -> _Kernels:
         why, meta = _build.verify(path, owners)
         if why is None:
             try:
+                meta = meta or {}
                 return _open(path, f"compiled on first use into the cache by {meta.get('compiler')}", meta)
             except (OSError, RuntimeError, AttributeError) as exc:
                 why = f"did not load ({exc})"
@@ -176,9 +177,10 @@ def _from_cache(notes: List[str]) -> _Kernels:
     skipped = meta.get("errors")
     if skipped:
         notes.append("compilers that failed before: " + "; ".join(skipped))
-    why, meta = _build.verify(path, owners)
+    why, checked = _build.verify(path, owners)
     if why:
         raise RuntimeError(f"the library just built does not pass its checks: {why}")
+    meta = checked or {}
     return _open(path, f"compiled on first use into {where} by {meta.get('compiler')}", meta)
 
 
@@ -290,9 +292,9 @@ def _outputs(x: torch.Tensor):
     at_index = -(-x.numel() * size // 8)             # in int64 elements, after the one-hot
     at_max = (at_index + rows) * 8 // size           # in x.dtype elements, after the index
     storage = torch.empty((at_max + rows) * size, dtype=torch.uint8).untyped_storage()
-    return (torch.empty(0, dtype=x.dtype).set_(storage, 0, x.shape),
-            torch.empty(0, dtype=torch.int64).set_(storage, at_index, batch),
-            torch.empty(0, dtype=x.dtype).set_(storage, at_max, batch))
+    return (torch.empty(0, dtype=x.dtype).set_(storage, 0, x.shape),  # type: ignore[call-overload]
+            torch.empty(0, dtype=torch.int64).set_(storage, at_index, batch),  # type: ignore[call-overload]
+            torch.empty(0, dtype=x.dtype).set_(storage, at_max, batch))  # type: ignore[call-overload]
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:

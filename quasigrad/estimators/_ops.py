@@ -96,7 +96,7 @@ def _check_rows(logits: torch.Tensor, dim: int) -> None:
 
 
 def _check_given(logits: torch.Tensor, index: torch.Tensor) -> None:
-    if bool((torch.softmax(logits, -1).gather(-1, index.unsqueeze(-1)) == 0).any()):
+    if bool(torch.isneginf(logits.gather(-1, index.unsqueeze(-1))).any()):
         raise ValueError("index selects a category whose probability is 0 (logit -inf); "
                          "a sample can only hold categories with finite logits")
 

@@ -91,7 +91,7 @@ def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Option
     generator state gives the same sample from this function and from them, on every path.
     """
     V.check_floating(logits)
-    dim = V.normalize_dim(dim, logits.dim())
+    dim = V.category_dim(logits, dim)
     V.check_generator(generator, logits.device)
     return draw_index(logits, dim, generator)
 

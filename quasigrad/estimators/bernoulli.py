@@ -1,24 +1,24 @@
 r"""Sample-level estimators for Bernoulli (binary) variables.
 
-``logits`` are Bernoulli logits ``a`` of any shape; the forward value is ``b ∈ {0, 1}`` with
-``P(b = 1) = σ(a)``, in ``logits``' dtype. Each function equals its categorical twin in
-:mod:`quasigrad.categorical` applied to the two logits ``[0, a]`` (category 1 is ``b = 1``):
-the same forward value and the same gradient with respect to ``a`` for the same sample.
+`logits` are Bernoulli logits `a` of any shape; the forward value is `b ∈ {0, 1}` with
+`P(b = 1) = σ(a)`, in `logits`' dtype. Each function equals its categorical twin in
+[`quasigrad.estimators.categorical`][quasigrad.estimators.categorical] applied to the two logits `[0, a]`
+(category 1 is `b = 1`): the same forward value and the same gradient with respect to `a` for the same sample.
 
-For the estimators whose gradient is a function of ``b`` alone the twin reduces to
-``∇a = w(a, b) · g`` with a closed-form weight ``w``, computed elementwise (``p = σ(a)``,
-``q = σ(a/τ)``):
+For the estimators whose gradient is a function of `b` alone the twin reduces to
+`∇a = w(a, b) · g` with a closed-form weight `w`, computed elementwise (`p = σ(a)`,
+`q = σ(a/τ)`):
 
-==========  ====================================================
-``st``      ``q(1 − q)/τ``
-``reinmax`` ``2 r(1 − r) − ½ p(1 − p)``, ``r = ½(q + b)``
-``zgr``     ``½ [p(1 − p) + (b − p)²]``
-``darn``    ``(b − p)²``
-``gapped_st`` ``s(1 − s)/τ``, ``s = σ(δ/τ)``, ``δ = max(a, gap)`` if ``b = 1`` else ``min(a, −gap)``
-==========  ====================================================
+| estimator   | weight `w`                                                                   |
+|-------------|------------------------------------------------------------------------------|
+| `st`        | `q(1 − q)/τ`                                                                 |
+| `reinmax`   | `2 r(1 − r) − ½ p(1 − p)`, `r = ½(q + b)`                                    |
+| `zgr`       | `½ [p(1 − p) + (b − p)²]`                                                    |
+| `darn`      | `(b − p)²`                                                                   |
+| `gapped_st` | `s(1 − s)/τ`, `s = σ(δ/τ)`, `δ = max(a, gap)` if `b = 1` else `min(a, −gap)` |
 
-``index`` (named as in the categorical functions) is a sample the caller already drew: a tensor
-shaped like ``logits`` holding 0 and 1 (bool, integer or floating).
+`index` (named as in the categorical functions) is a sample the caller already drew: a tensor
+shaped like `logits` holding 0 and 1 (bool, integer or floating).
 """
 
 from __future__ import annotations
@@ -50,10 +50,22 @@ def _check_sample(index, logits):
 
 
 def sample(logits: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Draw ``b ~ Bernoulli(σ(logits))`` as a bool tensor (one uniform number per element, from
-    the row stream that the categorical draws use, so that ``b`` is the sample of the categorical
-    twin ``[0, a]`` with the same generator state); ``-inf`` gives 0 and ``+inf`` gives 1 with
-    certainty."""
+    """Draw `b ~ Bernoulli(σ(logits))` as a bool tensor.
+
+    One uniform number is drawn per element, from the row stream that the categorical draws use, so that
+    `b` is the sample of the categorical twin `[0, a]` with the same generator state; `-inf` gives 0 and
+    `+inf` gives 1 with certainty.
+
+    Args:
+        logits: floating Bernoulli logits `a`, any shape.
+        generator: optional `torch.Generator` for the draw.
+
+    Returns:
+        A bool tensor shaped like `logits`.
+
+    Raises:
+        ValueError: `logits` contains NaN.
+    """
     V.check_floating(logits)
     V.check_generator(generator, logits.device)
     a = logits.detach().to(compute_dtype(logits.dtype))
@@ -63,11 +75,14 @@ def sample(logits: torch.Tensor, *, generator: Optional[torch.Generator] = None)
     return u >= torch.sigmoid(-a)
 
 
-def _prepare(logits, index, generator, tau=None):
+_NO_TAU = object()
+
+
+def _prepare(logits, index, generator, tau=_NO_TAU):
     V.check_floating(logits)
     V.check_generator(generator, logits.device)
-    if tau is not None:
-        tau = V.check_positive(tau, "tau")
+    if tau is not _NO_TAU:
+        tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     b = sample(logits, generator=generator) if index is None else _check_sample(index, logits)
     if index is not None and not is_compiling() and bool(torch.isnan(logits).any()):
         raise ValueError("logits contains NaN; it needs real values")
@@ -81,7 +96,7 @@ def _prepare(logits, index, generator, tau=None):
 
 
 def _weighted(logits, b, w):
-    """Forward ``b``; backward ``w ⊙ g`` (``w`` detached): ``b + (a − sg(a)) ⊙ sg(w)``."""
+    """Forward `b`; backward `w ⊙ g` (`w` detached): `b + (a − sg(a)) ⊙ sg(w)`."""
     w = torch.nan_to_num(w.detach(), nan=0.0)  # ±inf logits give 0·inf in some weights: no gradient there
     a = logits.to(w.dtype)
     a = torch.where(torch.isfinite(a.detach()), a, torch.zeros_like(a))  # ±inf: a certain outcome, no gradient
@@ -90,7 +105,19 @@ def _weighted(logits, b, w):
 
 def st(logits: torch.Tensor, *, tau: float = 1.0, index: Optional[torch.Tensor] = None,
        generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Straight-through for Bernoulli variables: ``∇a = σ'(a/τ)/τ · g``. See :func:`quasigrad.st`."""
+    """Straight-through for Bernoulli variables: `∇a = σ'(a/τ)/τ · g`.
+
+    See [`quasigrad.st`][quasigrad.estimators.categorical.st].
+
+    Args:
+        logits: floating Bernoulli logits `a`, any shape.
+        tau: the temperature, > 0.
+        index: optional sample already drawn (0s and 1s shaped like `logits`); then nothing is drawn.
+        generator: optional `torch.Generator` for the draw.
+
+    Returns:
+        The sample `b` (0 or 1), shaped like `logits`, in its dtype.
+    """
     a, b, tau = _prepare(logits, index, generator, tau)
     q = torch.sigmoid(a / tau)
     return _weighted(logits, b, q * (1 - q) / tau)
@@ -98,8 +125,19 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, index: Optional[torch.Tensor] 
 
 def reinmax(logits: torch.Tensor, *, tau: float = 1.0, index: Optional[torch.Tensor] = None,
             generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """ReinMax for Bernoulli variables: ``∇a = [2 r(1 − r) − ½ p(1 − p)] g`` with
-    ``r = ½(σ(a/τ) + b)``. See :func:`quasigrad.reinmax`."""
+    """ReinMax for Bernoulli variables: `∇a = [2 r(1 − r) − ½ p(1 − p)] g` with `r = ½(σ(a/τ) + b)`.
+
+    See [`quasigrad.reinmax`][quasigrad.estimators.categorical.reinmax].
+
+    Args:
+        logits: floating Bernoulli logits `a`, any shape.
+        tau: the temperature, > 0.
+        index: optional sample already drawn (0s and 1s shaped like `logits`); then nothing is drawn.
+        generator: optional `torch.Generator` for the draw.
+
+    Returns:
+        The sample `b` (0 or 1), shaped like `logits`, in its dtype.
+    """
     a, b, tau = _prepare(logits, index, generator, tau)
     p = torch.sigmoid(a)
     r = 0.5 * (torch.sigmoid(a / tau) + b)
@@ -108,7 +146,18 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, index: Optional[torch.Ten
 
 def zgr(logits: torch.Tensor, *, index: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """ZGR for Bernoulli variables: ``∇a = ½ [p(1 − p) + (b − p)²] g``. See :func:`quasigrad.zgr`."""
+    """ZGR for Bernoulli variables: `∇a = ½ [p(1 − p) + (b − p)²] g`.
+
+    See [`quasigrad.zgr`][quasigrad.estimators.categorical.zgr].
+
+    Args:
+        logits: floating Bernoulli logits `a`, any shape.
+        index: optional sample already drawn (0s and 1s shaped like `logits`); then nothing is drawn.
+        generator: optional `torch.Generator` for the draw.
+
+    Returns:
+        The sample `b` (0 or 1), shaped like `logits`, in its dtype.
+    """
     a, b, _ = _prepare(logits, index, generator)
     p = torch.sigmoid(a)
     return _weighted(logits, b, 0.5 * (p * (1 - p) + (b - p) ** 2))
@@ -116,7 +165,18 @@ def zgr(logits: torch.Tensor, *, index: Optional[torch.Tensor] = None,
 
 def darn(logits: torch.Tensor, *, index: Optional[torch.Tensor] = None,
          generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """DARN for Bernoulli variables: ``∇a = (b − p)² g``. See :func:`quasigrad.darn`."""
+    """DARN for Bernoulli variables: `∇a = (b − p)² g`.
+
+    See [`quasigrad.darn`][quasigrad.estimators.categorical.darn].
+
+    Args:
+        logits: floating Bernoulli logits `a`, any shape.
+        index: optional sample already drawn (0s and 1s shaped like `logits`); then nothing is drawn.
+        generator: optional `torch.Generator` for the draw.
+
+    Returns:
+        The sample `b` (0 or 1), shaped like `logits`, in its dtype.
+    """
     a, b, _ = _prepare(logits, index, generator)
     p = torch.sigmoid(a)
     return _weighted(logits, b, (b - p) ** 2)
@@ -124,9 +184,21 @@ def darn(logits: torch.Tensor, *, index: Optional[torch.Tensor] = None,
 
 def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, index: Optional[torch.Tensor] = None,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Gapped straight-through for Bernoulli variables: the drawn outcome's logit leads the other
-    by ``δ = max(a, gap)`` (``b = 1``) or ``−δ = −max(−a, gap)`` (``b = 0``);
-    ``∇a = σ'(δ/τ)/τ · g``. See :func:`quasigrad.gapped_st`."""
+    """Gapped straight-through for Bernoulli variables.
+
+    The drawn outcome's logit leads the other by `δ = max(a, gap)` (`b = 1`) or `−δ = −max(−a, gap)`
+    (`b = 0`); `∇a = σ'(δ/τ)/τ · g`. See [`quasigrad.gapped_st`][quasigrad.estimators.categorical.gapped_st].
+
+    Args:
+        logits: floating Bernoulli logits `a`, any shape.
+        gap: the least lead of the drawn outcome's logit, > 0.
+        tau: the temperature, > 0.
+        index: optional sample already drawn (0s and 1s shaped like `logits`); then nothing is drawn.
+        generator: optional `torch.Generator` for the draw.
+
+    Returns:
+        The sample `b` (0 or 1), shaped like `logits`, in its dtype.
+    """
     gap = V.check_positive(gap, "gap")
     a, b, tau = _prepare(logits, index, generator, tau)
     delta = torch.where(b.bool(), a.clamp_min(gap), a.clamp_max(-gap))
@@ -151,11 +223,23 @@ def _twin_index(logits, index, generator):
 
 def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False, index: Optional[torch.Tensor] = None,
                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Binary Concrete / straight-through Gumbel-softmax: :func:`quasigrad.gumbel_softmax` on the
-    twin ``[0, a]``; returns the probability of ``b = 1`` (relaxed) or ``b`` (``hard=True``).
-    Without ``index`` the logistic noise is unconditioned; with ``index`` it is conditioned on ``b``."""
+    """Binary Concrete / straight-through Gumbel-softmax.
+
+    [`quasigrad.gumbel_softmax`][quasigrad.estimators.categorical.gumbel_softmax] on the twin `[0, a]`.
+    Without `index` the logistic noise is unconditioned; with `index` it is conditioned on `b`.
+
+    Args:
+        logits: floating Bernoulli logits `a`, any shape.
+        tau: the relaxation's temperature, > 0.
+        hard: return `b` (straight-through) instead of the relaxed probability.
+        index: optional sample already drawn (0s and 1s shaped like `logits`).
+        generator: optional `torch.Generator` for the draws.
+
+    Returns:
+        The probability of `b = 1` (relaxed) or `b` (`hard=True`), shaped like `logits`.
+    """
     V.check_floating(logits)
-    tau = V.check_positive(tau, "tau")
+    tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     if index is not None:
         index = _twin_index(logits, index, generator)
     y = C.gumbel_softmax(_twin(logits), tau=tau, hard=hard, dim=-1, index=index, generator=generator)
@@ -164,9 +248,22 @@ def gumbel_softmax(logits: torch.Tensor, *, tau: float = 1.0, hard: bool = False
 
 def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, index: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """GR-MCK for Bernoulli variables: :func:`quasigrad.gumbel_rao` on the twin ``[0, a]``."""
+    """GR-MCK for Bernoulli variables.
+
+    [`quasigrad.gumbel_rao`][quasigrad.estimators.categorical.gumbel_rao] on the twin `[0, a]`.
+
+    Args:
+        logits: floating Bernoulli logits `a`, any shape.
+        tau: the surrogate's temperature, > 0.
+        k: the number of conditional Gumbel draws, ≥ 1.
+        index: optional sample already drawn (0s and 1s shaped like `logits`); then nothing is drawn.
+        generator: optional `torch.Generator` for the draws.
+
+    Returns:
+        The sample `b` (0 or 1), shaped like `logits`, in its dtype.
+    """
     V.check_floating(logits)
-    tau = V.check_positive(tau, "tau")
+    tau = V.check_temperature(tau, compute_dtype(logits.dtype))
     if index is not None:
         index = _twin_index(logits, index, generator)
     return C.gumbel_rao(_twin(logits), tau=tau, k=k, dim=-1, index=index, generator=generator)[..., 1]

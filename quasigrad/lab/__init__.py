@@ -1,12 +1,13 @@
 """The lab: measure gradient estimators against the exact gradient.
 
-:func:`quality` reports each estimator's bias, variance, mean squared error and single-draw
-cosine on a problem small enough to enumerate (exactly where the estimator's gradient is a
-function of the sample alone, by Monte Carlo with standard errors otherwise);
-:mod:`quasigrad.lab.problems` holds the built-in problems. The benchmarks built on it are run
-with ``quasigrad bench polynomial|quality|efficiency``.
+[quality][quasigrad.lab.quality] reports each estimator's bias, variance, mean squared error
+and single-draw cosine on a problem small enough to enumerate (exactly where the estimator's
+gradient is a function of the sample alone, by Monte Carlo with standard errors otherwise);
+[quasigrad.lab.problems][] holds the built-in problems, and [quasigrad.lab.check][] the bias
+table of `quasigrad check`. The benchmarks built on it are run with
+`quasigrad bench polynomial|quality|efficiency`.
 
-Example:
+Examples:
     >>> from quasigrad import lab
     >>> rows = lab.quality(lab.problems.quadratic(), ["st", "zgr"], taus=[1.0])
     >>> print(lab.format_quality(rows))  # doctest: +SKIP

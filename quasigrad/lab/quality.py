@@ -1,28 +1,28 @@
 r"""Gradient quality: each estimator against the exact gradient on a problem small enough to
 enumerate.
 
-For an estimator ``ĝ`` of ``g = ∇θ E_{D∼p_θ}[f(D)]`` (θ of shape ``(V, C)``), :func:`quality`
+For an estimator `ĝ` of `g = ∇θ E_{D∼p_θ}[f(D)]` (θ of shape `(V, C)`), `quality`
 reports
 
-- ``bias``: ``‖E[ĝ] − g‖ / ‖g‖`` (relative bias),
-- ``variance``: ``E‖ĝ − E[ĝ]‖²``, the trace of the covariance of ``ĝ``,
-- ``mse``: ``E‖ĝ − g‖² = ‖E[ĝ] − g‖² + variance`` (and ``mse_rel = mse / ‖g‖²``),
-- ``cosine``: ``E[cos(ĝ, g)]``, the expected cosine between a single draw and the exact gradient,
+- `bias`: `‖E[ĝ] − g‖ / ‖g‖` (relative bias),
+- `variance`: `E‖ĝ − E[ĝ]‖²`, the trace of the covariance of `ĝ`,
+- `mse`: `E‖ĝ − g‖² = ‖E[ĝ] − g‖² + variance` (and `mse_rel = mse / ‖g‖²`),
+- `cosine`: `E[cos(ĝ, g)]`, the expected cosine between a single draw and the exact gradient,
 
-for every temperature in ``taus`` where the estimator has one.
+for every temperature in `taus` where the estimator has one.
 
-**Exact** (``method="exact"``): for an estimator whose gradient is a function of the sample
-``D`` alone (``st``, ``gst``, ``reinmax``, ``zgr``, ``darn``), every outcome ``d`` of the ``C^V``
-is passed as ``index=`` and weighted by ``p_θ(d)``: the numbers are expectations, not estimates
-(standard errors 0). The mean agrees with :func:`quasigrad.exact.estimator_expectation`.
+**Exact** (`method="exact"`): for an estimator whose gradient is a function of the sample
+`D` alone (`st`, `gst`, `reinmax`, `zgr`, `darn`), every outcome `d` of the `C^V`
+is passed as `index=` and weighted by `p_θ(d)`: the numbers are expectations, not estimates
+(standard errors 0). The mean agrees with [quasigrad.exact.estimator_expectation][].
 
-**Monte Carlo** (``method="mc"``): otherwise (Gumbel noise beyond ``D``; score-function
-estimators of :mod:`quasigrad.objective`), ``num_samples`` independent draws of ``ĝ``; every
-number comes with a standard error: ``bias_se = sqrt(variance / N) / ‖g‖`` is the size of the
-Monte Carlo error of the mean (an unbiased estimator has a measured ``bias`` of about this
-size), and ``*_se`` of the others are standard errors of their sample means.
+**Monte Carlo** (`method="mc"`): otherwise (Gumbel noise beyond `D`; score-function
+estimators of `quasigrad.objective`), `num_samples` independent draws of `ĝ`; every
+number comes with a standard error: `bias_se = sqrt(variance / N) / ‖g‖` is the size of the
+Monte Carlo error of the mean (an unbiased estimator has a measured `bias` of about this
+size), and `*_se` of the others are standard errors of their sample means.
 
-Example:
+Examples:
     >>> from quasigrad.lab import quality, problems
     >>> rows = quality(problems.quadratic(), ["st", "reinmax"], taus=[1.0])
     >>> [(r["estimator"], r["method"], round(r["bias"], 6)) for r in rows][1]
@@ -38,7 +38,7 @@ import torch
 
 from .. import exact as _exact
 from .._util.tables import format_table
-from ._specs import Spec, parse_specs, default_specs
+from ._specs import Spec, default_specs, parse_specs
 from .problems import Problem
 
 __all__ = ["quality", "format_quality", "estimator_gradients"]
@@ -47,7 +47,7 @@ DEFAULT_TAUS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def _flat_f(f, event_dims: int = 2):
-    """``f`` for one example (``(V, C) → scalar``) mapped over any leading dimensions."""
+    """`f` for one example (`(V, C) → scalar`) mapped over any leading dimensions."""
 
     def batched(d):
         lead = d.shape[:-event_dims]
@@ -62,7 +62,7 @@ def _flat_f(f, event_dims: int = 2):
 
 
 def _outcomes(logits: torch.Tensor):
-    """Every joint outcome of ``(V, C)`` categoricals as indices ``(C^V, V)`` and their probabilities."""
+    """Every joint outcome of `(V, C)` categoricals as indices `(C^V, V)` and their probabilities."""
     n_var, n_cat = logits.shape
     total = n_cat ** n_var
     if total > _exact.DEFAULT_MAX_OUTCOMES:
@@ -76,13 +76,25 @@ def _outcomes(logits: torch.Tensor):
     return idx, prob
 
 
-def estimator_gradients(problem: Problem, spec: Spec, *, tau=None, num_samples: int = 1000,
-                        generator: Optional[torch.Generator] = None, index: Optional[torch.Tensor] = None):
-    """Draws of the estimator's gradient, shape ``(N, V, C)``.
+def estimator_gradients(problem: Problem, spec: Spec, *, tau: Optional[float] = None, num_samples: int = 1000,
+                        generator: Optional[torch.Generator] = None,
+                        index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Draws of an estimator's gradient on a problem.
 
-    With ``index`` (``(N, V)`` category indices) and a sample-level estimator, the gradient is
-    evaluated at those samples (used for exact enumeration); otherwise ``num_samples`` draws.
-    Objective-level estimators get a batch of ``N`` independent copies of the problem.
+    With `index` and a sample-level estimator, the gradient is evaluated at those samples
+    (used for exact enumeration); otherwise at `num_samples` draws. Objective-level
+    estimators get a batch of `N` independent copies of the problem.
+
+    Args:
+        problem: the problem (logits `(V, C)`, loss `f`).
+        spec: the estimator, from [parse_specs][quasigrad.lab.parse_specs].
+        tau: a temperature for estimators that take one.
+        num_samples: `N`, the number of draws when no `index` is given.
+        generator: for the draws.
+        index: `(N, V)` category indices of the samples to evaluate the gradient at.
+
+    Returns:
+        The gradients with respect to the logits, shaped `(N, V, C)`.
     """
     theta = problem.logits.detach()
     n = index.shape[0] if index is not None else num_samples
@@ -114,22 +126,26 @@ def _cos(grads, g):
 def quality(problem: Problem, estimators: Optional[Iterable[str]] = None, *, taus: Sequence[float] = DEFAULT_TAUS,
             num_samples: int = 2000, generator: Optional[torch.Generator] = None,
             exact: bool = True) -> List[dict]:
-    """Bias, variance, mean squared error and single-draw cosine of each estimator on ``problem``.
+    """Bias, variance, mean squared error and single-draw cosine of each estimator on a problem.
 
     Args:
-        problem: a :class:`~quasigrad.lab.problems.Problem` (logits ``(V, C)``, loss ``f``).
-        estimators: registered names or specifications (``"gumbel_rao:k=100"``); default every
+        problem: a [Problem][quasigrad.lab.problems.Problem] (logits `(V, C)`, loss `f`).
+        estimators: registered names or specifications (`"gumbel_rao:k=100"`); default every
             registered estimator of the straight-through, relaxation, score-function,
             control-variate and pair families that handles categorical variables.
         taus: temperatures, for estimators that have one (unless fixed in the specification).
         num_samples: Monte Carlo draws for estimators that cannot be enumerated.
         generator: random source for the Monte Carlo draws.
-        exact: enumerate where possible (``False``: Monte Carlo for every estimator).
+        exact: enumerate where possible (False: Monte Carlo for every estimator).
 
     Returns:
-        One dict per (estimator, τ) with keys ``estimator, name, tau, method, num_samples,
+        One dict per (estimator, τ) with keys `estimator, name, tau, method, num_samples,
         bias, bias_abs, bias_se, variance, variance_se, mse, mse_se, mse_rel, cosine, cosine_se,
-        grad_norm`` (see the module docstring; ``tau`` is ``None`` for estimators without one).
+        grad_norm` (see the module docstring; `tau` is None for estimators without one).
+
+    Raises:
+        UnknownEstimatorError: an unknown estimator name.
+        ValueError: bad specifications, `num_samples < 2`, or bad temperatures.
     """
     specs = parse_specs(estimators, default=default_specs())
     if not isinstance(num_samples, int) or num_samples < 2:
@@ -167,7 +183,14 @@ def quality(problem: Problem, estimators: Optional[Iterable[str]] = None, *, tau
 
 
 def format_quality(rows: List[dict]) -> str:
-    """A plain-text table of :func:`quality`'s rows (Monte Carlo numbers with ± one standard error)."""
+    """A plain-text table of [quality][quasigrad.lab.quality]'s rows.
+
+    Args:
+        rows: what `quality` returned.
+
+    Returns:
+        The table: one line per row, Monte Carlo numbers with ± one standard error.
+    """
 
     def pm(r, key, fmt=".3g"):
         v = format(r[key], fmt)

@@ -1,8 +1,9 @@
 """Models that users reuse, apart from the benchmarks that train them.
 
-:mod:`.vae`: the categorical and Bernoulli MNIST VAEs of the estimator literature, with the
-loss of one step under any registered estimator (:func:`~quasigrad.models.vae.estimator_step`).
-May import the estimators, the objective layer and :mod:`quasigrad._util`; nothing above.
+`vae`: the categorical and Bernoulli MNIST VAEs of the estimator literature, with the
+loss of one step under any registered estimator
+([estimator_step][quasigrad.models.vae.estimator_step]). May import the estimators, the
+objective layer and `quasigrad._util`; nothing above.
 """
 
 from .vae import BernoulliVAE, CategoricalVAE, estimator_step, evaluate

@@ -23,7 +23,10 @@ Estimators (``quasigrad.registry.table()`` lists their flags):
 ``arm``            augment-REINFORCE-merge, Bernoulli (Yin & Zhou 2019)
 ``disarm``         ARM with the antithetic noise integrated out (Dong, Mnih, Tucker 2020; categorical
                    variables by stick-breaking, 2021)
+``arms``           antithetic REINFORCE with K ≥ 2 coupled samples, Bernoulli (Dimitriev & Zhou 2021)
 ``double_cv``      leave-one-out plus a Taylor (second) control variate, K = 2 (Titsias & Shi 2022)
+``rodeo``          leave-one-out plus discrete-Stein-operator control variates, K ≥ 2 (Shi et al. 2022);
+                   by name with a fixed control function; trained: :class:`RODEO`
 ``rao_blackwell``  sum-and-sample: top-k outcomes summed, the rest sampled (Liu et al. 2019)
 ``rebar``          REBAR with fixed η, λ (Tucker et al. 2017); trained: :class:`REBAR`
 ``st`` … ``darn``  the sample-level (layer-1) estimators, through the same call
@@ -31,7 +34,7 @@ Estimators (``quasigrad.registry.table()`` lists their flags):
 
 Estimators that keep state are objects created once and passed as ``estimator=`` each step
 (they are also callable with the same arguments minus ``estimator``): :class:`EMABaseline`,
-:class:`LearnedBaseline` (NVIL), :class:`REBAR` and :class:`RELAX`. Their learned parts
+:class:`LearnedBaseline` (NVIL), :class:`REBAR`, :class:`RELAX` and :class:`RODEO`. Their learned parts
 carry their own loss inside the returned surrogate (a term whose value is zero), so that one
 ``backward()`` trains the model and the control variate together.
 
@@ -49,13 +52,15 @@ import torch
 from .. import registry
 from .._util import validate as V
 from ._problem import _VARIABLES, PathwiseError
+from .antithetic import _arms
 from .control_variates import REBAR, RELAX, _double_cv, _rebar_fixed, control_variate_mlp
 from .pairs import _arm, _disarm
 from .pathwise import _exact_objective, _pathwise
 from .score_function import EMABaseline, LearnedBaseline, _rao_blackwell, _reinforce, _rloo
+from .stein import RODEO, _rodeo_fixed, _rodeo_state, stein_control_net
 
-__all__ = ["expectation", "EMABaseline", "LearnedBaseline", "REBAR", "RELAX", "control_variate_mlp",
-           "PathwiseError"]
+__all__ = ["expectation", "EMABaseline", "LearnedBaseline", "REBAR", "RELAX", "RODEO", "control_variate_mlp",
+           "stein_control_net", "PathwiseError"]
 
 
 def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, *,
@@ -178,5 +183,13 @@ registry.register("relax", family="control-variate", unbiased=True, needs_grad_f
                   grad_depends_on_sample_only=False, variables=_BOTH,
                   reference="Grathwohl et al. 2018 (stateful: quasigrad.objective.RELAX)", objective=None,
                   evaluations_per_sample=3, state=_relax_state)
+registry.register("arms", family="score-function", unbiased=True, needs_grad_f=False,
+                  grad_depends_on_sample_only=False, variables=("bernoulli",), reference="Dimitriev & Zhou 2021",
+                  objective=_arms, default_samples=2, min_samples=2, sample_unit="coupled sample")
+registry.register("rodeo", family="control-variate", unbiased=True, needs_grad_f=True,
+                  grad_depends_on_sample_only=False, variables=_BOTH,
+                  reference="Shi, Zhou, Hwang, Titsias, Mackey 2022 (by name: fixed control function; trained: "
+                            "quasigrad.objective.RODEO)",
+                  objective=_rodeo_fixed, default_samples=2, min_samples=2, state=_rodeo_state)
 for _info in registry.entries(layer=1):
     registry.update(_info.name, objective=_pathwise(_info))

@@ -41,12 +41,14 @@ class _Problem:
         self.f, self.logits, self.variable, self.name = f, logits, variable, estimator_name
         self.cdt = compute_dtype(logits.dtype)
         if variable == "categorical":
-            self.dim = V.normalize_dim(dim, logits.dim())
+            self.dim = V.category_dim(logits, dim)
+            V.check_logits(logits, self.dim)      # NaN, +inf, a row with every category masked
             raw = logits.movedim(self.dim, -1)
             self.batch = tuple(raw.shape[:-1])
             self.n_cat = raw.shape[-1]
         else:
             self.dim = None
+            V.check_not_nan(logits)               # ±inf is a certain outcome; NaN is no probability
             raw = logits
             self.batch = tuple(raw.shape)
             self.n_cat = 2
@@ -145,8 +147,9 @@ class _Problem:
         """A surrogate whose value is ``value`` and whose gradient w.r.t. the logits is ``grad``
         (canonical shape, detached), per example."""
         delta = self.lg - self.lg.detach()                    # value 0, gradient 1
-        delta = delta.masked_fill(~torch.isfinite(self.lg.detach()), 0.0)   # ±inf logits: no NaN, no gradient
-        return value + self.per_example(grad.detach() * delta)
+        infinite = ~torch.isfinite(self.lg.detach())
+        delta = delta.masked_fill(infinite, 0.0)                 # ±inf logits: no NaN, no gradient
+        return value + self.per_example(grad.detach().masked_fill(infinite, 0.0) * delta)
 
     def wants_grad(self):
         return torch.is_grad_enabled() and self.logits.requires_grad

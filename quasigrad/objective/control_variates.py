@@ -13,7 +13,7 @@ from ._problem import PathwiseError, _num_samples, _one_per_example, _Problem
 
 
 def _value_and_grad(p, x):
-    """``f`` on canonical sample ``x`` and its gradient with respect to the sample (canonical)."""
+    """`f` on canonical sample `x` and its gradient with respect to the sample (canonical)."""
     s = p.to_user(x).detach().requires_grad_(True)
     with torch.enable_grad():
         out = p.call(x, user_sample=s)
@@ -33,23 +33,25 @@ def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", gen
     r"""Double control variates (Titsias & Shi 2022, "Double Control Variates for Gradient
     Estimation in Discrete Latent Variable Models"), two samples.
 
-    The leave-one-out estimator with K = 2 baselines sample k by ``f(D_j)``; the second control
-    variate subtracts a first-order Taylor expansion ``h(D) = ⟨a, D⟩`` of ``f`` from both
+    The leave-one-out estimator with K = 2 baselines sample k by `f(D_j)`; the second control
+    variate subtracts a first-order Taylor expansion `h(D) = ⟨a, D⟩` of `f` from both
     values and adds back its exact expected gradient:
 
-    .. math:: \hat g = \tfrac12 \sum_{k \ne j}\big(f_k - f_j - \langle a_{(k)}, D_k - D_j\rangle\big)
-              \nabla_\theta \log p(D_k) + \tfrac12 \sum_k \nabla_\theta E_D\langle a_{(k)}, D\rangle,
+    $$
+    \hat g = \tfrac12 \sum_{k \ne j}\big(f_k - f_j - \langle a_{(k)}, D_k - D_j\rangle\big)
+        \nabla_\theta \log p(D_k) + \tfrac12 \sum_k \nabla_\theta E_D\langle a_{(k)}, D\rangle,
+    $$
 
-    with ``∇θ E⟨a, D⟩ = J(π) a`` (categorical) or ``σ'(θ) ⊙ a`` (Bernoulli). The slope:
+    with `∇θ E⟨a, D⟩ = J(π) a` (categorical) or `σ'(θ) ⊙ a` (Bernoulli). The slope:
 
-    - ``expansion="mean"`` (default): ``a = ∇f(μ)`` at the mean ``μ = E[D]`` (``π`` or ``σ(θ)``),
-      the same for both terms: three evaluations of ``f`` (two samples, one at ``μ``) and one
-      gradient. ``f`` must accept the relaxed point ``μ``.
-    - ``expansion="other"``: ``a_(k) = ∇f(D_j)``, the gradient at the other sample (no extra
+    - `expansion="mean"` (default): `a = ∇f(μ)` at the mean `μ = E[D]` (`π` or `σ(θ)`),
+      the same for both terms: three evaluations of `f` (two samples, one at `μ`) and one
+      gradient. `f` must accept the relaxed point `μ`.
+    - `expansion="other"`: `a_(k) = ∇f(D_j)`, the gradient at the other sample (no extra
       evaluation; gradients at both samples).
 
     Unbiased in both forms (the slope used for sample k does not depend on D_k); exact (zero
-    variance) when ``f`` is linear. Needs ``∂f/∂D``. These are the forms we derive and test
+    variance) when `f` is linear. Needs `∂f/∂D`. These are the forms we derive and test
     here; the paper's general-K estimator and its optimally scaled variant are not implemented.
     Works for categorical variables too."""
     p = _Problem(f, logits, dim, variable, "double_cv")
@@ -78,8 +80,8 @@ def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", gen
 
 
 def _conditional_logistic(theta, b, v):
-    """Logistic-perturbed logits ``z̃ = θ + L`` conditioned on ``1[z̃ > 0] = b``, differentiable in θ:
-    ``u' = (1 − p) + v p`` if ``b = 1`` else ``v (1 − p)``, ``z̃ = θ + logit(u')``."""
+    """Logistic-perturbed logits `z̃ = θ + L` conditioned on `1[z̃ > 0] = b`, differentiable in θ:
+    `u' = (1 − p) + v p` if `b = 1` else `v (1 − p)`, `z̃ = θ + logit(u')`."""
     pr = torch.sigmoid(theta)
     u = torch.where(b > 0, (1 - pr) + v * pr, v * (1 - pr))
     u = u.clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
@@ -87,9 +89,9 @@ def _conditional_logistic(theta, b, v):
 
 
 def _conditional_gumbel(theta, idx, log_e):
-    """Gumbel-perturbed logits conditioned on ``argmax = idx`` along the last dim, differentiable
-    in θ (Maddison et al. 2014): ``z_D = log Z − log E_D``, ``z_j = −log(E_j e^{−θ_j} + E_D / Z)``,
-    with ``log_e = log E``, ``E ~ Exp(1)``."""
+    """Gumbel-perturbed logits conditioned on `argmax = idx` along the last dim, differentiable
+    in θ (Maddison et al. 2014): `z_D = log Z − log E_D`, `z_j = −log(E_j e^{−θ_j} + E_D / Z)`,
+    with `log_e = log E`, `E ~ Exp(1)`."""
     log_z = torch.logsumexp(theta, -1, keepdim=True)
     i = idx.unsqueeze(-1)
     log_e_d = log_e.gather(-1, i)
@@ -99,8 +101,8 @@ def _conditional_gumbel(theta, idx, log_e):
 
 
 class _AttachGrads(torch.autograd.Function):
-    """Forward: zeros shaped like the examples. Backward: precomputed gradients for ``params``,
-    scaled by the mean of the incoming gradient (1/B for ``est.mean()``, 1 for ``est.sum()``)."""
+    """Forward: zeros shaped like the examples. Backward: precomputed gradients for `params`,
+    scaled by the mean of the incoming gradient (1/B for `est.mean()`, 1 for `est.sum()`)."""
 
     @staticmethod
     def forward(ctx, like, grads, *params):
@@ -114,9 +116,17 @@ class _AttachGrads(torch.autograd.Function):
 
 
 def control_variate_mlp(num_inputs: int, hidden: int = 100) -> torch.nn.Module:
-    """A small control-variate network for :class:`RELAX`: ``(*example, num_inputs) → (*example,)``,
-    one hidden layer of ``hidden`` tanh units. ``num_inputs`` is the number of variables per
-    example times the categories (binary: the number of variables)."""
+    """A small control-variate network for `RELAX`: `(*example, num_inputs) → (*example,)`,
+    one hidden layer of `hidden` tanh units.
+
+    Args:
+        num_inputs: the number of variables per example times the categories (binary: the number of
+            variables).
+        hidden: the number of hidden units.
+
+    Returns:
+        The network, a `torch.nn.Sequential`.
+    """
     V.check_int(num_inputs, "num_inputs")
     V.check_int(hidden, "hidden")
     return torch.nn.Sequential(torch.nn.Linear(num_inputs, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
@@ -126,24 +136,26 @@ class RELAX(torch.nn.Module):
     r"""RELAX (Grathwohl, Choi, Wu, Roeder, Duvenaud 2018, "Backpropagation through the Void:
     Optimizing control variates for black-box gradient estimation"), a stateful estimator.
 
-    With ``z = θ + G`` (Gumbel noise; logistic for binary variables), ``D = H(z)`` (argmax, or
-    ``1[z > 0]``) and ``z̃ ~ p(z | D)`` (conditional noise, reparameterised in θ),
+    With `z = θ + G` (Gumbel noise; logistic for binary variables), `D = H(z)` (argmax, or
+    `1[z > 0]`) and `z̃ ~ p(z | D)` (conditional noise, reparameterised in θ),
 
-    .. math:: \hat g = \big(f(D) - c_\phi(\tilde z)\big)\nabla_\theta \log p(D)
-              + \nabla_\theta c_\phi(z) - \nabla_\theta c_\phi(\tilde z).
+    $$
+    \hat g = \big(f(D) - c_\phi(\tilde z)\big)\nabla_\theta \log p(D)
+        + \nabla_\theta c_\phi(z) - \nabla_\theta c_\phi(\tilde z).
+    $$
 
-    The control variate is ``c_φ(z) = net(σ_λ(z))`` (``σ_λ``: softmax or sigmoid at temperature
-    λ, learned when ``learn_temperature``), plus ``η f(σ_λ(z))`` when ``use_f=True`` (the form
-    of the paper's VAE experiments; then ``f`` must be differentiable). ``net`` takes the relaxed
-    sample flattened per example, ``(*example, features)`` with categories last, and returns one
-    value per example (see :func:`control_variate_mlp`).
+    The control variate is `c_φ(z) = net(σ_λ(z))` (`σ_λ`: softmax or sigmoid at temperature
+    λ, learned when `learn_temperature`), plus `η f(σ_λ(z))` when `use_f=True` (the form
+    of the paper's VAE experiments; then `f` must be differentiable). `net` takes the relaxed
+    sample flattened per example, `(*example, features)` with categories last, and returns one
+    value per example (see `control_variate_mlp`).
 
     Unbiased for any φ. The parameters φ (net, λ, η) are trained to minimise the variance, i.e.
-    the squared norm of the estimate ``Σ ||ĝ_i||²`` (through ``create_graph``): the returned
+    the squared norm of the estimate `Σ ||ĝ_i||²` (through `create_graph`): the returned
     surrogate carries a zero-valued term whose backward gives φ that gradient (scaled by the
-    mean weight the examples receive, so ``est.mean()`` gives the gradient of the mean squared
-    norm). Put ``relax.parameters()`` in the optimiser. ``last_variance`` holds the detached
-    mean of ``||ĝ_i||²`` of the latest call.
+    mean weight the examples receive, so `est.mean()` gives the gradient of the mean squared
+    norm). Put `relax.parameters()` in the optimiser. `last_variance` holds the detached
+    mean of `||ĝ_i||²` of the latest call.
     """
 
     unbiased = True
@@ -165,10 +177,17 @@ class RELAX(torch.nn.Module):
 
     def _relaxed(self, p, z):
         t = self.log_temperature.exp().to(z.dtype)
-        return torch.softmax(z / t, -1) if p.cat else torch.sigmoid(z / t)
+        # Categorical: shifted by the row max (detached). Both: kept within ±√(largest float), where
+        # exp(−|z|/λ) is already 0 for any λ below ~1e15 (float32), so that a masked category (−inf)
+        # or |z|/λ beyond the float range gives the softmax's or sigmoid's limit without inf − inf
+        # in the value or 0 · inf in the first and second derivatives in z and λ.
+        bound = torch.finfo(z.dtype).max ** 0.5
+        if p.cat:
+            return torch.softmax((z - z.detach().amax(-1, keepdim=True)).clamp_min(-bound) / t, -1)
+        return torch.sigmoid(z.clamp(-bound, bound) / t)
 
     def _cv(self, p, z, k):
-        """``c_φ(z)`` per example for ``z`` shaped ``(k, *canonical)``: returns ``(k, *example)``."""
+        """`c_φ(z)` per example for `z` shaped `(k, *canonical)`: returns `(k, *example)`."""
         r = self._relaxed(p, z)
         c = 0.0
         if self.net is not None:
@@ -192,7 +211,8 @@ class RELAX(torch.nn.Module):
         th0 = p.lg.detach()
         with torch.no_grad():
             if p.cat:
-                z0 = th0 + (-torch.log(-torch.log(uniform(shape, dtype=p.cdt, device=th0.device, generator=generator))))
+                gumbel = -torch.log(-torch.log(uniform(shape, dtype=p.cdt, device=th0.device, generator=generator)))
+                z0 = th0 + gumbel
                 idx = z0.argmax(-1)
                 x = torch.zeros(shape, dtype=p.cdt, device=th0.device).scatter_(-1, idx.unsqueeze(-1), 1)
                 log_e = torch.log(-torch.log(uniform(shape, dtype=p.cdt, device=th0.device, generator=generator)))
@@ -208,7 +228,7 @@ class RELAX(torch.nn.Module):
         train = self.train_cv and self.training
         with torch.enable_grad():
             if p.cat:
-                z = theta + (z0 - th0)
+                z = theta + gumbel                 # not z0 − θ: −inf − (−inf) at a masked category
                 zt = _conditional_gumbel(theta, idx, log_e)
             else:
                 z = theta + noise
@@ -235,10 +255,10 @@ class RELAX(torch.nn.Module):
 
 class REBAR(RELAX):
     r"""REBAR (Tucker, Mnih, Maddison, Lawson, Sohl-Dickstein 2017, "REBAR: Low-variance, unbiased
-    gradient estimates for discrete latent variable models"): :class:`RELAX` with the control
-    variate ``c(z) = η f(σ_λ(z))``, the continuous relaxation of ``f`` itself, with η and the
-    temperature λ trained to minimise the variance (``train_cv=False`` keeps them fixed).
-    Unbiased for any η, λ; needs ``f`` differentiable in the sample (three evaluations of ``f``
+    gradient estimates for discrete latent variable models"): `RELAX` with the control
+    variate `c(z) = η f(σ_λ(z))`, the continuous relaxation of `f` itself, with η and the
+    temperature λ trained to minimise the variance (`train_cv=False` keeps them fixed).
+    Unbiased for any η, λ; needs `f` differentiable in the sample (three evaluations of `f`
     per sample: at D, σ_λ(z) and σ_λ(z̃))."""
 
     def __init__(self, *, temperature: float = 0.5, eta: float = 1.0, learn_temperature: bool = True,
@@ -249,7 +269,8 @@ class REBAR(RELAX):
 
 def _rebar_fixed(f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None,
                  temperature=0.5, eta=1.0):
-    """REBAR with fixed η and λ (by name; for trained ones create :class:`REBAR` once)."""
+    """REBAR with fixed η and λ (by name; for trained ones create `REBAR` once)."""
+    V.check_floating(logits)
     est = REBAR(temperature=temperature, eta=eta, learn_temperature=False, learn_eta=False, train_cv=False)
     est = est.to(device=logits.device)
     return est(f, logits, num_samples=num_samples, dim=dim, variable=variable, generator=generator)

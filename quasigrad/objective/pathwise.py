@@ -10,7 +10,7 @@ from ._problem import PathwiseError, _num_samples, _Problem
 
 
 def _reaches(out, target_fn, limit=100_000):
-    """Whether ``target_fn`` (a grad_fn) is in the autograd graph of ``out``."""
+    """Whether `target_fn` (a grad_fn) is in the autograd graph of `out`."""
     if out.grad_fn is None:
         return False
     if target_fn is None:
@@ -30,8 +30,8 @@ def _reaches(out, target_fn, limit=100_000):
 
 
 def _pathwise(info):
-    """The layer-2 form of a sample-level estimator: draw ``num_samples`` samples with the
-    layer-1 function (its backward is the estimator), evaluate ``f`` on each, average."""
+    """The layer-2 form of a sample-level estimator: draw `num_samples` samples with the
+    layer-1 function (its backward is the estimator), evaluate `f` on each, average."""
 
     def objective(f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None, **kwargs):
         fn = info.function(variable)
@@ -68,8 +68,8 @@ def _pathwise(info):
 
 
 def _exact_objective(f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None, **kwargs):
-    """Exact ``E[f]`` by enumeration (:func:`quasigrad.exact.expectation`); ``num_samples`` and
-    ``generator`` are ignored. Raises :class:`quasigrad.exact.TooManyOutcomesError` beyond its limit."""
+    """Exact `E[f]` by enumeration (`quasigrad.exact.expectation`); `num_samples` and
+    `generator` are ignored. Raises `quasigrad.exact.TooManyOutcomesError` beyond its limit."""
     if not callable(f):
         raise TypeError(f"f must be callable (a sample -> one loss per example), got {type(f).__name__}")
     return _exact.expectation(f, logits, dim=dim, variable=variable, **kwargs)

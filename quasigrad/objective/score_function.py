@@ -1,10 +1,10 @@
 """The score-function family: REINFORCE with a constant, moving-average or learned baseline,
-leave-one-out, and sum-and-sample Rao-Blackwellisation. Each needs values of ``f`` only."""
+leave-one-out, and sum-and-sample Rao-Blackwellisation. Each needs values of `f` only."""
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -16,10 +16,12 @@ def _reinforce(f, logits, *, num_samples=None, dim=-1, variable="categorical", g
     r"""REINFORCE / score function (Williams 1992, "Simple statistical gradient-following
     algorithms for connectionist reinforcement learning"):
 
-    .. math:: \hat g = \frac1K \sum_k (f(D_k) - b)\, \nabla_\theta \log p_\theta(D_k)
+    $$
+    \hat g = \frac1K \sum_k (f(D_k) - b)\, \nabla_\theta \log p_\theta(D_k)
+    $$
 
-    with an optional constant ``baseline`` b (a number, or a tensor broadcastable to the
-    examples). Unbiased for every ``f``; needs only values of ``f``."""
+    with an optional constant `baseline` b (a number, or a tensor broadcastable to the
+    examples). Unbiased for every `f`; needs only values of `f`."""
     p = _Problem(f, logits, dim, variable, "reinforce")
     k = _num_samples(num_samples, 1, "reinforce")
     x = p.sample(k, generator)
@@ -33,9 +35,11 @@ def _rloo(f, logits, *, num_samples=None, dim=-1, variable="categorical", genera
     baseline for free!"; Mnih & Rezende 2016): K ≥ 2 samples, each baselined by the mean of the
     others,
 
-    .. math:: \hat g = \frac1K \sum_k \Big(f_k - \frac{1}{K-1}\sum_{j\ne k} f_j\Big)\nabla_\theta\log p(D_k).
+    $$
+    \hat g = \frac1K \sum_k \Big(f_k - \frac{1}{K-1}\sum_{j\ne k} f_j\Big)\nabla_\theta\log p(D_k).
+    $$
 
-    Unbiased (the baseline of sample k does not depend on D_k); values of ``f`` only."""
+    Unbiased (the baseline of sample k does not depend on D_k); values of `f` only."""
     p = _Problem(f, logits, dim, variable, "rloo")
     k = _num_samples(num_samples, 2, "rloo", minimum=2)
     x = p.sample(k, generator)
@@ -48,16 +52,26 @@ def _rloo(f, logits, *, num_samples=None, dim=-1, variable="categorical", genera
 class EMABaseline(torch.nn.Module):
     r"""REINFORCE with an exponential-moving-average baseline (a stateful estimator).
 
-    Each call uses the baseline ``b`` from earlier calls (so the estimate stays unbiased),
-    then updates ``b ← β b + (1 − β) mean(f)`` over this call's examples and samples. The first
-    call has no baseline yet (``b = 0``). Create once, pass as ``estimator=`` every step::
+    Each call uses the baseline `b` from earlier calls (so the estimate stays unbiased),
+    then updates `b ← β b + (1 − β) mean(f)` over this call's examples and samples. The first
+    call has no baseline yet (`b = 0`). Create once, pass as `estimator=` every step:
 
-        ema = quasigrad.objective.EMABaseline(beta=0.9)
-        est = quasigrad.objective.expectation(f, logits, estimator=ema)
+    ```python
+    ema = quasigrad.objective.EMABaseline(beta=0.9)
+    est = quasigrad.objective.expectation(f, logits, estimator=ema)
+    ```
+
+    Args:
+        beta: the moving average's decay, in [0, 1).
+
+    Raises:
+        ValueError: `beta` outside [0, 1).
     """
 
     unbiased = True
     needs_grad_f = False
+    value: torch.Tensor
+    steps: torch.Tensor
 
     def __init__(self, beta: float = 0.9):
         super().__init__()
@@ -68,7 +82,23 @@ class EMABaseline(torch.nn.Module):
         self.register_buffer("value", torch.zeros(()))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def forward(self, f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None):
+    def forward(self, f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, *,
+                num_samples: Optional[int] = None, dim: int = -1, variable: str = "categorical",
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The estimate, as [quasigrad.objective.expectation][] with `estimator=` this object.
+
+        Args:
+            f: the loss of a sample, one value per example.
+            logits: the logits of the variables.
+            num_samples: samples per example (default 1).
+            dim: the category dimension.
+            variable: `"categorical"` or `"bernoulli"`.
+            generator: for the draws.
+
+        Returns:
+            One estimate of `E[f]` per example, whose gradient is REINFORCE's with the
+            baseline of the earlier calls.
+        """
         p = _Problem(f, logits, dim, variable, "EMABaseline")
         k = _num_samples(num_samples, 1, "EMABaseline")
         x = p.sample(k, generator)
@@ -87,20 +117,31 @@ class LearnedBaseline(torch.nn.Module):
     r"""REINFORCE with a learned, input-dependent baseline (NVIL: Mnih & Gregor 2014, "Neural
     variational inference and learning in belief networks").
 
-    ``net`` maps a per-example input ``context`` (keyword argument of the call; by default the
-    detached logits flattened per example, shape ``(*example, features)``) to a baseline
-    ``b(x)`` per example. The learning signal is ``f − b(x)`` and the network is trained on
-    ``(f − b(x))²``: that loss is inside the returned surrogate with value zero, so the same
-    ``backward()`` trains it (its parameters must be in the optimiser). The context is detached:
+    `net` maps a per-example input `context` (keyword argument of the call; by default the
+    detached logits flattened per example, shape `(*example, features)`) to a baseline
+    `b(x)` per example. The learning signal is `f − b(x)` and the network is trained on
+    `(f − b(x))²`: that loss is inside the returned surrogate with value zero, so the same
+    `backward()` trains it (its parameters must be in the optimiser). The context is detached:
     the baseline's loss never reaches the model.
 
-    With ``normalize_variance=True`` (NVIL's variance normalisation) the signal is also centred
-    by a running mean ``c`` and divided by ``max(1, √v)``, ``v`` a running variance (β-moving
+    With `normalize_variance=True` (NVIL's variance normalisation) the signal is also centred
+    by a running mean `c` and divided by `max(1, √v)`, `v` a running variance (β-moving
     averages of earlier calls). This rescales the gradient by a positive factor: the direction
     is unbiased, the magnitude is not.
+
+    Args:
+        net: the baseline network, `context -> one baseline per example`.
+        normalize_variance: NVIL's variance normalisation (see above).
+        beta: the decay of the running mean and variance.
+
+    Raises:
+        TypeError: `net` is not callable.
     """
 
     needs_grad_f = False
+    mean: torch.Tensor
+    var: torch.Tensor
+    steps: torch.Tensor
 
     def __init__(self, net: Callable, *, normalize_variance: bool = False, beta: float = 0.9):
         super().__init__()
@@ -114,7 +155,27 @@ class LearnedBaseline(torch.nn.Module):
         self.register_buffer("var", torch.ones(()))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def forward(self, f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None, context=None):
+    def forward(self, f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, *,
+                num_samples: Optional[int] = None, dim: int = -1, variable: str = "categorical",
+                generator: Optional[torch.Generator] = None, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The estimate, as [quasigrad.objective.expectation][] with `estimator=` this object.
+
+        Args:
+            f: the loss of a sample, one value per example.
+            logits: the logits of the variables.
+            num_samples: samples per example (default 1).
+            dim: the category dimension.
+            variable: `"categorical"` or `"bernoulli"`.
+            generator: for the draws.
+            context: the baseline network's input, one row per example (default: the detached
+                logits flattened per example).
+
+        Returns:
+            One estimate of `E[f]` per example, whose gradient is NVIL's (and trains `net`).
+
+        Raises:
+            TypeError: `net` returned something other than a tensor.
+        """
         p = _Problem(f, logits, dim, variable, "LearnedBaseline")
         k = _num_samples(num_samples, 1, "LearnedBaseline")
         x = p.sample(k, generator)
@@ -141,10 +202,10 @@ class LearnedBaseline(torch.nn.Module):
 
 
 def _top_outcomes(lp, k):
-    """The ``k`` most probable joint outcomes of independent variables: ``lp`` is ``(E, n, C)``
-    log-probabilities; returns category indices ``(E, k, n)``. Exact, by merging one variable
-    at a time and keeping the best ``k`` partial outcomes (the best ``k`` of a product keep
-    prefixes among the best ``k`` of the prefix)."""
+    """The `k` most probable joint outcomes of independent variables: `lp` is `(E, n, C)`
+    log-probabilities; returns category indices `(E, k, n)`. Exact, by merging one variable
+    at a time and keeping the best `k` partial outcomes (the best `k` of a product keep
+    prefixes among the best `k` of the prefix)."""
     E, n, C = lp.shape
     best = torch.zeros(E, 1, dtype=lp.dtype, device=lp.device)
     idx = torch.zeros(E, 1, 0, dtype=torch.long, device=lp.device)
@@ -160,19 +221,21 @@ def _top_outcomes(lp, k):
 def _rao_blackwell(f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None, k=4,
                    max_rounds=64):
     r"""Sum-and-sample (Liu, Regier, Tripuraneni, Jordan, McAuliffe 2019, "Rao-Blackwellized
-    Stochastic Gradients for Discrete Distributions"): the set C of the ``k`` most probable joint
-    outcomes of an example is summed exactly, the rest is sampled from ``p`` restricted to the
-    complement (``num_samples`` draws, by rejection):
+    Stochastic Gradients for Discrete Distributions"): the set C of the `k` most probable joint
+    outcomes of an example is summed exactly, the rest is sampled from `p` restricted to the
+    complement (`num_samples` draws, by rejection):
 
-    .. math:: \hat g = \sum_{c \in C} f(c)\,\nabla_\theta p(c)
-              + (1 - p(C))\,\frac1K\sum_k f(\tilde D_k)\,\nabla_\theta \log p(\tilde D_k),
-              \quad \tilde D_k \sim p(\cdot \mid D \notin C).
+    $$
+    \hat g = \sum_{c \in C} f(c)\,\nabla_\theta p(c)
+    + (1 - p(C))\,\frac1K\sum_k f(\tilde D_k)\,\nabla_\theta \log p(\tilde D_k),
+    \quad \tilde D_k \sim p(\cdot \mid D \notin C).
+    $$
 
     Unbiased, and its variance is at most that of REINFORCE with K samples (a conditional
-    expectation of it). ``k + num_samples`` evaluations of ``f``. The top-k set is found exactly
-    with a loop over an example's variables. When ``p(C)`` is so close to 1 that ``max_rounds``
+    expectation of it). `k + num_samples` evaluations of `f`. The top-k set is found exactly
+    with a loop over an example's variables. When `p(C)` is so close to 1 that `max_rounds`
     rounds of rejection find no outcome outside C, that example's sampled term is dropped (a
-    bias of at most ``(1 − p(C)) max|f|``)."""
+    bias of at most `(1 − p(C)) max|f|`)."""
     p = _Problem(f, logits, dim, variable, "rao_blackwell")
     K = _num_samples(num_samples, 1, "rao_blackwell")
     k = V.check_int(k, "k")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import Iterator, List
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Union
 
 import torch
 
+#: what the optimisers accept as `params`: tensors, or dicts of parameter groups
+Params = Union[Iterable[torch.Tensor], Iterable[Dict[str, Any]]]
 
 
 _TAG = "_quasigrad_binary"
@@ -16,15 +18,18 @@ _TAG = "_quasigrad_binary"
 
 # --------------------------------------------------------------------------- which weights
 
-def mark_binary(*modules_or_params) -> List[torch.nn.Parameter]:
+def mark_binary(*modules_or_params: Union[torch.nn.Module, torch.nn.Parameter]) -> List[torch.nn.Parameter]:
     """Mark the weights of binary (or quantized) layers for the optimisers of this module.
 
     Args:
-        *modules_or_params: modules (their ``weight`` parameter is marked) or parameters.
+        *modules_or_params: modules (their `weight` parameter is marked) or parameters.
 
     Returns:
-        The marked parameters, in order, ready to be given to :class:`MDTanh`,
-        :class:`MDSoftmax` or :class:`BayesBiNN`.
+        The marked parameters, in order, ready to be given to [MDTanh][quasigrad.optim.MDTanh],
+        [MDSoftmax][quasigrad.optim.MDSoftmax] or [BayesBiNN][quasigrad.optim.BayesBiNN].
+
+    Raises:
+        TypeError: an argument is neither a parameter nor a module with a `weight` parameter.
     """
     marked = []
     for i, item in enumerate(modules_or_params):
@@ -43,7 +48,14 @@ def mark_binary(*modules_or_params) -> List[torch.nn.Parameter]:
 
 
 def is_binary(param: torch.Tensor) -> bool:
-    """True if ``param`` was marked by :func:`mark_binary`."""
+    """Whether a parameter is the weight of a binary layer.
+
+    Args:
+        param: a parameter.
+
+    Returns:
+        True if it was marked by [mark_binary][quasigrad.optim.mark_binary].
+    """
     return bool(getattr(param, _TAG, False))
 
 
@@ -64,15 +76,16 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _check_unit_interval(value, name: str) -> float:
+def _check_unit_interval(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
     return float(value)
 
 
 @contextlib.contextmanager
-def _swapped_weights(optimizer: torch.optim.Optimizer, make) -> Iterator[None]:
-    """Inside the block every parameter ``p`` of ``optimizer`` holds ``make(p, group)``; the values
+def _swapped_weights(optimizer: torch.optim.Optimizer,
+                     make: Callable[[torch.Tensor, Dict[str, Any]], torch.Tensor]) -> Iterator[None]:
+    """Inside the block every parameter `p` of `optimizer` holds `make(p, group)`; the values
     it held come back on exit (also on an exception)."""
     saved = []
     with torch.no_grad():
@@ -90,8 +103,9 @@ def _swapped_weights(optimizer: torch.optim.Optimizer, make) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- mirror descent
 
-def _append_checked_group(optimizer: torch.optim.Optimizer, param_group: dict, check) -> dict:
-    """``Optimizer.add_param_group`` followed by ``check(group)``; a group that fails its check is
+def _append_checked_group(optimizer: torch.optim.Optimizer, param_group: dict,
+                          check: Callable[[dict], None]) -> dict:
+    """`Optimizer.add_param_group` followed by `check(group)`; a group that fails its check is
     removed again, so a rejected group leaves no trace. Returns the new group."""
     torch.optim.Optimizer.add_param_group(optimizer, param_group)
     group = optimizer.param_groups[-1]

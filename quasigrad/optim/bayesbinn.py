@@ -5,15 +5,13 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from typing import Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Union
 
 import torch
 
-from ..estimators._sampling import uniform
 from .._util.validate import check_generator, check_int, check_positive
-from ._common import _append_checked_group, _check_params, _check_unit_interval, _state_dtype, _swapped_weights
-
-
+from ..estimators._sampling import uniform
+from ._common import Params, _append_checked_group, _check_params, _check_unit_interval, _state_dtype, _swapped_weights
 
 # --------------------------------------------------------------------------- BayesBiNN
 
@@ -26,70 +24,87 @@ def _log_sech2(x: torch.Tensor) -> torch.Tensor:
 class BayesBiNN(torch.optim.Optimizer):
     r"""BayesBiNN: the Bayesian learning rule for binary weights (Meng, Bachmann, Khan 2020).
 
-    Learns a mean-field distribution :math:`q(w) = \prod_i p_i^{(1+w_i)/2}(1-p_i)^{(1-w_i)/2}`
-    over ``w`` in ``{-1, +1}`` through its natural parameters :math:`\lambda` (one per weight;
-    mean :math:`\mu = \tanh\lambda`, :math:`p = \sigma(2\lambda)`). Each step:
+    Learns a mean-field distribution $q(w) = \prod_i p_i^{(1+w_i)/2}(1-p_i)^{(1-w_i)/2}$
+    over `w` in `{-1, +1}` through its natural parameters $\lambda$ (one per weight;
+    mean $\mu = \tanh\lambda$, $p = \sigma(2\lambda)$). Each step draws a relaxed
+    Bernoulli sample,
 
-    .. math::
-        \epsilon \sim U(0,1),\quad \delta = \tfrac12\log\frac{\epsilon}{1-\epsilon},\quad
-        w^{(s)} = \tanh\big((\lambda + \delta^{(s)})/\tau\big)
-        \qquad \text{(relaxed Bernoulli sample)}
+    $$
+    \epsilon \sim U(0,1),\quad \delta = \tfrac12\log\frac{\epsilon}{1-\epsilon},\quad
+    w^{(s)} = \tanh\big((\lambda + \delta^{(s)})/\tau\big),
+    $$
 
-        g = \frac{N}{S}\sum_{s=1}^{S}
-            \frac{1 - (w^{(s)})^2 + \varepsilon}{\tau\,(1 - \mu^2 + \varepsilon)}
-            \odot \nabla_w \ell(w^{(s)})
+    estimates the natural gradient
 
-        m \leftarrow \beta m + (1-\beta)\big(g + \kappa(\lambda - \lambda_0)\big),\qquad
-        \lambda \leftarrow \lambda - \alpha\, m / (1-\beta^t),\qquad \mu = \tanh\lambda
+    $$
+    g = \frac{N}{S}\sum_{s=1}^{S}
+        \frac{1 - (w^{(s)})^2 + \varepsilon}{\tau\,(1 - \mu^2 + \varepsilon)}
+        \odot \nabla_w \ell(w^{(s)}),
+    $$
 
-    where :math:`\ell` is the mean loss of the minibatch, ``N`` the size of the training set,
-    :math:`\lambda_0` the prior's natural parameter (0: a uniform prior on ``{-1, +1}``) and
-    :math:`\kappa` a weight on the KL term (1 in the paper). The paper's formula has
-    :math:`\varepsilon = 0`; the public code adds :math:`\varepsilon = 10^{-10}` (the default
+    and updates
+
+    $$
+    m \leftarrow \beta m + (1-\beta)\big(g + \kappa(\lambda - \lambda_0)\big),\qquad
+    \lambda \leftarrow \lambda - \alpha\, m / (1-\beta^t),\qquad \mu = \tanh\lambda,
+    $$
+
+    where $\ell$ is the mean loss of the minibatch, `N` the size of the training set,
+    $\lambda_0$ the prior's natural parameter (0: a uniform prior on `{-1, +1}`) and
+    $\kappa$ a weight on the KL term (1 in the paper). The paper's formula has
+    $\varepsilon = 0$; the public code adds $\varepsilon = 10^{-10}$ (the default
     here) in numerator and denominator. This matters: for the small temperatures used in
-    practice (:math:`\tau = 10^{-10}`) the sample saturates, :math:`1-w^2` is 0 in floating
-    point, and the factor becomes :math:`1/(1-\mu^2+\varepsilon)`. Both :math:`1-w^2` and
-    :math:`1-\mu^2` are computed as :math:`\operatorname{sech}^2` without cancellation; with
-    ``eps=0`` the ratio is computed in the log domain, so finite input never gives NaN.
+    practice ($\tau = 10^{-10}$) the sample saturates, $1-w^2$ is 0 in floating
+    point, and the factor becomes $1/(1-\mu^2+\varepsilon)$. Both $1-w^2$ and
+    $1-\mu^2$ are computed as $\operatorname{sech}^2$ without cancellation; with
+    `eps=0` the ratio is computed in the log domain, so finite input never gives NaN.
 
-    The gradient :math:`g` is a Monte Carlo estimate of the natural gradient of the
+    The gradient $g$ is a Monte Carlo estimate of the natural gradient of the
     expected loss through the Gumbel-softmax (concrete) relaxation of the Bernoulli; it is
-    biased for ``tau > 0`` with respect to the discrete objective (the relaxation's bias),
-    and its variance grows as ``tau`` shrinks.
+    biased for `tau > 0` with respect to the discrete objective (the relaxation's bias),
+    and its variance grows as `tau` shrinks.
 
-    **Using it.** The parameter holds the current sample :math:`w^{(s)}`. With
-    ``num_samples=1`` the ordinary loop works (``zero_grad``, forward, ``backward``,
-    ``step``): ``step`` uses ``.grad`` at the sample already in the parameter and then draws
-    the next one. With ``num_samples > 1`` pass a ``closure`` that zeroes gradients, computes
-    the minibatch loss, calls ``backward`` and returns the loss; ``step`` calls it once per
-    sample and returns the mean loss. Predict with :meth:`mean_weights` (``sign(mu)``, with
-    ``sign(0) = +1``) or average predictions over :meth:`sampled_weights` (``w = +1`` with
-    probability :math:`(1+\mu)/2`).
+    **Using it.** The parameter holds the current sample $w^{(s)}$. With
+    `num_samples=1` the ordinary loop works (`zero_grad`, forward, `backward`,
+    `step`): `step` uses `.grad` at the sample already in the parameter and then draws
+    the next one. With `num_samples > 1` pass a `closure` that zeroes gradients, computes
+    the minibatch loss, calls `backward` and returns the loss; `step` calls it once per
+    sample and returns the mean loss. Predict with
+    [mean_weights][quasigrad.optim.BayesBiNN.mean_weights] (`sign(mu)`, with
+    `sign(0) = +1`) or average predictions over
+    [sampled_weights][quasigrad.optim.BayesBiNN.sampled_weights] (`w = +1` with
+    probability $(1+\mu)/2$).
 
     Args:
-        params: weights marked with :func:`mark_binary`.
-        lr: step size :math:`\alpha` for the natural parameters (public MNIST code: ``1e-4``,
-            decayed to ``1e-16`` by a cosine schedule).
-        train_set_size: ``N``, the number of training examples.
-        tau: temperature :math:`\tau > 0` of the relaxation (public MNIST code: ``1e-10``).
-        momentum: :math:`\beta \in [0, 1)` (public MNIST code: 0).
-        num_samples: ``S``, Monte Carlo samples per step (needs a closure when ``> 1``).
-        lambda_init: initial :math:`|\lambda|`; the sign is that of the parameter's current
+        params: weights marked with [mark_binary][quasigrad.optim.mark_binary].
+        lr: step size $\alpha$ for the natural parameters (public MNIST code: `1e-4`,
+            decayed to `1e-16` by a cosine schedule).
+        train_set_size: `N`, the number of training examples.
+        tau: temperature $\tau > 0$ of the relaxation (public MNIST code: `1e-10`).
+        momentum: $\beta \in [0, 1)$ (public MNIST code: 0).
+        num_samples: `S`, Monte Carlo samples per step (needs a closure when `> 1`).
+        lambda_init: initial $|\lambda|$; the sign is that of the parameter's current
             value (public code: 10, random signs; a random initialisation has random signs).
-        prior_lambda: :math:`\lambda_0`, a number or a list with one tensor per parameter
+        prior_lambda: $\lambda_0$, a number or a list with one tensor per parameter
             (the posterior of a previous task, for continual learning).
-        kl_weight: :math:`\kappa \ge 0`.
-        eps: :math:`\varepsilon \ge 0` (see above).
-        generator: a ``torch.Generator`` for the samples (on the parameters' device).
+        kl_weight: $\kappa \ge 0$.
+        eps: $\varepsilon \ge 0$ (see above).
+        generator: a `torch.Generator` for the samples (on the parameters' device).
+
+    Raises:
+        ValueError: a parameter not marked as binary, a bad option, or a `prior_lambda` list
+            that does not fit the parameters.
+        TypeError: a `prior_lambda` of the wrong kind.
 
     References:
         Meng, Bachmann, Khan, "Training Binary Neural Networks using the Bayesian Learning
         Rule", ICML 2020; code: github.com/team-approx-bayes/BayesBiNN.
     """
 
-    def __init__(self, params, lr: float = 1e-4, *, train_set_size: int, tau: float = 1e-10,
+    def __init__(self, params: Params, lr: float = 1e-4, *, train_set_size: int, tau: float = 1e-10,
                  momentum: float = 0.0, num_samples: int = 1, lambda_init: float = 10.0,
-                 prior_lambda=0.0, kl_weight: float = 1.0, eps: float = 1e-10,
+                 prior_lambda: Union[float, torch.Tensor, Sequence[torch.Tensor]] = 0.0,
+                 kl_weight: float = 1.0, eps: float = 1e-10,
                  generator: Optional[torch.Generator] = None):
         self.generator = generator
         self._prior = prior_lambda
@@ -102,6 +117,16 @@ class BayesBiNN(torch.optim.Optimizer):
                              f"{self._n_params} parameters")
 
     def add_param_group(self, param_group: dict) -> None:
+        """Add a group of marked weights (as `torch.optim.Optimizer.add_param_group`) and set
+        up their natural parameters, prior and first sample.
+
+        Args:
+            param_group: `{"params": [...], ...}` with any option of the constructor.
+
+        Raises:
+            ValueError: a parameter is not marked by `mark_binary`, or a bad option.
+            TypeError: a parameter is not floating point, or a bad `prior_lambda`.
+        """
         group = _append_checked_group(self, param_group, self._check_group)
         with torch.no_grad():
             for p in group["params"]:
@@ -150,7 +175,7 @@ class BayesBiNN(torch.optim.Optimizer):
     # ---- the pieces of the update, each a formula of the docstring
     @torch.no_grad()
     def _draw(self, p: torch.Tensor, group: dict) -> None:
-        """Put a fresh relaxed Bernoulli sample w = tanh((lambda + delta) / tau) into ``p``."""
+        """Put a fresh relaxed Bernoulli sample w = tanh((lambda + delta) / tau) into `p`."""
         state = self.state[p]
         lam = state["lambda"]
         eps_u = uniform(lam.shape, dtype=lam.dtype, device=lam.device, generator=self.generator)  # ~U(0,1)
@@ -171,11 +196,16 @@ class BayesBiNN(torch.optim.Optimizer):
         """One step of the Bayesian learning rule (see the class docstring).
 
         Args:
-            closure: re-evaluates the model at the sample in the parameters (zero gradients,
-                loss, ``backward``) and returns the loss; required when ``num_samples > 1``.
+            closure (Callable[[], Tensor] | None): re-evaluates the model at the sample in the
+                parameters (zero gradients, loss, `backward`) and returns the loss; required
+                when `num_samples > 1`.
 
         Returns:
-            The mean loss over the samples when a closure is given, else ``None``.
+            (Tensor | None): The mean loss over the samples when a closure is given, else None.
+
+        Raises:
+            ValueError: `num_samples > 1` without a closure, or groups with different
+                `num_samples` with one.
         """
         n_samples = {g["num_samples"] for g in self.param_groups}
         S = max(n_samples)
@@ -222,9 +252,13 @@ class BayesBiNN(torch.optim.Optimizer):
             return torch.stack([l.float() for l in losses]).mean()
         return None
 
-    def load_state_dict(self, state_dict) -> None:
-        """Load the optimiser state and put the loaded current sample ``tanh(z)`` into the
-        parameters (the generator's state is not part of it: save ``generator.get_state()``)."""
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Load the optimiser state and put the loaded current sample `tanh(z)` into the
+        parameters (the generator's state is not part of it: save `generator.get_state()`).
+
+        Args:
+            state_dict: what `state_dict()` returned.
+        """
         super().load_state_dict(state_dict)
         with torch.no_grad():
             for g in self.param_groups:
@@ -232,20 +266,39 @@ class BayesBiNN(torch.optim.Optimizer):
                     p.copy_(torch.tanh(self.state[p]["z"]).to(p.dtype))
 
     def mean(self, p: torch.Tensor) -> torch.Tensor:
-        """The posterior mean ``mu = tanh(lambda)`` of parameter ``p``, in (-1, 1)."""
+        """The posterior mean of one parameter.
+
+        Args:
+            p: a parameter this optimiser trains.
+
+        Returns:
+            `mu = tanh(lambda)`, shaped like `p`, in (-1, 1).
+        """
         return torch.tanh(self.state[p]["lambda"])
 
     @contextlib.contextmanager
     def mean_weights(self) -> Iterator[None]:
-        """Inside the block every parameter holds ``sign(mu)`` (``sign(0) = +1``): the mode of q."""
+        """A context manager for evaluation: inside the block every parameter holds
+        `sign(mu)` (`sign(0) = +1`), the mode of q; the current samples come back on exit.
+
+        Yields:
+            None.
+        """
         with self._swap(lambda p, lam: torch.where(lam >= 0, torch.ones_like(lam), -torch.ones_like(lam))):
             yield
 
     @contextlib.contextmanager
     def sampled_weights(self, generator: Optional[torch.Generator] = None) -> Iterator[None]:
-        """Inside the block every parameter holds a sample ``w ~ q`` in ``{-1, +1}``
-        (``P(w = +1) = (1 + mu) / 2 = sigmoid(2 lambda)``). Use several blocks and average the
-        predicted probabilities for the Bayesian model average."""
+        """A context manager for evaluation: inside the block every parameter holds a sample
+        `w ~ q` in `{-1, +1}` (`P(w = +1) = (1 + mu) / 2 = sigmoid(2 lambda)`). Use several
+        blocks and average the predicted probabilities for the Bayesian model average.
+
+        Args:
+            generator: for the draw (on the parameters' device).
+
+        Yields:
+            None.
+        """
         def draw(p, lam):
             check_generator(generator, lam.device)
             u = torch.rand(lam.shape, dtype=lam.dtype, device=lam.device, generator=generator)
@@ -254,7 +307,7 @@ class BayesBiNN(torch.optim.Optimizer):
             yield
 
     @contextlib.contextmanager
-    def _swap(self, make) -> Iterator[None]:
-        """Every parameter holds ``make(p, lambda_p)`` inside the block."""
+    def _swap(self, make: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Every parameter holds `make(p, lambda_p)` inside the block."""
         with _swapped_weights(self, lambda p, group: make(p, self.state[p]["lambda"])):
             yield

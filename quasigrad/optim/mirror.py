@@ -6,22 +6,21 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from typing import Iterator, Sequence
+from typing import Any, Dict, Iterator, Sequence, Tuple
 
 import torch
 
 from .._util.validate import check_int, check_positive
-from ._common import _append_checked_group, _check_params, _check_unit_interval, _state_dtype, _swapped_weights
-
+from ._common import Params, _append_checked_group, _check_params, _check_unit_interval, _state_dtype, _swapped_weights
 
 
 class _MirrorDescent(torch.optim.Optimizer):
-    """Shared machinery: a dual tensor per parameter, SGD or Adam in the dual space, ``beta``
+    """Shared machinery: a dual tensor per parameter, SGD or Adam in the dual space, `beta`
     annealing, writing the primal weight back into the parameter, rounding for evaluation."""
 
     _name = "MirrorDescent"
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Params, defaults: Dict[str, Any]):
         super().__init__(params, defaults)
 
     # ---- subclass interface
@@ -54,6 +53,16 @@ class _MirrorDescent(torch.optim.Optimizer):
         group.setdefault("num_steps", 0)
 
     def add_param_group(self, param_group: dict) -> None:
+        """Add a group of marked weights (as `torch.optim.Optimizer.add_param_group`) and write
+        the primal weight of its new dual variables into them.
+
+        Args:
+            param_group: `{"params": [...], ...}` with any option of the constructor.
+
+        Raises:
+            ValueError: a parameter is not marked by `mark_binary`, or a bad option.
+            TypeError: a parameter is not floating point.
+        """
         def check(group):
             _check_params(group, self._name)
             self._check_group(group)
@@ -68,13 +77,16 @@ class _MirrorDescent(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One mirror-descent step: ``x <- x - lr * d`` in the dual space, where ``d`` is the
+        """One mirror-descent step: `x <- x - lr * d` in the dual space, where `d` is the
         gradient with respect to the dual coordinates (or its Adam-scaled version), then
-        ``beta`` annealing and ``w <- primal(x)`` written into each parameter.
+        `beta` annealing and `w <- primal(x)` written into each parameter.
 
         Args:
-            closure: optional callable that re-evaluates the model (zeroing gradients, computing
-                the loss and calling ``backward``) and returns the loss.
+            closure (Callable[[], Tensor] | None): re-evaluates the model (zeroing gradients,
+                computing the loss and calling `backward`) and returns the loss.
+
+        Returns:
+            (Tensor | None): The closure's loss, or None without a closure.
         """
         loss = None
         if closure is not None:
@@ -111,22 +123,31 @@ class _MirrorDescent(torch.optim.Optimizer):
                 p.copy_(self._primal(self.state[p]["dual"], group).to(p.dtype))
         return loss
 
-    def load_state_dict(self, state_dict) -> None:
-        """Load the optimiser state and put ``primal(x)`` of the loaded dual into the parameters."""
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Load the optimiser state and put `primal(x)` of the loaded dual into the parameters.
+
+        Args:
+            state_dict: what `state_dict()` returned.
+        """
         super().load_state_dict(state_dict)
         self.refresh()
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Write ``primal(x)`` into every parameter again (after changing ``beta`` by hand)."""
+        """Write `primal(x)` into every parameter again (after changing `beta` by hand)."""
         for group in self.param_groups:
             for p in group["params"]:
                 p.copy_(self._primal(self.state[p]["dual"], group).to(p.dtype))
 
     @contextlib.contextmanager
     def quantized(self) -> Iterator[None]:
-        """Inside the block every parameter holds its quantized value (``sign`` of the dual
-        variable, or the most probable level); the soft weights come back on exit."""
+        """A context manager for evaluation: inside the block every parameter holds its
+        quantized value (`sign` of the dual variable, or the most probable level); the soft
+        weights come back on exit.
+
+        Yields:
+            None.
+        """
         with _swapped_weights(self, lambda p, group: self._hard(self.state[p]["dual"], group)):
             yield
 
@@ -134,35 +155,42 @@ class _MirrorDescent(torch.optim.Optimizer):
 class MDTanh(_MirrorDescent):
     r"""Mirror descent with the tanh mirror map for binary weights (MD-tanh, Ajanthan et al. 2021).
 
-    Each marked parameter ``w`` (any shape) gets a dual tensor ``x`` of the same shape with
+    Each marked parameter `w` (any shape) gets a dual tensor `x` of the same shape with
 
-    .. math::
-        w = \tanh(\beta x), \qquad x_{t+1} = x_t - \eta\, \nabla_w \ell(w_t),
+    $$
+    w = \tanh(\beta x), \qquad x_{t+1} = x_t - \eta\, \nabla_w \ell(w_t),
+    $$
 
-    i.e. mirror descent on ``w`` in ``(-1, 1)`` with the mirror map
-    :math:`\Phi(w) = \frac{1}{2\beta}[(1+w)\log(1+w) + (1-w)\log(1-w)]` (whose gradient is
-    :math:`\tanh^{-1}(w)/\beta`): the gradient with respect to the *weight* updates the *dual*
-    variable. With ``adam=True`` that gradient is first scaled by Adam's bias-corrected moments
-    (kept in the dual space), as in the paper's experiments. ``beta`` is multiplied by
-    ``beta_growth`` every ``beta_every`` steps (the paper's CIFAR-10/ResNet-18 script uses Adam,
-    ``lr=1e-3``, growth 1.02 every 200 iterations). At evaluation use :meth:`quantized`, which
-    puts ``sign(x)`` (with ``sign(0) = +1``) into the parameters.
+    i.e. mirror descent on `w` in `(-1, 1)` with the mirror map
+    $\Phi(w) = \frac{1}{2\beta}[(1+w)\log(1+w) + (1-w)\log(1-w)]$ (whose gradient is
+    $\tanh^{-1}(w)/\beta$): the gradient with respect to the *weight* updates the *dual*
+    variable. With `adam=True` that gradient is first scaled by Adam's bias-corrected moments
+    (kept in the dual space), as in the paper's experiments. `beta` is multiplied by
+    `beta_growth` every `beta_every` steps (the paper's CIFAR-10/ResNet-18 script uses Adam,
+    `lr=1e-3`, growth 1.02 every 200 iterations). At evaluation use `quantized()`, which
+    puts `sign(x)` (with `sign(0) = +1`) into the parameters.
 
-    **The straight-through limit.** As :math:`\beta \to \infty`, :math:`\tanh(\beta x) \to
-    \operatorname{sign}(x)`: the forward pass sees ``sign(x)``, the gradient is taken with respect
-    to the binary weight and subtracted from the latent ``x``. That is exactly the
-    straight-through estimator (forward ``sign``, backward the identity) followed by SGD (or
-    Adam) on latent weights. ``beta=float('inf')`` runs that limit (the dual starts at the
-    current weight, like STE's latent weight); for finite ``beta`` the dual starts at
-    :math:`\tanh^{-1}(w)/\beta` so that the weight is unchanged (clipped into ``(-1, 1)``).
+    **The straight-through limit.** As $\beta \to \infty$, $\tanh(\beta x) \to
+    \operatorname{sign}(x)$: the forward pass sees `sign(x)`, the gradient is taken with respect
+    to the binary weight and subtracted from the latent `x`. That is exactly the
+    straight-through estimator (forward `sign`, backward the identity) followed by SGD (or
+    Adam) on latent weights. `beta=float('inf')` runs that limit (the dual starts at the
+    current weight, like STE's latent weight); for finite `beta` the dual starts at
+    $\tanh^{-1}(w)/\beta$ so that the weight is unchanged (clipped into `(-1, 1)`).
 
     Args:
-        params: weights marked with :func:`mark_binary` (or groups of them).
+        params: weights marked with [mark_binary][quasigrad.optim.mark_binary] (or groups of
+            them).
         lr: step size in the dual space.
-        beta: initial sharpness of the mirror map, ``> 0`` (``inf`` allowed: the STE limit).
-        beta_growth: factor ``>= 1`` applied to ``beta`` every ``beta_every`` steps.
-        beta_every: steps between two growths of ``beta``.
-        adam: scale the gradient by Adam's moments (``betas``, ``eps``) before the dual step.
+        beta: initial sharpness of the mirror map, `> 0` (`inf` allowed: the STE limit).
+        beta_growth: factor `>= 1` applied to `beta` every `beta_every` steps.
+        beta_every: steps between two growths of `beta`.
+        adam: scale the gradient by Adam's moments (`betas`, `eps`) before the dual step.
+        betas: Adam's moment decay rates.
+        eps: Adam's denominator term.
+
+    Raises:
+        ValueError: a parameter not marked as binary, or a bad option.
 
     References:
         Ajanthan, Gupta, Torr, Hartley, Dokania, "Mirror Descent View for Neural Network
@@ -171,8 +199,9 @@ class MDTanh(_MirrorDescent):
 
     _name = "MDTanh"
 
-    def __init__(self, params, lr: float = 1e-3, *, beta: float = 1.0, beta_growth: float = 1.0,
-                 beta_every: int = 1, adam: bool = False, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params: Params, lr: float = 1e-3, *, beta: float = 1.0, beta_growth: float = 1.0,
+                 beta_every: int = 1, adam: bool = False, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
         defaults = dict(lr=lr, beta=beta, beta_growth=beta_growth, beta_every=beta_every, adam=adam,
                         betas=tuple(betas), eps=eps)
         super().__init__(params, defaults)
@@ -212,35 +241,45 @@ def _check_levels(levels) -> tuple:
 
 
 class MDSoftmax(_MirrorDescent):
-    r"""Mirror descent with the softmax mirror map for weights with ``d`` levels (MD-softmax,
+    r"""Mirror descent with the softmax mirror map for weights with `d` levels (MD-softmax,
     Ajanthan et al. 2021): exponentiated gradient on the probabilities of the levels.
 
-    Each marked parameter ``w`` gets a dual tensor ``x`` of shape ``(*w.shape, d)`` with
+    Each marked parameter `w` gets a dual tensor `x` of shape `(*w.shape, d)` with
 
-    .. math::
-        u = \operatorname{softmax}(\beta x) \text{ (over the levels)}, \qquad
-        w = \sum_j q_j u_j, \qquad
-        x_{t+1} = x_t - \eta\, g_u, \quad g_u = \nabla_w \ell \otimes q ,
+    $$
+    u = \operatorname{softmax}(\beta x) \text{ (over the levels)}, \qquad
+    w = \sum_j q_j u_j, \qquad
+    x_{t+1} = x_t - \eta\, g_u, \quad g_u = \nabla_w \ell \otimes q ,
+    $$
 
-    since :math:`\partial w / \partial u_j = q_j`. In terms of ``u`` this is the exponentiated
-    gradient update :math:`u_{t+1} \propto u_t \exp(-\beta\eta\, g_u)` (mirror descent on the
-    simplex with the entropy as mirror map). With two levels ``(-1, 1)`` it is exactly
-    :class:`MDTanh` on :math:`(x_2 - x_1)/2`. At evaluation :meth:`quantized` puts the most
-    probable level :math:`q_{\arg\max_j x_j}` into each weight. As :math:`\beta\to\infty`,
-    ``u`` becomes the one-hot vector of the arg-max and the update is the straight-through
-    update of the latent ``x`` (forward: the hard level; backward: :math:`\partial w/\partial
-    x_j` replaced by :math:`q_j`).
+    since $\partial w / \partial u_j = q_j$. In terms of `u` this is the exponentiated
+    gradient update $u_{t+1} \propto u_t \exp(-\beta\eta\, g_u)$ (mirror descent on the
+    simplex with the entropy as mirror map). With two levels `(-1, 1)` it is exactly
+    [MDTanh][quasigrad.optim.MDTanh] on $(x_2 - x_1)/2$. At evaluation `quantized()` puts the
+    most probable level $q_{\arg\max_j x_j}$ into each weight. As $\beta\to\infty$,
+    `u` becomes the one-hot vector of the arg-max and the update is the straight-through
+    update of the latent `x` (forward: the hard level; backward: $\partial w/\partial
+    x_j$ replaced by $q_j$).
 
     The dual starts at the maximum-entropy distribution over the levels whose mean is the
-    current weight (clipped just inside ``[q_1, q_d]``): :math:`x_j = s\, q_j / \beta` with the
-    scalar ``s`` per weight found by bisection, so that the network starts from its current
-    weights. (For two levels this is :math:`\tanh^{-1}(w)/\beta`, MD-tanh's start.) With
-    ``beta=inf`` the dual starts at :math:`x_j = -(w - q_j)^2`, so the nearest level is chosen.
+    current weight (clipped just inside `[q_1, q_d]`): $x_j = s\, q_j / \beta$ with the
+    scalar `s` per weight found by bisection, so that the network starts from its current
+    weights. (For two levels this is $\tanh^{-1}(w)/\beta$, MD-tanh's start.) With
+    `beta=inf` the dual starts at $x_j = -(w - q_j)^2$, so the nearest level is chosen.
 
     Args:
-        params: weights marked with :func:`mark_binary`.
-        levels: the ``d >= 2`` strictly increasing quantization levels ``q`` (e.g. ``(-1, 0, 1)``).
-        lr, beta, beta_growth, beta_every, adam, betas, eps: as in :class:`MDTanh`.
+        params: weights marked with [mark_binary][quasigrad.optim.mark_binary].
+        levels: the `d >= 2` strictly increasing quantization levels `q` (e.g. `(-1, 0, 1)`).
+        lr: step size in the dual space.
+        beta: initial sharpness of the mirror map, `> 0` (`inf` allowed).
+        beta_growth: factor `>= 1` applied to `beta` every `beta_every` steps.
+        beta_every: steps between two growths of `beta`.
+        adam: scale the gradient by Adam's moments (`betas`, `eps`) before the dual step.
+        betas: Adam's moment decay rates.
+        eps: Adam's denominator term.
+
+    Raises:
+        ValueError: a parameter not marked as binary, bad levels, or a bad option.
 
     References:
         Ajanthan, Gupta, Torr, Hartley, Dokania, "Mirror Descent View for Neural Network
@@ -249,9 +288,9 @@ class MDSoftmax(_MirrorDescent):
 
     _name = "MDSoftmax"
 
-    def __init__(self, params, levels: Sequence[float] = (-1.0, 0.0, 1.0), lr: float = 1e-3, *,
+    def __init__(self, params: Params, levels: Sequence[float] = (-1.0, 0.0, 1.0), lr: float = 1e-3, *,
                  beta: float = 1.0, beta_growth: float = 1.0, beta_every: int = 1, adam: bool = False,
-                 betas=(0.9, 0.999), eps: float = 1e-8):
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         defaults = dict(levels=_check_levels(levels), lr=lr, beta=beta, beta_growth=beta_growth,
                         beta_every=beta_every, adam=adam, betas=tuple(betas), eps=eps)
         super().__init__(params, defaults)

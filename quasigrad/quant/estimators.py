@@ -1,30 +1,30 @@
 r"""Gradient estimators for deterministic quantizers, selected by name.
 
 A quantizer's forward value is exact (a rounding, a sign, a clamp); its backward pass
-multiplies the incoming gradient ``g`` by a *surrogate derivative* ``Q̂′``. Every estimator
-here is written as a function of ``t``, the signed distance from the input to the nearest
+multiplies the incoming gradient `g` by a *surrogate derivative* `Q̂′`. Every estimator
+here is written as a function of `t`, the signed distance from the input to the nearest
 rounding threshold, in units of the quantizer's step:
 
-- multi-level quantizers (``round``, ``floor``, ``ceil``, fake quantization, LSQ, DoReFa):
-  ``t ∈ [-1/2, 1/2)``, the same in every cell (``t = u - floor(u) - 1/2`` for rounding of
-  ``u = x / step``);
-- single-threshold quantizers (``sign``, ``heaviside``, ``ternary``): ``t = x`` minus the
+- multi-level quantizers (`round`, `floor`, `ceil`, fake quantization, LSQ, DoReFa):
+  `t ∈ [-1/2, 1/2)`, the same in every cell (`t = u - floor(u) - 1/2` for rounding of
+  `u = x / step`);
+- single-threshold quantizers (`sign`, `heaviside`, `ternary`): `t = x` minus the
   threshold, not wrapped.
 
-So the backward of ``y = Q(x)`` is ``∂L/∂x = g · Q̂′(t) · mask`` (``mask``: zero where a
-clamp is active), except for EWGS, whose factor also depends on ``g``.
+So the backward of `y = Q(x)` is `∂L/∂x = g · Q̂′(t) · mask` (`mask`: zero where a
+clamp is active), except for EWGS, whose factor also depends on `g`.
 
-The class covered by the theorem of Schoenbauer et al. (2024): ``Q̂′`` positive, the same
-shape in every cell, and a function of the weight alone. :meth:`QuantEstimator.in_class`
+The class covered by the theorem of Schoenbauer et al. (2024): `Q̂′` positive, the same
+shape in every cell, and a function of the weight alone. `QuantEstimator.in_class`
 checks it for given parameters (positivity on a grid over a cell); estimators that depend
 on anything but the weight's position in its cell (the clipped STE, magnitude-aware sign,
 EWGS) declare themselves outside it.
 
-The estimators live in a small registry of their own (:func:`get_estimator`,
-:func:`estimator_names`, :func:`estimator_table`) rather than in :mod:`quasigrad.registry`:
+The estimators live in a small registry of their own (`get_estimator`,
+`estimator_names`, `estimator_table`) rather than in `quasigrad.registry`:
 that registry's flags (unbiased, needs ∂f/∂D, per-sample functions for categorical and
 Bernoulli variables) describe stochastic estimators, and its loader does not import
-:mod:`quasigrad.quant`, so entries registered here would appear there only in processes that
+`quasigrad.quant`, so entries registered here would appear there only in processes that
 happened to import this module first.
 """
 
@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
+
+from .._util.registry import Registry
 
 __all__ = ["QuantEstimator", "register_estimator", "get_estimator", "estimator_names", "estimator_table"]
 
@@ -44,15 +46,15 @@ class QuantEstimator:
     """One surrogate derivative.
 
     Attributes:
-        name: registered name (``estimator="..."``).
-        derivative: ``(t, x, **params) -> factor`` with ``t`` as in the module docstring and
-            ``x`` the raw input (used only by estimators outside the theorem's class).
-        defaults: default parameters (``{"k": 4.0}``).
-        local: whether the factor is a function of ``t`` alone (same shape in every cell, of the
-            weight alone); the theorem also needs it positive, see :meth:`in_class`.
+        name: registered name (`estimator="..."`).
+        derivative: `(t, x, **params) -> factor` with `t` as in the module docstring and
+            `x` the raw input (used only by estimators outside the theorem's class).
+        defaults: default parameters (`{"k": 4.0}`).
+        local: whether the factor is a function of `t` alone (same shape in every cell, of the
+            weight alone); the theorem also needs it positive, see `in_class`.
         needs_grad: EWGS: the factor depends on the incoming gradient (handled by the quantizers).
-        inv_antiderivative: optional closed form ``H(t) = ∫_0^t ds / Q̂′(s)`` on ``[-1/2, 1/2]``
-            used by :func:`quasigrad.quant.remap` (numerical integration otherwise).
+        inv_antiderivative: optional closed form `H(t) = ∫_0^t ds / Q̂′(s)` on `[-1/2, 1/2]`
+            used by `quasigrad.quant.remap` (numerical integration otherwise).
         formula, reference: documentation.
     """
 
@@ -66,7 +68,17 @@ class QuantEstimator:
     inv_antiderivative: Optional[Callable] = None
 
     def params(self, given: Optional[dict] = None) -> dict:
-        """The defaults updated with ``given``; unknown parameter names are an error."""
+        """The defaults updated with `given`; unknown parameter names are an error.
+
+        Args:
+            given: parameter values to override the defaults with (finite numbers).
+
+        Returns:
+            The full parameter dict, every value a float.
+
+        Raises:
+            TypeError: an unknown parameter name, or a value that is not a finite number.
+        """
         given = dict(given or {})
         unknown = sorted(set(given) - set(self.defaults))
         if unknown:
@@ -80,10 +92,27 @@ class QuantEstimator:
         return out
 
     def factor(self, t: torch.Tensor, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """The gradient factor `Q̂′(t)` at the position `t` in the cell (and the input `x`).
+
+        Args:
+            t: the position of each input in its quantization cell.
+            x: the input.
+            params: the estimator's parameters (from `params`).
+
+        Returns:
+            `derivative(t, x, **params)`, shaped like `t`.
+        """
         return self.derivative(t, x, **params)
 
     def in_class(self, params: Optional[dict] = None) -> Tuple[bool, str]:
-        """Whether ``Q̂′`` with these parameters is in the theorem's class, and why not."""
+        """Whether `Q̂′` with these parameters is in the theorem's class, and why not.
+
+        Args:
+            params: parameters over the defaults.
+
+        Returns:
+            `(True, "")`, or `(False, reason)`.
+        """
         if not self.local:
             return False, (f"{self.name!r} is not a function of the weight's position in its cell alone "
                            f"(the theorem needs the same positive shape in every cell)")
@@ -96,31 +125,57 @@ class QuantEstimator:
         return True, ""
 
 
-_ESTIMATORS: Dict[str, QuantEstimator] = {}
+_ESTIMATORS: Registry[QuantEstimator] = Registry("quantizer estimator")
 
 
 def register_estimator(est: QuantEstimator, *, replace: bool = False) -> QuantEstimator:
-    """Add ``est`` to the quantizer-estimator registry (a name twice is an error unless ``replace``)."""
+    """Add `est` to the quantizer-estimator registry (a name twice is an error unless `replace`).
+
+    Args:
+        est: the estimator.
+        replace: replace an estimator of the same name.
+
+    Returns:
+        `est`.
+
+    Raises:
+        ValueError: the name is already registered and `replace` is false.
+    """
     if est.name in _ESTIMATORS and not replace:
         raise ValueError(f"quantizer estimator {est.name!r} is already registered")
-    _ESTIMATORS[est.name] = est
+    _ESTIMATORS.register(est.name, est, replace=replace)
     return est
 
 
-def get_estimator(name) -> QuantEstimator:
-    """Look up a quantizer estimator by name (or pass a :class:`QuantEstimator` through)."""
+def get_estimator(name: Union[str, QuantEstimator]) -> QuantEstimator:
+    """Look up a quantizer estimator by name (or pass a `QuantEstimator` through).
+
+    Args:
+        name: a registered name, or a `QuantEstimator`.
+
+    Returns:
+        The `QuantEstimator`.
+
+    Raises:
+        TypeError: `name` is neither a str nor a `QuantEstimator`.
+        ValueError: no estimator has that name.
+    """
     if isinstance(name, QuantEstimator):
         return name
     if not isinstance(name, str):
         raise TypeError(f"estimator must be a name (str), got {type(name).__name__}")
-    try:
-        return _ESTIMATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown quantizer estimator {name!r}; known: {', '.join(sorted(_ESTIMATORS))}") from None
+    return _ESTIMATORS.get(name)
 
 
 def estimator_names(*, in_class: Optional[bool] = None) -> list:
-    """Registered names, optionally only those (not) in the theorem's class at default parameters."""
+    """Registered names, optionally only those (not) in the theorem's class at default parameters.
+
+    Args:
+        in_class: `True` or `False` to keep only the names in (or not in) the class; `None` for all.
+
+    Returns:
+        The sorted names.
+    """
     out = []
     for name in sorted(_ESTIMATORS):
         if in_class is None or _ESTIMATORS[name].in_class()[0] == in_class:
@@ -129,7 +184,11 @@ def estimator_names(*, in_class: Optional[bool] = None) -> list:
 
 
 def estimator_table() -> str:
-    """Plain-text table: name, formula, defaults, in the theorem's class (at defaults)."""
+    """Plain-text table: name, formula, defaults, in the theorem's class (at defaults).
+
+    Returns:
+        The table, one line per estimator under a header line.
+    """
     rows = [("name", "Q̂′(t)", "defaults", "in class")]
     for name in sorted(_ESTIMATORS):
         e = _ESTIMATORS[name]
@@ -140,7 +199,7 @@ def estimator_table() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The estimators. ``t``: signed distance to the nearest threshold (in steps); ``x``: raw input.
+# The estimators. `t`: signed distance to the nearest threshold (in steps); `x`: raw input.
 
 
 def _sech2(z):
@@ -205,6 +264,6 @@ def _tanh_family_H(scale):
     return H
 
 
-_ESTIMATORS["tanh"] = dataclasses.replace(_ESTIMATORS["tanh"], inv_antiderivative=_tanh_family_H(lambda k: 1.0))
-_ESTIMATORS["dsq"] = dataclasses.replace(_ESTIMATORS["dsq"],
-                                         inv_antiderivative=_tanh_family_H(lambda k: 2.0 * math.tanh(k / 2.0)))
+_ESTIMATORS.replace("tanh", dataclasses.replace(_ESTIMATORS["tanh"], inv_antiderivative=_tanh_family_H(lambda k: 1.0)))
+_ESTIMATORS.replace("dsq", dataclasses.replace(_ESTIMATORS["dsq"],
+                                               inv_antiderivative=_tanh_family_H(lambda k: 2.0 * math.tanh(k / 2.0))))

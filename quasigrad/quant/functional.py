@@ -1,12 +1,12 @@
 r"""Quantizers whose forward value is exact and whose backward pass is a named estimator.
 
-Every function returns a tensor of ``x``'s shape and dtype holding the exact quantized value;
-``estimator=`` (a name from :func:`quasigrad.quant.estimator_names`) chooses the gradient,
-with the estimator's parameters as keyword arguments (``estimator="tanh", k=4``). The
-backward pass computes ``∂L/∂x = g · Q̂′(t) · mask`` where ``t`` is the signed distance to the
-nearest rounding threshold in steps and ``mask`` is zero where a clamp is active (see
-:mod:`quasigrad.quant.estimators`). For EWGS it is ``g·(1 + δ·sign(g)·(x − q))·mask`` with
-``x − q`` in steps.
+Every function returns a tensor of `x`'s shape and dtype holding the exact quantized value;
+`estimator=` (a name from `quasigrad.quant.estimator_names`) chooses the gradient,
+with the estimator's parameters as keyword arguments (`estimator="tanh", k=4`). The
+backward pass computes `∂L/∂x = g · Q̂′(t) · mask` where `t` is the signed distance to the
+nearest rounding threshold in steps and `mask` is zero where a clamp is active (see
+`quasigrad.quant.estimators`). For EWGS it is `g·(1 + δ·sign(g)·(x − q))·mask` with
+`x − q` in steps.
 
 References:
     Bengio, Léonard, Courville 2013 (STE); Jacob et al. 2018 (affine fake quantization);
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -36,7 +36,7 @@ _ceil = torch.ceil
 
 
 class _Surrogate(torch.autograd.Function):
-    """Forward: ``value``. Backward: ``g·factor + |g|·extra`` to ``x`` (``extra`` only for EWGS)."""
+    """Forward: `value`. Backward: `g·factor + |g|·extra` to `x` (`extra` only for EWGS)."""
 
     @staticmethod
     def forward(ctx, x, value, factor, extra):
@@ -54,10 +54,10 @@ class _Surrogate(torch.autograd.Function):
 
 
 def _attach(x, value, t, mask, estimator, params, step=1.0):
-    """Give ``value`` (exact, computed without grad) the estimator's gradient with respect to ``x``.
+    """Give `value` (exact, computed without grad) the estimator's gradient with respect to `x`.
 
-    ``t``: signed distance to the nearest threshold in steps; ``mask``: bool tensor or None;
-    ``step``: the step (for EWGS's ``x − q`` in steps)."""
+    `t`: signed distance to the nearest threshold in steps; `mask`: bool tensor or None;
+    `step`: the step (for EWGS's `x − q` in steps)."""
     est = get_estimator(estimator)
     p = est.params(params)
     if not x.requires_grad:
@@ -74,7 +74,7 @@ def _attach(x, value, t, mask, estimator, params, step=1.0):
 
 
 def _c(x):
-    """``x`` detached, in float32 if it is a half type (the distance to a threshold needs the precision)."""
+    """`x` detached, in float32 if it is a half type (the distance to a threshold needs the precision)."""
     x = x.detach()
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
@@ -99,9 +99,18 @@ def _check_bits(bits):
 
 
 def round(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """Round half to even (``torch.round``); thresholds at half-integers.
+    """Round half to even (`torch.round`); thresholds at half-integers.
 
-    Forward: ``round(x)`` exactly. Backward: ``g·Q̂′(x − floor(x) − 1/2)`` (``1`` for the STE)."""
+    Forward: `round(x)` exactly. Backward: `g·Q̂′(x − floor(x) − 1/2)` (`1` for the STE).
+
+    Args:
+        x: floating tensor, any shape.
+        estimator: the gradient estimator `Q̂′` through the step (a registered quantizer estimator name).
+        **params: the estimator's parameters.
+
+    Returns:
+        `round(x)`, shaped like `x`.
+    """
     _check(x)
     with torch.no_grad():
         value = _round(x)
@@ -110,7 +119,16 @@ def round(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
 
 
 def floor(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """``floor(x)``; thresholds at integers, backward ``g·Q̂′(x − round(x))``."""
+    """`floor(x)`; thresholds at integers, backward `g·Q̂′(x − round(x))`.
+
+    Args:
+        x: floating tensor, any shape.
+        estimator: the gradient estimator `Q̂′` through the step (a registered quantizer estimator name).
+        **params: the estimator's parameters.
+
+    Returns:
+        `floor(x)`, shaped like `x`.
+    """
     _check(x)
     with torch.no_grad():
         value = _floor(x)
@@ -119,7 +137,16 @@ def floor(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
 
 
 def ceil(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """``ceil(x)``; thresholds at integers, backward ``g·Q̂′(x − round(x))``."""
+    """`ceil(x)`; thresholds at integers, backward `g·Q̂′(x − round(x))`.
+
+    Args:
+        x: floating tensor, any shape.
+        estimator: the gradient estimator `Q̂′` through the step (a registered quantizer estimator name).
+        **params: the estimator's parameters.
+
+    Returns:
+        `ceil(x)`, shaped like `x`.
+    """
     _check(x)
     with torch.no_grad():
         value = _ceil(x)
@@ -128,10 +155,19 @@ def ceil(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
 
 
 def sign(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """``sign(x)`` in {−1, +1} with ``sign(0) = +1``; backward ``g·Q̂′(x)`` (unwrapped: one threshold).
+    """`sign(x)` in {−1, +1} with `sign(0) = +1`; backward `g·Q̂′(x)` (unwrapped: one threshold).
 
-    Common choices: ``"clipped-ste"`` (hard tanh), ``"approx-sign"``, ``"swish-sign"``,
-    ``"tanh"``, ``"magnitude-aware"``."""
+    Common choices: `"clipped-ste"` (hard tanh), `"approx-sign"`, `"swish-sign"`,
+    `"tanh"`, `"magnitude-aware"`.
+
+    Args:
+        x: floating tensor, any shape.
+        estimator: the gradient estimator `Q̂′` through the step (a registered quantizer estimator name).
+        **params: the estimator's parameters.
+
+    Returns:
+        `sign(x)` in {−1, +1}, shaped like `x`.
+    """
     _check(x)
     with torch.no_grad():
         value = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
@@ -139,7 +175,16 @@ def sign(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
 
 
 def heaviside(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """``1[x ≥ 0]`` in {0, 1}; backward ``g·Q̂′(x)``."""
+    """`1[x ≥ 0]` in {0, 1}; backward `g·Q̂′(x)`.
+
+    Args:
+        x: floating tensor, any shape.
+        estimator: the gradient estimator `Q̂′` through the step (a registered quantizer estimator name).
+        **params: the estimator's parameters.
+
+    Returns:
+        `1[x ≥ 0]` in `x`'s dtype, shaped like `x`.
+    """
     _check(x)
     with torch.no_grad():
         value = (x >= 0).to(x.dtype)
@@ -147,17 +192,29 @@ def heaviside(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Ten
 
 
 def ternary(x: torch.Tensor, threshold: Optional[float] = None, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """Ternary weights in {−1, 0, +1}: ``sign(x)·1[|x| > Δ]``.
+    """Ternary weights in {−1, 0, +1}: `sign(x)·1[|x| > Δ]`.
+
+    Backward: `g·Q̂′(|x| − Δ)` (distance to the nearer threshold ±Δ).
 
     Args:
-        threshold: Δ (> 0); default ``0.7·mean|x|`` (Li, Zhang, Liu 2016, Ternary weight networks).
-    Backward: ``g·Q̂′(|x| − Δ)`` (distance to the nearer threshold ±Δ)."""
+        x: floating tensor, any shape.
+        threshold: Δ (> 0); default `0.7·mean|x|` (Li, Zhang, Liu 2016, Ternary weight networks).
+        estimator: the gradient estimator `Q̂′` through the step (a registered quantizer estimator name).
+        **params: the estimator's parameters.
+
+    Returns:
+        `sign(x)·1[|x| > Δ]`, shaped like `x`.
+
+    Raises:
+        ValueError: `x` is not finite where the default threshold is computed from it.
+    """
     _check(x)
     with torch.no_grad():
         if threshold is None:
-            delta = 0.7 * x.abs().mean()
-            if not bool(torch.isfinite(delta)):
+            mean_abs = 0.7 * x.abs().mean()
+            if not bool(torch.isfinite(mean_abs)):
                 raise ValueError("x must be finite to compute the default threshold 0.7·mean|x|")
+            delta: Union[torch.Tensor, float] = mean_abs
         else:
             delta = V.check_positive(threshold, "threshold")
         value = torch.sign(x) * (x.abs() > delta).to(x.dtype)
@@ -165,17 +222,23 @@ def ternary(x: torch.Tensor, threshold: Optional[float] = None, *, estimator: st
     return _attach(x, value, t, None, estimator, params)
 
 
-def uniform_quantize(x: torch.Tensor, bits: int, clip, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """Symmetric mid-rise uniform quantizer on ``[-clip, clip]`` with ``2**bits`` levels.
+def uniform_quantize(x: torch.Tensor, bits: int, clip: Union[float, torch.Tensor], *, estimator: str = "ste", **params) -> torch.Tensor:
+    """Symmetric mid-rise uniform quantizer on `[-clip, clip]` with `2**bits` levels.
 
-    With step ``Δ = 2·clip / 2**bits`` and ``u = x / Δ``, the forward value is
-    ``Δ·(clamp(floor(u), −2**(bits−1), 2**(bits−1) − 1) + 1/2)``: levels ``±Δ/2, ±3Δ/2, …``,
-    thresholds at ``nΔ``. Backward: ``g·Q̂′(u − round(u))·1[|x| ≤ clip]``. This is the weight
-    quantizer of the qat-equivalence benchmark (2 bits, ``clip = √(6/fan_in)``).
+    With step `Δ = 2·clip / 2**bits` and `u = x / Δ`, the forward value is
+    `Δ·(clamp(floor(u), −2**(bits−1), 2**(bits−1) − 1) + 1/2)`: levels `±Δ/2, ±3Δ/2, …`,
+    thresholds at `nΔ`. Backward: `g·Q̂′(u − round(u))·1[|x| ≤ clip]`. This is the weight
+    quantizer of the qat-equivalence benchmark (2 bits, `clip = √(6/fan_in)`).
 
     Args:
+        x: floating tensor, any shape.
         bits: number of bits (>= 1).
         clip: positive number (or 0-dim tensor): the clipping range.
+        estimator: the gradient estimator `Q̂′` through the step (a registered quantizer estimator name).
+        **params: the estimator's parameters.
+
+    Returns:
+        The quantized values, shaped like `x`, in its dtype.
     """
     _check(x)
     bits = _check_bits(bits)
@@ -220,21 +283,32 @@ def _fq(x, scale, zero_point, quant_min, quant_max, estimator, params, value_in_
     return _attach(x, value, t, mask, estimator, params)
 
 
-def fake_quantize(x: torch.Tensor, scale, zero_point, quant_min: int, quant_max: int, *,
+def fake_quantize(x: torch.Tensor, scale: Union[float, torch.Tensor], zero_point: Union[int, float, torch.Tensor],
+                  quant_min: int, quant_max: int, *,
                   estimator: str = "ste", **params) -> torch.Tensor:
-    r"""Per-tensor affine fake quantization, bit-exact with ``torch.fake_quantize_per_tensor_affine``.
+    r"""Per-tensor affine fake quantization, bit-exact with `torch.fake_quantize_per_tensor_affine`.
 
-    .. math:: q = \mathrm{clamp}(\mathrm{round}(x / s) + z,\ q_{min},\ q_{max}),\quad y = (q - z)\,s
+    $$ q = \mathrm{clamp}(\mathrm{round}(x / s) + z,\ q_{min},\ q_{max}),\quad y = (q - z)\,s $$
 
-    (``1/s`` computed in float32 as PyTorch does; round half to even). Backward:
-    ``g·Q̂′(t)·1[q_{min} ≤ round(x/s) + z ≤ q_{max}]`` — for the STE exactly PyTorch's gradient
+    (`1/s` computed in float32 as PyTorch does; round half to even). Backward:
+    `g·Q̂′(t)·1[q_{min} ≤ round(x/s) + z ≤ q_{max}]` — for the STE exactly PyTorch's gradient
     mask, including values at and beyond the clamp bounds.
 
     Args:
         x: floating tensor, any shape.
         scale: positive number or one-element tensor.
-        zero_point: integer (or one-element integer tensor).
-        quant_min, quant_max: integer range.
+        zero_point: integer (or one-element integer tensor), in `[quant_min, quant_max]`.
+        quant_min: the least integer code.
+        quant_max: the largest integer code.
+        estimator: the gradient estimator `Q̂′` through the rounding.
+        **params: the estimator's parameters.
+
+    Returns:
+        `y = (q − z)·s`, shaped like `x`, in its dtype.
+
+    Raises:
+        TypeError: `quant_min`, `quant_max` or `zero_point` is not an integer.
+        ValueError: an empty range, or `zero_point` outside it.
     """
     _check(x)
     _check_qrange(quant_min, quant_max)
@@ -255,13 +329,23 @@ def fake_quantize(x: torch.Tensor, scale, zero_point, quant_min: int, quant_max:
 
 def fake_quantize_per_channel(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
                               quant_min: int, quant_max: int, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """Per-channel affine fake quantization, bit-exact with ``torch.fake_quantize_per_channel_affine``.
+    """Per-channel affine fake quantization, bit-exact with `torch.fake_quantize_per_channel_affine`.
+
+    Same forward and gradient mask as `fake_quantize`, channel by channel.
 
     Args:
-        scale: 1-D tensor of ``x.shape[axis]`` positive scales.
-        zero_point: 1-D integer tensor of ``x.shape[axis]`` zero points in ``[quant_min, quant_max]``.
+        x: floating tensor, any shape.
+        scale: 1-D tensor of `x.shape[axis]` positive scales.
+        zero_point: 1-D integer tensor of `x.shape[axis]` zero points in `[quant_min, quant_max]`.
         axis: the channel dimension.
-    Same forward and gradient mask as :func:`fake_quantize`, channel by channel."""
+        quant_min: the least integer code.
+        quant_max: the largest integer code.
+        estimator: the gradient estimator `Q̂′` through the rounding.
+        **params: the estimator's parameters.
+
+    Returns:
+        The fake-quantized values, shaped like `x`, in its dtype.
+    """
     _check(x)
     _check_qrange(quant_min, quant_max)
     axis = V.normalize_dim(axis, x.dim(), "axis")
@@ -290,20 +374,46 @@ def fake_quantize_per_channel(x: torch.Tensor, scale: torch.Tensor, zero_point: 
 
 
 def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Identity forward, gradient multiplied by ``factor`` (LSQ's step-size gradient scale)."""
-    return (x - x * factor).detach() + x * factor
+    """Identity forward, gradient multiplied by `factor` (LSQ's step-size gradient scale).
+
+    The forward value is exactly `x` (`x + (a − a)` with `a = factor·x`), so a quantizer that
+    scales by it gives the same bits as one that multiplies by `x` itself; this is what lets
+    `quasigrad.quant.convert` store LSQ's step as the scale of integer weights.
+
+    Args:
+        x: tensor (the learned step).
+        factor: the gradient multiplier.
+
+    Returns:
+        A tensor equal to `x` whose gradient with respect to `x` is `factor` times the incoming one.
+    """
+    scaled = x * factor
+    return x.detach() + (scaled - scaled.detach())
 
 
 def lsq(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool = True, estimator: str = "ste",
         **params) -> torch.Tensor:
     r"""Learned step size quantization (Esser et al. 2020).
 
-    .. math:: y = s\,\mathrm{round}(\mathrm{clamp}(x/s, -Q_N, Q_P))
+    $$ y = s\,\mathrm{round}(\mathrm{clamp}(x/s, -Q_N, Q_P)) $$
 
-    with ``Q_N = 2**(bits−1), Q_P = 2**(bits−1) − 1`` (signed) or ``0, 2**bits − 1``. The step ``s``
-    is a learned (one-element or broadcastable) tensor whose gradient is scaled by
-    ``1/√(N·Q_P)`` (``N = x.numel()``), giving LSQ's ``∂y/∂s = round(x/s) − x/s`` inside the range
-    and ``−Q_N`` or ``Q_P`` outside; ``∂y/∂x`` is the estimator's inside the range, 0 outside."""
+    with `Q_N = 2**(bits−1), Q_P = 2**(bits−1) − 1` (signed) or `0, 2**bits − 1`. The step `s`
+    is a learned tensor, one element (per tensor) or broadcastable to `x` (per channel, e.g.
+    shaped `(C, 1)` for a `(C, K)` weight), whose gradient is scaled by `1/√(N·Q_P)` with
+    `N` the number of elements that share one step (`x.numel() / s.numel()`), giving LSQ's
+    `∂y/∂s = round(x/s) − x/s` inside the range and `−Q_N` or `Q_P` outside; `∂y/∂x` is
+    the estimator's inside the range, 0 outside.
+
+    Args:
+        x: floating tensor to quantize.
+        step: positive step `s`, one element or broadcastable to `x`.
+        bits: number of bits (>= 2 when `signed`).
+        signed: signed range `[−Q_N, Q_P]` or unsigned `[0, 2**bits − 1]`.
+        estimator: gradient estimator through the rounding; further keywords are its parameters.
+
+    Returns:
+        `s·round(clamp(x/s, −Q_N, Q_P))`, shaped like `x` broadcast with `s`.
+    """
     _check(x)
     bits = _check_bits(bits)
     if not isinstance(step, torch.Tensor):
@@ -313,15 +423,26 @@ def lsq(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool = True, 
     qn, qp = (2 ** (bits - 1), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
     if qp == 0:
         raise ValueError("signed LSQ needs bits >= 2 (with 1 bit the positive range is empty)")
-    s = grad_scale(step, 1.0 / math.sqrt(x.numel() * qp))
+    per_step = max(x.numel() // max(step.numel(), 1), 1)
+    s = grad_scale(step, 1.0 / math.sqrt(per_step * qp))
     v = torch.clamp(x / s, -qn, qp)
     return round(v, estimator=estimator, **params) * s
 
 
 def pact(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
-    r"""PACT activation quantization (Choi et al. 2018): ``y = round(clamp(x, 0, α)·n/α)·α/n``,
-    ``n = 2**bits − 1``, with the straight-through gradient ``∂y/∂x = 1[0 ≤ x ≤ α]``,
-    ``∂y/∂α = 1[x ≥ α]`` (PACT's choice)."""
+    r"""PACT activation quantization (Choi et al. 2018): `y = round(clamp(x, 0, α)·n/α)·α/n`.
+
+    With `n = 2**bits − 1` and the straight-through gradient `∂y/∂x = 1[0 ≤ x ≤ α]`,
+    `∂y/∂α = 1[x ≥ α]` (PACT's choice).
+
+    Args:
+        x: floating tensor, any shape.
+        alpha: the learned clipping level α, a positive tensor.
+        bits: number of bits.
+
+    Returns:
+        `y`, shaped like `x` broadcast with `alpha`.
+    """
     _check(x)
     bits = _check_bits(bits)
     if not isinstance(alpha, torch.Tensor):
@@ -338,8 +459,18 @@ def pact(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
 def dorefa_weight(w: torch.Tensor, bits: int, *, estimator: str = "ste", **params) -> torch.Tensor:
     r"""DoReFa weight quantization (Zhou et al. 2016).
 
-    ``bits = 1``: ``sign(w)·mean|w|``. Otherwise ``2·quantize_k(tanh(w)/(2 max|tanh w|) + 1/2) − 1`` with
-    ``quantize_k(r) = round((2^k − 1) r)/(2^k − 1)`` and the estimator through the rounding."""
+    `bits = 1`: `sign(w)·mean|w|`. Otherwise `2·quantize_k(tanh(w)/(2 max|tanh w|) + 1/2) − 1` with
+    `quantize_k(r) = round((2^k − 1) r)/(2^k − 1)` and the estimator through the rounding.
+
+    Args:
+        w: floating weight tensor.
+        bits: number of bits `k`.
+        estimator: the gradient estimator through the rounding (or the sign, at 1 bit).
+        **params: the estimator's parameters.
+
+    Returns:
+        The quantized weights, shaped like `w`.
+    """
     _check(w, "w")
     bits = _check_bits(bits)
     if bits == 1:
@@ -351,7 +482,17 @@ def dorefa_weight(w: torch.Tensor, bits: int, *, estimator: str = "ste", **param
 
 
 def dorefa_activation(x: torch.Tensor, bits: int, *, estimator: str = "ste", **params) -> torch.Tensor:
-    """DoReFa activation quantization: ``round((2^k − 1)·clamp(x, 0, 1))/(2^k − 1)`` (gradient 0 outside [0, 1])."""
+    """DoReFa activation quantization: `round((2^k − 1)·clamp(x, 0, 1))/(2^k − 1)` (gradient 0 outside [0, 1]).
+
+    Args:
+        x: floating tensor, any shape.
+        bits: number of bits `k`.
+        estimator: the gradient estimator through the rounding.
+        **params: the estimator's parameters.
+
+    Returns:
+        The quantized activations, shaped like `x`.
+    """
     _check(x)
     bits = _check_bits(bits)
     n = 2 ** bits - 1

@@ -8,10 +8,17 @@ import math
 import torch
 
 
-
 def stationary_distribution(P: torch.Tensor) -> torch.Tensor:
-    """The stationary distribution of an irreducible transition matrix ``P`` (rows sum to 1):
-    the solution of ``π (P − I) = 0``, ``Σ π = 1``, by least squares in float64."""
+    """The stationary distribution of an irreducible transition matrix.
+
+    Args:
+        P: a transition matrix `(S, S)` whose rows sum to 1 (for instance a sampler's
+            `transition_matrix()`).
+
+    Returns:
+        π shaped `(S,)` in float64: the solution of `π (P − I) = 0`, `Σ π = 1`, by least
+        squares.
+    """
     P = P.double()
     S = P.shape[0]
     A = torch.cat([(P - torch.eye(S, dtype=P.dtype, device=P.device)).T, torch.ones(1, S, dtype=P.dtype,
@@ -28,19 +35,23 @@ def stationary_distribution(P: torch.Tensor) -> torch.Tensor:
 def effective_sample_size(samples: torch.Tensor) -> torch.Tensor:
     r"""Multi-chain effective sample size of each scalar statistic.
 
+    With `W` the mean within-chain variance, `B/n` the variance of the chain means,
+    `var⁺ = (n − 1)/n W + B/n`, and `ρ_t = 1 − (W − γ̄_t)/var⁺` (`γ̄_t` the chains' mean
+    autocovariance at lag `t`, by FFT), `ESS = m n / τ` with `τ = −1 + 2 Σ_k P_k`,
+    `P_k = ρ_{2k} + ρ_{2k+1}` summed while positive and made monotone (Geyer's initial
+    monotone sequence). A statistic constant over every draw has ESS `m n`. (Stan reference
+    manual; Vehtari et al. 2021 without rank normalisation.)
+
     Args:
-        samples: ``(num_steps, num_chains, ...)``: ``num_steps ≥ 4`` draws of every chain.
+        samples: `(num_steps, num_chains, ...)`: `num_steps ≥ 4` draws of every chain.
 
     Returns:
-        ESS shaped ``samples.shape[2:]`` (float64). It can exceed ``num_steps · num_chains``
-        for anticorrelated chains (as in Stan), up to ``n m log10(n m)``.
+        ESS shaped `samples.shape[2:]` (float64). It can exceed `num_steps · num_chains`
+        for anticorrelated chains (as in Stan), up to `n m log10(n m)`.
 
-    With ``W`` the mean within-chain variance, ``B/n`` the variance of the chain means,
-    ``var⁺ = (n − 1)/n W + B/n``, and ``ρ_t = 1 − (W − \bar{γ}_t)/var⁺`` (``\bar{γ}_t`` the
-    chains' mean autocovariance at lag ``t``, by FFT), ``ESS = m n / τ`` with
-    ``τ = −1 + 2 Σ_k P_k``, ``P_k = ρ_{2k} + ρ_{2k+1}`` summed while positive and made
-    monotone (Geyer's initial monotone sequence). A statistic constant over every draw has
-    ESS ``m n``. (Stan reference manual; Vehtari et al. 2021 without rank normalisation.)
+    Raises:
+        TypeError: `samples` is not a tensor.
+        ValueError: fewer than 2 dimensions or 4 steps, or non-finite values.
     """
     if not isinstance(samples, torch.Tensor):
         raise TypeError(f"samples must be a torch.Tensor, got {type(samples).__name__}")

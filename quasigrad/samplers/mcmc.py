@@ -1,25 +1,24 @@
 """The samplers: Gibbs, Gibbs-with-gradients and discrete Langevin, one step at a time on a
-batch of chains, and the name registry :data:`SAMPLERS`."""
+batch of chains, and the names `make_sampler` knows (`SAMPLERS`)."""
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import torch
 
 from .._util import validate as V
+from .._util.registry import Registry
 from ..estimators._sampling import sample_categorical, uniform
 from .models import EnergyModel, _all_indices, _as_one_hot, _model_double, from_index, to_index
-
-
 
 # --------------------------------------------------------------------------------------------
 # Samplers
 
 
 class _Sampler:
-    """Shared machinery: a cache of ``(f, ∇f)`` at the chains' current state, validation of
+    """Shared machinery: a cache of `(f, ∇f)` at the chains' current state, validation of
     states the sampler did not produce itself, and acceptance statistics."""
 
     name = ""
@@ -29,15 +28,15 @@ class _Sampler:
         if not isinstance(model, EnergyModel):
             raise TypeError(f"model must be a quasigrad.samplers.EnergyModel, got {type(model).__name__}")
         self.model = model
-        self._cache = None
+        self._cache: Any = None
         self.num_steps = 0
         self.accepted = 0.0   # sum over steps of the fraction of chains that moved / accepted
-        self.last_accept_prob = None
+        self.last_accept_prob: Any = None
 
     @property
     def accept_rate(self) -> float:
-        """Mean over steps and chains of the acceptance indicator; for kernels without an MH
-        test (Gibbs, DULA) the fraction of chains whose state changed."""
+        """The mean over steps and chains of the acceptance indicator; for kernels without an
+        MH test (Gibbs, DULA) the fraction of chains whose state changed (NaN before a step)."""
         return self.accepted / self.num_steps if self.num_steps else float("nan")
 
     def _eval(self, x):
@@ -66,11 +65,30 @@ class _Sampler:
         return self._remember(out, fo, go)
 
     def step(self, x: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Advance every chain by one transition.
+
+        Args:
+            x: the chains' states `(..., *model.event_shape)`.
+            generator: for the draws.
+
+        Returns:
+            The new states, shaped like `x`.
+        """
         raise NotImplementedError
 
     def run(self, x: torch.Tensor, num_steps: int, *, generator: Optional[torch.Generator] = None,
-            callback: Optional[Callable] = None) -> torch.Tensor:
-        """``num_steps`` steps from ``x``; ``callback(t, x)`` after each. Returns the last state."""
+            callback: Optional[Callable[[int, torch.Tensor], Any]] = None) -> torch.Tensor:
+        """Several steps in a row.
+
+        Args:
+            x: the chains' starting states.
+            num_steps: how many steps (0: none).
+            generator: for the draws.
+            callback: `callback(t, x)`, run after step `t` with the new states.
+
+        Returns:
+            The last states.
+        """
         num_steps = V.check_int(num_steps, "num_steps", minimum=0)
         for t in range(num_steps):
             x = self.step(x, generator=generator)
@@ -80,24 +98,45 @@ class _Sampler:
 
     # -- exact transition matrix on small models --------------------------------------------
     def transition_matrix(self, *, max_states: int = 1 << 12) -> torch.Tensor:
-        """The exact kernel ``P[s, s′] = P(x_{t+1} = s′ | x_t = s)`` over all states (float64),
-        in the order of :meth:`EnergyModel.enumerate_states`. Rows sum to 1."""
+        """The exact transition kernel over all states of a small model, in float64.
+
+        Args:
+            max_states: refuse to enumerate more states than this.
+
+        Returns:
+            `P[s, s′] = P(x_{t+1} = s′ | x_t = s)` shaped `(S, S)`, states in the order of
+            [EnergyModel.enumerate_states][quasigrad.samplers.EnergyModel.enumerate_states].
+            Rows sum to 1.
+
+        Raises:
+            ValueError: the model has more than `max_states` states.
+        """
         raise NotImplementedError
 
 
 def _neighbour_index(idx_states, i, c, num_categories):
-    """State index after setting variable ``i`` of each state to ``c``."""
+    """State index after setting variable `i` of each state to `c`."""
     power = num_categories ** i
     s = (idx_states * (num_categories ** torch.arange(idx_states.shape[-1], device=idx_states.device))).sum(-1)
     return s + (c - idx_states[..., i]) * power
 
 
 class Gibbs(_Sampler):
-    """Single-site Gibbs sampling: one variable per step is redrawn from ``π(x_i | x_{−i})``
-    (``C`` evaluations of ``f``, no gradient). ``scan="random"``: the variable is uniform and
-    independent per chain; ``scan="systematic"``: variable ``t mod D`` at step ``t``. Exact (each
-    single-site kernel leaves π invariant); a systematic sweep of ``D`` steps is the classic
-    Gibbs sweep."""
+    """Single-site Gibbs sampling: one variable per step is redrawn from `π(x_i | x_{−i})`
+    (`C` evaluations of `f`, no gradient).
+
+    Exact (each single-site kernel leaves π invariant); a systematic sweep of `D` steps is the
+    classic Gibbs sweep.
+
+    Args:
+        model: the target.
+        scan: `"random"`: the variable is uniform and independent per chain;
+            `"systematic"`: variable `t mod D` at step `t`.
+
+    Raises:
+        TypeError: `model` is not an `EnergyModel`.
+        ValueError: an unknown `scan`.
+    """
 
     needs_grad = False
 
@@ -108,7 +147,16 @@ class Gibbs(_Sampler):
         self.scan = scan
         self.name = "gibbs" if scan == "random" else "gibbs-systematic"
 
-    def step(self, x, *, generator=None):
+    def step(self, x: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Redraw one variable of every chain from its conditional.
+
+        Args:
+            x: the chains' states.
+            generator: for the draws.
+
+        Returns:
+            The new states.
+        """
         m = self.model
         c = self._cache
         if c is None or c[0] is not x or c[1] != x._version:
@@ -134,7 +182,16 @@ class Gibbs(_Sampler):
         self._cache = (out, out._version, None, None)
         return out
 
-    def transition_matrix(self, *, max_states: int = 1 << 12):
+    def transition_matrix(self, *, max_states: int = 1 << 12) -> torch.Tensor:
+        """The exact kernel: the mean of the single-site kernels (random scan) or their
+        product over one sweep (systematic scan).
+
+        Args:
+            max_states: refuse to enumerate more states than this.
+
+        Returns:
+            `P` shaped `(S, S)` in float64, rows summing to 1.
+        """
         m = self.model
         logp = m.exact_log_probs(max_states=max_states)
         idx = _all_indices(m.num_vars, m.num_categories, max_states, logp.device)
@@ -157,13 +214,19 @@ class Gibbs(_Sampler):
 class GibbsWithGradients(_Sampler):
     r"""Gibbs-with-Gradients (Grathwohl et al. 2021): a Metropolis–Hastings sampler that
     changes one variable per step, chosen by a first-order estimate of how much each change
-    would increase ``f``.
+    would increase `f`.
 
-    Binary: ``d̃(x) = −(2x − 1) ⊙ ∇f(x)`` estimates ``f(flip_i x) − f(x)``; propose flipping
-    ``i ~ q(i|x) = softmax(d̃(x)/2)``, accept with ``min(1, e^{f(x′) − f(x)} q(i|x′)/q(i|x))``.
-    Categorical: ``d̃_ic = ∇f_ic − ⟨x_i, ∇f_i⟩`` over the ``D(C − 1)`` changes ``(i, c ≠ x_i)``.
+    Binary: `d̃(x) = −(2x − 1) ⊙ ∇f(x)` estimates `f(flip_i x) − f(x)`; propose flipping
+    `i ~ q(i|x) = softmax(d̃(x)/2)`, accept with `min(1, e^{f(x′) − f(x)} q(i|x′)/q(i|x))`.
+    Categorical: `d̃_ic = ∇f_ic − ⟨x_i, ∇f_i⟩` over the `D(C − 1)` changes `(i, c ≠ x_i)`.
     Exact (π-invariant by the MH correction); two gradient evaluations per step, one of which
     is cached for the next step.
+
+    Args:
+        model: the target.
+
+    Raises:
+        TypeError: `model` is not an `EnergyModel`.
     """
 
     name = "gwg"
@@ -174,7 +237,16 @@ class GibbsWithGradients(_Sampler):
         d = d.masked_fill(xo.bool(), float("-inf"))                   # no "change" to the current value
         return (d / 2).flatten(-2)                                    # (..., D·C)
 
-    def step(self, x, *, generator=None):
+    def step(self, x: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Propose one change per chain and accept or reject it.
+
+        Args:
+            x: the chains' states.
+            generator: for the draws.
+
+        Returns:
+            The new states.
+        """
         m = self.model
         f, g = self._eval(x)
         logits = self._proposal_logits(x, g)
@@ -191,7 +263,15 @@ class GibbsWithGradients(_Sampler):
         log_a = fy - f + logq_rev.gather(-1, rev.unsqueeze(-1)).squeeze(-1) - logq.gather(-1, move.unsqueeze(-1)).squeeze(-1)
         return self._accept(x, f, g, y, fy, gy, log_a, generator)
 
-    def transition_matrix(self, *, max_states: int = 1 << 12):
+    def transition_matrix(self, *, max_states: int = 1 << 12) -> torch.Tensor:
+        """The exact kernel: proposal times acceptance, the rejected mass on the diagonal.
+
+        Args:
+            max_states: refuse to enumerate more states than this.
+
+        Returns:
+            `P` shaped `(S, S)` in float64, rows summing to 1.
+        """
         m = self.model
         X = m.enumerate_states(max_states=max_states).double()
         idx = _all_indices(m.num_vars, m.num_categories, max_states, X.device)
@@ -214,28 +294,40 @@ class GibbsWithGradients(_Sampler):
 
 class DiscreteLangevin(_Sampler):
     r"""The discrete Langevin proposal (DLP; Zhang, Liu & Liu 2022): every variable changes at
-    once, independently given ``x``, with
+    once, independently given `x`, with
 
-    .. math:: q_i(x'_i | x) \propto \exp\big(\tfrac12 \nabla f(x)_i^\top (x'_i - x_i)
-              - \tfrac{1}{2\alpha}\|x'_i - x_i\|^2\big),
+    $$
+    q_i(x'_i | x) \propto \exp\big(\tfrac12 \nabla f(x)_i^\top (x'_i - x_i)
+    - \tfrac{1}{2\alpha}\|x'_i - x_i\|^2\big),
+    $$
 
-    i.e. binary ``P(flip i) = σ(½ ∇f_i (1 − 2x_i) − 1/(2α))``, categorical (one-hot,
-    ``‖e_c − x_i‖² = 2``) ``q_i(c) = softmax_c(½(∇f_ic − ⟨x_i, ∇f_i⟩) − [c ≠ x_i]/α)``.
+    i.e. binary `P(flip i) = σ(½ ∇f_i (1 − 2x_i) − 1/(2α))`, categorical (one-hot,
+    `‖e_c − x_i‖² = 2`) `q_i(c) = softmax_c(½(∇f_ic − ⟨x_i, ∇f_i⟩) − [c ≠ x_i]/α)`.
 
-    ``mh=False`` is DULA: the proposal is the step (one gradient per step). It is **biased**:
+    `mh=False` is DULA: the proposal is the step (one gradient per step). It is **biased**:
     its stationary distribution differs from π by an amount that vanishes as α → 0 (measure
-    it with :meth:`transition_matrix` and :func:`stationary_distribution`). ``mh=True`` is
-    DMALA: accept with ``min(1, e^{f(x′) − f(x)} q(x|x′)/q(x′|x))``, ``q(x′|x) = Π_i q_i``
-    (exact; the gradient at ``x′`` is cached for the next step).
+    it with [transition_matrix][quasigrad.samplers.DiscreteLangevin.transition_matrix] and
+    [stationary_distribution][quasigrad.samplers.stationary_distribution]). `mh=True` is
+    DMALA: accept with `min(1, e^{f(x′) − f(x)} q(x|x′)/q(x′|x))`, `q(x′|x) = Π_i q_i`
+    (exact; the gradient at `x′` is cached for the next step).
 
-    Step-size adaptation (DMALA only): with ``target_accept`` set, the first ``adapt_steps``
-    steps update ``log α ← log α + (ā_t − target)/(t + 1)^0.6`` with ``ā_t`` the chains' mean
+    Step-size adaptation (DMALA only): with `target_accept` set, the first `adapt_steps`
+    steps update `log α ← log α + (ā_t − target)/(t + 1)^0.6` with `ā_t` the chains' mean
     acceptance probability; α is then frozen. Discard the adaptation steps as burn-in: the
     chain is Markov (and exact) only once α is fixed.
 
     Args:
-        model: the target. step_size: ``α > 0``. mh: DMALA (True) or DULA (False).
-        target_accept: in (0, 1), or None (no adaptation). adapt_steps: how many steps adapt.
+        model: the target.
+        step_size: `α > 0`.
+        mh: DMALA (True) or DULA (False).
+        target_accept: the acceptance rate to adapt α toward, in (0, 1), or None (no
+            adaptation).
+        adapt_steps: how many of the first steps adapt α.
+
+    Raises:
+        TypeError: `model` is not an `EnergyModel`.
+        ValueError: a bad `step_size`, `target_accept` or `adapt_steps`, or adaptation
+            without `mh`.
     """
 
     def __init__(self, model: EnergyModel, *, step_size: float = 0.2, mh: bool = True,
@@ -265,10 +357,19 @@ class DiscreteLangevin(_Sampler):
         return d / 2 - self._penalty() * (1 - xo)                   # (..., D, C)
 
     def _log_q(self, logits, target_idx):
-        """``log q(target | ·)`` = Σ_i log q_i(target_i)."""
+        """`log q(target | ·)` = Σ_i log q_i(target_i)."""
         return torch.log_softmax(logits, -1).gather(-1, target_idx.unsqueeze(-1)).squeeze(-1).sum(-1)
 
-    def step(self, x, *, generator=None):
+    def step(self, x: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Propose a new value for every variable at once; DMALA accepts or rejects it.
+
+        Args:
+            x: the chains' states.
+            generator: for the draws.
+
+        Returns:
+            The new states.
+        """
         m = self.model
         f, g = self._eval(x)
         logits = self._proposal_logits(x, g)
@@ -291,14 +392,24 @@ class DiscreteLangevin(_Sampler):
             self.step_size = float(math.exp(math.log(self.step_size) + (mean_a - self.target_accept) / (t + 1) ** 0.6))
         return out
 
-    def transition_matrix(self, *, max_states: int = 1 << 12):
+    def transition_matrix(self, *, max_states: int = 1 << 12) -> torch.Tensor:
+        """The exact kernel: the proposal itself (DULA) or proposal times acceptance (DMALA).
+
+        Args:
+            max_states: refuse to enumerate more states than this.
+
+        Returns:
+            `P` shaped `(S, S)` in float64, rows summing to 1; DULA's stationary distribution
+            ([stationary_distribution][quasigrad.samplers.stationary_distribution] of it) is
+            not π.
+        """
         m = self.model
         X = m.enumerate_states(max_states=max_states).double()
         idx = _all_indices(m.num_vars, m.num_categories, max_states, X.device)
         f, g = _model_double(m).value_and_grad(X)
         logqi = torch.log_softmax(self._proposal_logits(X, g), -1)   # (S, D, C)
         # log q(s′ | s) = Σ_i log q_i(digit_i(s′) | s)
-        logq = sum(logqi[:, i, :][:, idx[:, i]] for i in range(m.num_vars))   # (S, S)
+        logq = cast(torch.Tensor, sum(logqi[:, i, :][:, idx[:, i]] for i in range(m.num_vars)))   # (S, S)
         if not self.mh:
             return logq.exp()
         log_a = (f.unsqueeze(0) - f.unsqueeze(1) + logq.T - logq).clamp(max=0)
@@ -308,17 +419,28 @@ class DiscreteLangevin(_Sampler):
         return P
 
 
-SAMPLERS = {
-    "gibbs": lambda model, **kw: Gibbs(model, scan="random", **kw),
-    "gibbs-systematic": lambda model, **kw: Gibbs(model, scan="systematic", **kw),
-    "gwg": GibbsWithGradients,
-    "dula": lambda model, **kw: DiscreteLangevin(model, mh=False, **kw),
-    "dmala": lambda model, **kw: DiscreteLangevin(model, mh=True, **kw),
-}
+SAMPLERS: Registry[Callable[..., _Sampler]] = Registry("sampler")
+SAMPLERS.register("gibbs", lambda model, **kw: Gibbs(model, scan="random", **kw))
+SAMPLERS.register("gibbs-systematic", lambda model, **kw: Gibbs(model, scan="systematic", **kw))
+SAMPLERS.register("gwg", GibbsWithGradients)
+SAMPLERS.register("dula", lambda model, **kw: DiscreteLangevin(model, mh=False, **kw))
+SAMPLERS.register("dmala", lambda model, **kw: DiscreteLangevin(model, mh=True, **kw))
+"""Sampler name → a function `(model, **kwargs)` that makes it (see `make_sampler`)."""
 
 
-def make_sampler(name: str, model: EnergyModel, **kwargs) -> _Sampler:
-    """A sampler by name: ``gibbs`` (random scan), ``gibbs-systematic``, ``gwg``, ``dula``, ``dmala``."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](model, **kwargs)
+def make_sampler(name: str, model: EnergyModel, **kwargs: Any) -> _Sampler:
+    """A sampler by name.
+
+    Args:
+        name: `"gibbs"` (random scan), `"gibbs-systematic"`, `"gwg"`, `"dula"` or `"dmala"`.
+        model: the target.
+        **kwargs: the sampler's options (`step_size=` for DULA and DMALA, ...).
+
+    Returns:
+        A [Gibbs][quasigrad.samplers.Gibbs], [GibbsWithGradients][quasigrad.samplers.GibbsWithGradients]
+        or [DiscreteLangevin][quasigrad.samplers.DiscreteLangevin] sampler.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    return SAMPLERS.get(name)(model, **kwargs)

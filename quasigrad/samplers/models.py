@@ -3,13 +3,12 @@ model and RBM with their exact marginals where those are tractable."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 
 from .._util import validate as V
-from ..estimators._sampling import sample_categorical, uniform
-
+from ..estimators._sampling import sample_categorical
 
 DEFAULT_MAX_STATES = 1 << 20
 
@@ -19,19 +18,24 @@ DEFAULT_MAX_STATES = 1 << 20
 
 
 class EnergyModel:
-    """An unnormalised log-probability ``f`` over ``num_vars`` binary or categorical variables.
+    """An unnormalised log-probability `f` over `num_vars` binary or categorical variables.
+
+    Subclasses override [log_prob][quasigrad.samplers.EnergyModel.log_prob] and, for speed,
+    [value_and_grad][quasigrad.samplers.EnergyModel.value_and_grad].
 
     Args:
-        log_prob: callable ``x -> f(x)``: ``x`` shaped ``(..., D)`` in {0, 1} (binary,
-            ``num_categories=2`` and ``one_hot=False``) or one-hot ``(..., D, C)``; returns
-            shape ``(...)``. It must accept any number of leading dimensions and be
-            differentiable in ``x`` (the samplers use ``∇f`` at the discrete point).
-        num_vars: ``D``.
-        num_categories: ``C`` (2 for binary variables).
-        one_hot: represent states one-hot ``(..., D, C)`` (default: ``num_categories > 2``).
+        log_prob: callable `x -> f(x)`: `x` shaped `(..., D)` in {0, 1} (binary,
+            `num_categories=2` and `one_hot=False`) or one-hot `(..., D, C)`; returns
+            shape `(...)`. It must accept any number of leading dimensions and be
+            differentiable in `x` (the samplers use `∇f` at the discrete point).
+        num_vars: `D`.
+        num_categories: `C` (2 for binary variables).
+        one_hot: represent states one-hot `(..., D, C)` (default: `num_categories > 2`).
         dtype: the dtype of states it makes (default: torch's default dtype).
 
-    Subclasses override :meth:`log_prob` and, for speed, :meth:`value_and_grad`.
+    Raises:
+        TypeError: `log_prob` is not callable.
+        ValueError: bad sizes, or `one_hot=False` with more than two categories.
     """
 
     def __init__(self, log_prob: Optional[Callable] = None, num_vars: int = 1, num_categories: int = 2, *,
@@ -49,16 +53,38 @@ class EnergyModel:
     # -- the energy -------------------------------------------------------------------------
     @property
     def event_shape(self) -> Tuple[int, ...]:
+        """The shape of one state.
+
+        Returns:
+            `(D, C)` for a one-hot model, `(D,)` for a binary one.
+        """
         return (self.num_vars, self.num_categories) if self.one_hot else (self.num_vars,)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Unnormalised ``f(x)``, shaped like ``x`` without the event dimensions."""
+        """The unnormalised log-probability.
+
+        Args:
+            x: states `(..., *event_shape)`.
+
+        Returns:
+            `f(x)`, shaped `(...)`.
+
+        Raises:
+            NotImplementedError: the model was made without a `log_prob` function.
+        """
         if self._fn is None:
             raise NotImplementedError("EnergyModel needs a log_prob function or a subclass")
         return self._fn(x)
 
     def value_and_grad(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(f(x), ∇f(x))`` with ``∇f`` shaped like ``x`` (autograd by default)."""
+        """The log-probability and its gradient at discrete states (by autograd here).
+
+        Args:
+            x: states `(..., *event_shape)`.
+
+        Returns:
+            `(f(x), ∇f(x))`: `f` shaped `(...)` and detached, `∇f` shaped like `x`.
+        """
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             f = self.log_prob(xg)
@@ -67,15 +93,35 @@ class EnergyModel:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the states the model makes.
+
+        Returns:
+            The dtype given to the constructor (default: torch's default dtype).
+        """
         return self._dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of the states the model makes.
+
+        Returns:
+            The CPU, for a model given by a function.
+        """
         return torch.device("cpu")
 
     # -- states -----------------------------------------------------------------------------
-    def check_state(self, x, name: str = "x") -> None:
-        """Raise a clear error unless ``x`` is a batch of valid states of this model."""
+    def check_state(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise a clear error unless `x` is a batch of valid states of this model.
+
+        Args:
+            x: the value to check: floating point, 0s and 1s, one-hot along the last
+                dimension for a one-hot model, ending in `event_shape`.
+            name: the argument's name, for the message.
+
+        Raises:
+            TypeError: `x` is not a floating-point tensor.
+            ValueError: its shape or values are not those of states.
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         shape = self.event_shape
@@ -91,25 +137,66 @@ class EnergyModel:
             raise ValueError(f"{name} must be one-hot along its last dimension (exactly one 1 per variable)")
 
     def random_state(self, num_chains: int, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``num_chains`` states drawn uniformly at random."""
+        """States drawn uniformly at random.
+
+        Args:
+            num_chains: how many.
+            generator: for the draw.
+
+        Returns:
+            States shaped `(num_chains, *event_shape)`.
+        """
         num_chains = V.check_int(num_chains, "num_chains")
         logits = torch.zeros((num_chains, self.num_vars, self.num_categories), dtype=self.dtype, device=self.device)
         return from_index(sample_categorical(logits, generator=generator), self)
 
     def enumerate_states(self, *, max_states: int = DEFAULT_MAX_STATES) -> torch.Tensor:
-        """Every state, shaped ``(C^D, *event_shape)``; state ``s`` has ``x_i = digit_i(s)`` in base C."""
+        """Every state, in a fixed order: state `s` has `x_i = digit_i(s)` in base `C`.
+
+        Args:
+            max_states: refuse to enumerate more states than this.
+
+        Returns:
+            States shaped `(C^D, *event_shape)`.
+
+        Raises:
+            ValueError: `C^D > max_states`.
+        """
         idx = _all_indices(self.num_vars, self.num_categories, max_states, self.device)
         return from_index(idx, self)
 
     def exact_log_probs(self, *, max_states: int = DEFAULT_MAX_STATES) -> torch.Tensor:
-        """Normalised ``log π`` of every state, in the order of :meth:`enumerate_states`."""
+        """The normalised log-probability of every state (by enumeration, in float64 for the
+        Ising model and the RBM).
+
+        Args:
+            max_states: refuse to enumerate more states than this.
+
+        Returns:
+            `log π` shaped `(C^D,)`, in the order of
+            [enumerate_states][quasigrad.samplers.EnergyModel.enumerate_states].
+
+        Raises:
+            ValueError: `C^D > max_states`.
+        """
         model = _model_double(self)           # Ising / RBM: computed in float64 whatever their dtype
         states = self.enumerate_states(max_states=max_states)
         f = model.log_prob(states.double() if model is not self else states).double()
         return f - torch.logsumexp(f, 0)
 
     def exact_marginals(self, *, max_states: int = DEFAULT_MAX_STATES) -> torch.Tensor:
-        """``E_π[x]`` in float64: ``P(x_i = 1)`` shaped ``(D,)``, or ``P(x_i = c)`` shaped ``(D, C)``."""
+        """The exact marginals `E_π[x]` by enumeration, in float64.
+
+        Args:
+            max_states: refuse to enumerate more states than this.
+
+        Returns:
+            `P(x_i = 1)` shaped `(D,)` for a binary model, `P(x_i = c)` shaped `(D, C)` for
+            a one-hot one.
+
+        Raises:
+            ValueError: `C^D > max_states`.
+        """
         p = self.exact_log_probs(max_states=max_states).exp()
         return torch.tensordot(p, self.enumerate_states(max_states=max_states).double(), dims=1)
 
@@ -125,11 +212,30 @@ def _all_indices(num_vars, num_categories, max_states, device):
 
 
 def to_index(x: torch.Tensor, model: EnergyModel) -> torch.Tensor:
-    """Category index of every variable, shaped ``(..., D)`` (int64)."""
+    """The category index of every variable of some states.
+
+    Args:
+        x: states of `model`.
+        model: the model they belong to.
+
+    Returns:
+        An int64 tensor shaped `(..., D)`.
+    """
     return x.argmax(-1) if model.one_hot else x.long()
 
 
-def from_index(index: torch.Tensor, model: EnergyModel, dtype=None) -> torch.Tensor:
+def from_index(index: torch.Tensor, model: EnergyModel, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """States from the category index of every variable (the inverse of
+    [to_index][quasigrad.samplers.to_index]).
+
+    Args:
+        index: integer tensor `(..., D)`.
+        model: the model the states are for.
+        dtype: the states' dtype (default: the model's).
+
+    Returns:
+        States shaped `(..., *model.event_shape)`.
+    """
     dtype = dtype or model.dtype
     if model.one_hot:
         return torch.nn.functional.one_hot(index, model.num_categories).to(dtype)
@@ -137,26 +243,32 @@ def from_index(index: torch.Tensor, model: EnergyModel, dtype=None) -> torch.Ten
 
 
 def _as_one_hot(x, g, model):
-    """States and gradients in the one-hot layout ``(..., D, C)`` (binary: ``[1 − x, x]``, ``[0, ∇f]``)."""
+    """States and gradients in the one-hot layout `(..., D, C)` (binary: `[1 − x, x]`, `[0, ∇f]`)."""
     if model.one_hot:
         return x, g
     return torch.stack([1 - x, x], -1), torch.stack([torch.zeros_like(g), g], -1)
 
 
 class Ising(EnergyModel):
-    r"""Ising model on binary ``x ∈ {0,1}^D`` with spins ``s = 2x − 1``:
+    r"""Ising model on binary `x ∈ {0,1}^D` with spins `s = 2x − 1`:
 
-    .. math:: f(x) = s^\top J s + b^\top s
+    $$
+    f(x) = s^\top J s + b^\top s
+    $$
 
-    (the convention of Grathwohl et al. 2021: each edge ``{i, j}`` contributes
-    ``2 J_ij s_i s_j``). ``∇_x f = 2(2 J s + b)``.
+    (the convention of Grathwohl et al. 2021: each edge `{i, j}` contributes
+    `2 J_ij s_i s_j`). `∇_x f = 2(2 J s + b)`.
 
     Args:
-        coupling: symmetric ``J`` shaped ``(D, D)`` with zero diagonal.
-        bias: ``b`` shaped ``(D,)`` (or a number).
+        coupling: symmetric `J` shaped `(D, D)` with zero diagonal.
+        bias: `b` shaped `(D,)` (or a number).
+
+    Raises:
+        TypeError: `coupling` is not a floating-point tensor.
+        ValueError: `coupling` is not square, symmetric, with a zero diagonal.
     """
 
-    def __init__(self, coupling: torch.Tensor, bias=0.0):
+    def __init__(self, coupling: torch.Tensor, bias: Union[float, torch.Tensor] = 0.0):
         V.check_floating(coupling, "coupling")
         if coupling.dim() != 2 or coupling.shape[0] != coupling.shape[1]:
             raise ValueError(f"coupling must be a square (D, D) matrix, got shape {tuple(coupling.shape)}")
@@ -172,9 +284,23 @@ class Ising(EnergyModel):
 
     @classmethod
     def lattice(cls, n: int, m: Optional[int] = None, *, coupling: float = 0.1, bias: float = 0.0,
-                periodic: bool = True, dtype=torch.float32, device=None) -> "Ising":
-        """An ``n × m`` square lattice, ``J = coupling ·`` adjacency (periodic: a torus), ``b = bias``.
-        Variable ``(r, c)`` is index ``r·m + c``."""
+                periodic: bool = True, dtype: torch.dtype = torch.float32,
+                device: Optional[Union[torch.device, str]] = None) -> "Ising":
+        """An Ising model on a square lattice: `J = coupling ·` adjacency, `b = bias`.
+
+        Args:
+            n: rows.
+            m: columns (default: `n`).
+            coupling: the coupling of each edge.
+            bias: the bias of each variable.
+            periodic: wrap around (a torus); its exact marginals then come from the transfer
+                matrix.
+            dtype: the parameters' dtype.
+            device: the parameters' device.
+
+        Returns:
+            The model; variable `(r, c)` is index `r·m + c`.
+        """
         n = V.check_int(n, "n")
         m = n if m is None else V.check_int(m, "m")
         adj = torch.zeros(n * m, n * m, dtype=dtype, device=device)
@@ -194,25 +320,63 @@ class Ising(EnergyModel):
         return model
 
     @property
-    def dtype(self):
+    def dtype(self) -> torch.dtype:
+        """The dtype of the states the model makes.
+
+        Returns:
+            The coupling's dtype.
+        """
         return self.J.dtype
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
+        """The device of the states the model makes.
+
+        Returns:
+            The coupling's device.
+        """
         return self.J.device
 
-    def log_prob(self, x):
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """The unnormalised log-probability `sᵀJs + bᵀs`, `s = 2x − 1`.
+
+        Args:
+            x: binary states `(..., D)`.
+
+        Returns:
+            `f(x)`, shaped `(...)`.
+        """
         s = 2 * x - 1
         return ((s @ self.J) * s).sum(-1) + s @ self.b
 
-    def value_and_grad(self, x):
+    def value_and_grad(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The log-probability and its gradient in closed form.
+
+        Args:
+            x: binary states `(..., D)`.
+
+        Returns:
+            `(f(x), 2(2Js + b))`.
+        """
         s = 2 * x - 1
         js = s @ self.J
         return (js * s).sum(-1) + s @ self.b, 2 * (2 * js + self.b)
 
     def exact_marginals(self, *, max_states: int = DEFAULT_MAX_STATES) -> torch.Tensor:
-        """``P(x_i = 1)`` in float64: by enumeration for ``D ≤ log2(max_states)``, else by the
-        transfer matrix for a periodic lattice of width ≤ 12 (at least 3 rows)."""
+        """The exact marginals, in float64.
+
+        By enumeration for `D ≤ log2(max_states)`, else by the transfer matrix for a periodic
+        lattice of width ≤ 12 (at least 3 rows).
+
+        Args:
+            max_states: the most states to enumerate.
+
+        Returns:
+            `P(x_i = 1)` shaped `(D,)`.
+
+        Raises:
+            ValueError: neither method applies.
+        """
         if 2 ** self.num_vars <= max_states or self.lattice_shape is None:
             return super().exact_marginals(max_states=max_states)
         n, m = self.lattice_shape
@@ -221,11 +385,14 @@ class Ising(EnergyModel):
                              f"(transfer matrix), or at most log2(max_states) variables (enumeration)")
         return _transfer_matrix_marginals(self.J.double(), self.b.double(), n, m)
 
+    def _double(self) -> "Ising":
+        return Ising(self.J.double(), self.b.double())
+
 
 def _transfer_matrix_marginals(J, b, n, m):
-    """``E[x]`` of a periodic ``n × m`` lattice Ising model by ``Z = Tr(M_0 ⋯ M_{n−1})`` with
-    ``M_r[a, a′] = exp(s_aᵀ J_rr s_a + b_rᵀ s_a + 2 s_aᵀ J_{r,r+1} s_a′)``; marginals are
-    ``∂ log Z/∂b`` (autograd)."""
+    """`E[x]` of a periodic `n × m` lattice Ising model by `Z = Tr(M_0 ⋯ M_{n−1})` with
+    `M_r[a, a′] = exp(s_aᵀ J_rr s_a + b_rᵀ s_a + 2 s_aᵀ J_{r,r+1} s_a′)`; marginals are
+    `∂ log Z/∂b` (autograd)."""
     b = b.clone().requires_grad_(True)
     spins = 2.0 * _all_indices(m, 2, 1 << 12, J.device).to(J.dtype) - 1  # (2^m, m)
     log_z = torch.zeros((), dtype=J.dtype, device=J.device)
@@ -248,91 +415,7 @@ def _transfer_matrix_marginals(J, b, n, m):
     return (1 + grad.detach()) / 2
 
 
-class RBM(EnergyModel):
-    r"""Restricted Boltzmann machine, as the marginal of its binary visible units ``x``:
-
-    .. math:: f(x) = b^\top x + \sum_j \operatorname{softplus}(c_j + (x W)_j),
-              \qquad \nabla f = b + W\,\sigma(c + W^\top x)
-
-    from the joint ``exp(bᵀx + cᵀh + xᵀ W h)`` over ``h ∈ {0,1}^H`` summed out.
-
-    Args:
-        weight: ``W`` shaped ``(V, H)``; visible_bias ``b`` ``(V,)``; hidden_bias ``c`` ``(H,)``.
-    """
-
-    def __init__(self, weight: torch.Tensor, visible_bias: torch.Tensor, hidden_bias: torch.Tensor):
-        V.check_floating(weight, "weight")
-        if weight.dim() != 2:
-            raise ValueError(f"weight must be (V, H), got shape {tuple(weight.shape)}")
-        nv, nh = weight.shape
-        for name, t, size in (("visible_bias", visible_bias, nv), ("hidden_bias", hidden_bias, nh)):
-            V.check_floating(t, name)
-            if tuple(t.shape) != (size,):
-                raise ValueError(f"{name} must have shape ({size},), got {tuple(t.shape)}")
-        super().__init__(num_vars=nv, num_categories=2)
-        self.W, self.b, self.c = weight, visible_bias, hidden_bias
-
-    @classmethod
-    def random(cls, num_visible: int = 100, num_hidden: int = 25, *, weight_std: float = 0.1, bias_std: float = 1.0,
-               generator: Optional[torch.Generator] = None, dtype=torch.float32) -> "RBM":
-        """Gaussian random parameters: ``W ~ N(0, weight_std²)``, biases ``~ N(0, bias_std²)``."""
-        nv, nh = V.check_int(num_visible, "num_visible"), V.check_int(num_hidden, "num_hidden")
-        w = torch.randn(nv, nh, generator=generator, dtype=dtype) * weight_std
-        b = torch.randn(nv, generator=generator, dtype=dtype) * bias_std
-        c = torch.randn(nh, generator=generator, dtype=dtype) * bias_std
-        return cls(w, b, c)
-
-    @property
-    def dtype(self):
-        return self.W.dtype
-
-    @property
-    def device(self):
-        return self.W.device
-
-    def log_prob(self, x):
-        return x @ self.b + torch.nn.functional.softplus(x @ self.W + self.c).sum(-1)
-
-    def value_and_grad(self, x):
-        pre = x @ self.W + self.c
-        f = x @ self.b + torch.nn.functional.softplus(pre).sum(-1)
-        return f, self.b + torch.sigmoid(pre) @ self.W.T
-
-    def block_gibbs(self, x: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """One step of block Gibbs: ``h ~ p(h|x)``, then ``x ~ p(x|h)`` (exact kernel of the RBM)."""
-        h = uniform(x.shape[:-1] + (self.W.shape[1],), dtype=x.dtype, device=x.device, generator=generator)
-        h = (h < torch.sigmoid(x @ self.W + self.c)).to(x.dtype)
-        u = uniform(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-        return (u < torch.sigmoid(h @ self.W.T + self.b)).to(x.dtype)
-
-    def exact_marginals(self, *, max_states: int = DEFAULT_MAX_STATES, chunk: int = 1 << 14) -> torch.Tensor:
-        """``P(x_i = 1)`` in float64, enumerating the smaller layer: visible states directly, or
-        hidden states ``h`` with ``E[x | h] = σ(b + W h)`` weighted by
-        ``p(h) ∝ exp(cᵀh + Σ_i softplus(b_i + (W h)_i))`` (in chunks)."""
-        nv, nh = self.W.shape
-        if nv <= nh:
-            return super().exact_marginals(max_states=max_states)
-        if 2 ** nh > max_states:
-            raise ValueError(f"enumeration needs 2^{nh} hidden states, more than max_states={max_states}")
-        W, b, c = self.W.double(), self.b.double(), self.c.double()
-        logw, means = [], []
-        for start in range(0, 2 ** nh, chunk):
-            s = torch.arange(start, min(start + chunk, 2 ** nh), device=W.device)
-            h = ((s.unsqueeze(-1) >> torch.arange(nh, device=W.device)) & 1).double()
-            pre = h @ W.T + b
-            lw = h @ c + torch.nn.functional.softplus(pre).sum(-1)
-            logw.append(torch.logsumexp(lw, 0))
-            wts = torch.softmax(lw, 0)
-            means.append(wts @ torch.sigmoid(pre))
-        logw = torch.stack(logw)
-        return torch.softmax(logw, 0) @ torch.stack(means)
-
-
-def _model_double(model):
-    """The model in float64 (for exact transition matrices)."""
-    if isinstance(model, Ising):
-        out = Ising(model.J.double(), model.b.double())
-        return out
-    if isinstance(model, RBM):
-        return RBM(model.W.double(), model.b.double(), model.c.double())
-    return model
+def _model_double(model: EnergyModel) -> EnergyModel:
+    """The model in float64 (for exact transition matrices); models without a float64 form as they are."""
+    double = getattr(model, "_double", None)
+    return double() if double is not None else model

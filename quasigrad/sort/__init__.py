@@ -1,25 +1,25 @@
 r"""Relaxed sorting, ranking and top-k.
 
-Three families, every function over any ``dim`` and batch shape, ascending or descending,
+Three families, every function over any `dim` and batch shape, ascending or descending,
 float32/float64 (float16/bfloat16 computed in float32 and returned in the input dtype), on
 any device:
 
-* **Fast soft sort and rank** (Blondel et al. 2020): :func:`soft_sort`, :func:`soft_rank`.
+* **Fast soft sort and rank** (Blondel et al. 2020): `soft_sort`, `soft_rank`.
   One sort, then an isotonic regression solved by pool-adjacent-violators (PAV), with l2 or KL
   regularisation of strength ε. Pure PyTorch, vectorised across rows; the backward pass is the
   exact Jacobian of the isotonic solution (block averages), O(n) per row.
-* **Relaxed permutation matrices**: :func:`neural_sort` (Grover et al. 2019) and
-  :func:`soft_sort_permutation` (SoftSort, Prillo & Eisenschlos 2020); ``hard=True`` gives the
-  exact permutation matrix with a straight-through gradient; ``stochastic=True`` perturbs the
+* **Relaxed permutation matrices**: `neural_sort` (Grover et al. 2019) and
+  `soft_sort_permutation` (SoftSort, Prillo & Eisenschlos 2020); `hard=True` gives the
+  exact permutation matrix with a straight-through gradient; `stochastic=True` perturbs the
   scores with Gumbel noise, so that the hard permutation is an exact Plackett–Luce sample and the
   soft one its relaxation.
-* **Top-k**: :func:`gumbel_topk` draws k items without replacement (Gumbel-top-k trick) and
+* **Top-k**: `gumbel_topk` draws k items without replacement (Gumbel-top-k trick) and
   gives the Plackett–Luce log-probability of the ordered sample and, exactly, of the unordered
-  set (:func:`plackett_luce_log_prob`); :func:`relaxed_topk` is the relaxed k-hot mask
+  set (`plackett_luce_log_prob`); `relaxed_topk` is the relaxed k-hot mask
   (successive softmax, Xie & Ermon 2019).
 
-``relative=True`` (every relaxation) measures the regularisation strength or temperature in
-units of each row's spread (its standard deviation along ``dim``, detached), so that one
+`relative=True` (every relaxation) measures the regularisation strength or temperature in
+units of each row's spread (its standard deviation along `dim`, detached), so that one
 setting works whatever the scale of the values.
 
 References:

@@ -1,5 +1,5 @@
-"""Pieces every relaxation shares: rows in the compute dtype with ``dim`` last, and the spread
-that ``relative=True`` measures in."""
+"""Pieces every relaxation shares: rows in the compute dtype with `dim` last, and the spread
+that `relative=True` measures in."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import torch
 from .._util import validate as V
 from ..estimators._sampling import compute_dtype, is_compiling
 
-
 # --------------------------------------------------------------------------------------------
 # Shared pieces
 
 
 def _rows(values, dim, name="values"):
-    """Check ``values`` and return ``(x, restore)``: ``x`` is a (B, n) view in the compute dtype
-    with ``dim`` last; ``restore(y)`` maps a (B, n) result back to ``values``' shape and dtype."""
+    """Check `values` and return `(x, restore)`: `x` is a (B, n) view in the compute dtype
+    with `dim` last; `restore(y)` maps a (B, n) result back to `values`' shape and dtype."""
     V.check_floating(values, name)
     dim = V.normalize_dim(dim, values.dim())
     if values.shape[dim] == 0:
@@ -33,15 +32,23 @@ def _rows(values, dim, name="values"):
 
 
 def _spread(x):
-    """Each row's standard deviation (detached; 1 for a constant row): the unit of ``relative=True``."""
-    std = x.detach().std(-1, unbiased=False, keepdim=True)
+    """Each row's standard deviation (detached; 1 for a constant row): the unit of `relative=True`.
+    Computed on the row divided by its largest magnitude, so that values near the float range do
+    not overflow when squared."""
+    x = x.detach()
+    top = x.abs().amax(-1, keepdim=True)
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    std = (x / top).std(-1, unbiased=False, keepdim=True) * top
     return torch.where(std > 0, std, torch.ones_like(std))
 
 
 def _standardize(x):
-    """``(x − mean) / spread`` per row (both detached) and the two, for ``relative=True``. Soft sort
+    """`(x − mean) / spread` per row (both detached) and the two, for `relative=True`. Soft sort
     and rank commute with a shift (sort(θ + c) = sort(θ) + c, rank(θ + c) = rank(θ)), so centring
     only keeps the division from overflowing."""
-    centre = x.detach().mean(-1, keepdim=True)
+    xd = x.detach()
+    top = xd.abs().amax(-1, keepdim=True)
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    centre = (xd / top).mean(-1, keepdim=True) * top     # a sum of values near the float range overflows
     scale = _spread(x)
     return (x - centre) / scale, centre, scale

@@ -2,11 +2,11 @@
 pool-adjacent-violators, with l2 or KL regularisation.
 
 The isotonic regression runs, on float32/float64 CPU tensors where the fused kernels are loaded,
-in the C kernel ``qg_isotonic`` (``quasigrad/estimators/_isotonic.c``: the sequential PAV, one
-row per thread) as the PyTorch operator ``torch.ops.quasigrad.isotonic`` (with a fake
-implementation and an autograd formula whose backward is ``quasigrad::isotonic_backward``);
-elsewhere (CUDA, half precision, no compiler, ``torch.func``) in PyTorch operators, vectorised
-across rows (:func:`_isotonic_torch`). Both give the same blocks and values.
+in the C kernel `qg_isotonic` (`quasigrad/estimators/_isotonic.c`: the sequential PAV, one
+row per thread) as the PyTorch operator `torch.ops.quasigrad.isotonic` (with a fake
+implementation and an autograd formula whose backward is `quasigrad::isotonic_backward`);
+elsewhere (CUDA, half precision, no compiler, `torch.func`) in PyTorch operators, vectorised
+across rows (`_isotonic_torch`). Both give the same blocks and values.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _check_regularization(regularization):
 
 
 def _segments(start):
-    """Flat segment ids (B·n) of the blocks whose first elements are marked in ``start`` (B, n)."""
+    """Flat segment ids (B·n) of the blocks whose first elements are marked in `start` (B, n)."""
     b, n = start.shape
     offset = torch.arange(b, device=start.device).unsqueeze(1) * n
     return (start.long().cumsum(1) - 1 + offset).reshape(-1)
@@ -46,15 +46,15 @@ def _segment_logsumexp(y, seg):
 
 
 def _block_values(s, w, seg, regularization):
-    """The isotonic solution on fixed blocks: l2, the block mean of ``s − w``; KL,
-    ``log Σ_B e^s − log Σ_B e^w``. Differentiable (the Jacobian is block averaging / block softmax)."""
+    """The isotonic solution on fixed blocks: l2, the block mean of `s − w`; KL,
+    `log Σ_B e^s − log Σ_B e^w`. Differentiable (the Jacobian is block averaging / block softmax)."""
     if regularization == "l2":
         return _segment_mean(s - w, seg)
     return _segment_logsumexp(s, seg) - _segment_logsumexp(w, seg)
 
 
 def _block_bounds(start):
-    """First and last index of the block holding each element (blocks start where ``start`` is set)."""
+    """First and last index of the block holding each element (blocks start where `start` is set)."""
     b, n = start.shape
     pos = torch.arange(n, device=start.device).expand(b, n)
     first = torch.where(start, pos, 0).cummax(1).values
@@ -65,15 +65,15 @@ def _block_bounds(start):
 
 
 def _block_sums(y, first, last):
-    """Block sums of ``y`` by prefix sums (used without gradient, in float64)."""
+    """Block sums of `y` by prefix sums (used without gradient, in float64)."""
     csum = torch.nn.functional.pad(y.cumsum(1), (1, 0))
     return csum.gather(1, last + 1) - csum.gather(1, first)
 
 
 def _block_values_nograd(s, w, start, regularization):
-    """Block values of the isotonic problem for the partition ``start``, in float64 without gradient:
-    l2 by prefix sums; KL by prefix sums of ``exp(y − y_first)``, exact for the non-increasing
-    ``s`` and ``w`` that soft sort and rank pass (the first element of a block is its maximum)."""
+    """Block values of the isotonic problem for the partition `start`, in float64 without gradient:
+    l2 by prefix sums; KL by prefix sums of `exp(y − y_first)`, exact for the non-increasing
+    `s` and `w` that soft sort and rank pass (the first element of a block is its maximum)."""
     first, last = _block_bounds(start)
     if regularization == "l2":
         return _block_sums(s - w, first, last) / (last - first + 1)
@@ -89,8 +89,8 @@ def _outer_blocks(s, w, regularization):
     """The starting partition: singletons, except that the first and the last block of the solution
     are found exactly in O(n) and pooled at once (they are where merges otherwise cascade, one
     block per round). On the cumulative-sum diagram, the last block is the chord of least slope to
-    the last point, i.e. it starts at ``argmin_k value(k..n)``, and the first block ends at
-    ``argmax_j value(1..j)`` (KL: value = ``log Σ e^s − log Σ e^w``, the same argument on the
+    the last point, i.e. it starts at `argmin_k value(k..n)`, and the first block ends at
+    `argmax_j value(1..j)` (KL: value = `log Σ e^s − log Σ e^w`, the same argument on the
     weighted diagram). Every prefix of these blocks has a value on the right side of the block's
     value, which is the property PAV's merges keep, so starting from them is exact."""
     b, n = s.shape
@@ -112,7 +112,7 @@ def _outer_blocks(s, w, regularization):
 
 def _blocks_torch(s, w, regularization, count_rounds=False):
     """Where the blocks of the isotonic solution start (bool, (B, n)), by parallel PAV rounds (see
-    :func:`_isotonic_torch`); with ``count_rounds``, the number of rounds instead."""
+    `_isotonic_torch`); with `count_rounds`, the number of rounds instead."""
     w = w.expand_as(s)
     rounds = 0
     with torch.no_grad():
@@ -132,8 +132,8 @@ _REG = {"l2": 0, "kl": 1}
 
 
 def _isotonic(s, w, regularization, *, count_rounds=False):
-    """Decreasing isotonic regression of each row of ``s`` (B, n) against ``w`` (B, n) or (n,):
-    the fused operator where it applies, else :func:`_isotonic_torch` (see there)."""
+    """Decreasing isotonic regression of each row of `s` (B, n) against `w` (B, n) or (n,):
+    the fused operator where it applies, else `_isotonic_torch` (see there)."""
     if count_rounds:
         return _blocks_torch(s, w, regularization, count_rounds=True)
     if _ops.use_kernels(s) and w.dtype == s.dtype and w.device == s.device:
@@ -142,11 +142,12 @@ def _isotonic(s, w, regularization, *, count_rounds=False):
 
 
 def _isotonic_torch(s, w, regularization):
-    r"""Decreasing isotonic regression of each row of ``s`` (B, n) against ``w`` (B, n) or (n,):
+    r"""Decreasing isotonic regression of each row of `s` (B, n) against `w` (B, n) or (n,):
 
-    .. math::
-        l2:\ \arg\min_{v_1 \ge \dots \ge v_n} \tfrac12 \|v - (s - w)\|^2, \qquad
-        KL:\ \arg\min_{v_1 \ge \dots \ge v_n} \langle e^{s - v}, 1\rangle + \langle e^w, v\rangle.
+    $$
+    l2:\ \arg\min_{v_1 \ge \dots \ge v_n} \tfrac12 \|v - (s - w)\|^2, \qquad
+    KL:\ \arg\min_{v_1 \ge \dots \ge v_n} \langle e^{s - v}, 1\rangle + \langle e^w, v\rangle.
+    $$
 
     Pool adjacent violators, in parallel: every round computes the block values of every row at
     once and merges, in every row, every run of adjacent blocks that violates the order (adjacent
@@ -154,9 +155,9 @@ def _isotonic_torch(s, w, regularization):
     as merging them one by one). Each round costs O(n) per row and removes at least one boundary;
     the number of rounds is data dependent and at most n, because a merged block can absorb one
     neighbour per round (a cascade). Cascades happen mostly at the two ends of a row, so the first
-    and the last block are computed exactly beforehand (:func:`_outer_blocks`, O(n)); with that,
+    and the last block are computed exactly beforehand (`_outer_blocks`, O(n)); with that,
     Gaussian rows of n = 1000 take 1–8 rounds for l2 and KL from ε = 0.01 to 100 (without it, up
-    to ~50). ``sort-speed`` reports the rounds of soft rank (of this implementation; the kernel's
+    to ~50). `sort-speed` reports the rounds of soft rank (of this implementation; the kernel's
     sequential PAV has no rounds).
 
     The blocks are found without gradient; the returned solution is recomputed on them
@@ -188,9 +189,9 @@ def _iso_impl(s, w, reg):
 
 
 def _vjp_torch(grad, s, w, starts, reg, need_s, need_w):
-    """The isotonic solution's vector-Jacobian product on the blocks ``starts`` by differentiable
-    PyTorch operators (so that it has a gradient itself): with ``G`` the block sums of ``grad``,
-    l2: ``±G/|B|``; KL: ``G softmax_B(s)`` and ``−G softmax_B(w)``."""
+    """The isotonic solution's vector-Jacobian product on the blocks `starts` by differentiable
+    PyTorch operators (so that it has a gradient itself): with `G` the block sums of `grad`,
+    l2: `±G/|B|`; KL: `G softmax_B(s)` and `−G softmax_B(w)`."""
     shape = starts.shape
     seg = _segments(starts.bool())
     flat = grad.reshape(-1)
@@ -255,33 +256,37 @@ torch.library.register_autograd("quasigrad::isotonic", _iso_grad, setup_context=
 # Fast soft sort and rank (Blondel et al. 2020)
 
 
-def soft_rank(values: torch.Tensor, *, regularization: str = "l2", regularization_strength: float = 1.0,
+def soft_rank(values: torch.Tensor, regularization: str = "l2", regularization_strength: float = 1.0, *,
               descending: bool = False, dim: int = -1, relative: bool = False) -> torch.Tensor:
-    r"""Soft ranks of ``values`` along ``dim`` (Blondel et al. 2020), ranks in ``[1, n]``.
+    r"""Soft ranks of `values` along `dim` (Blondel et al. 2020), ranks in `[1, n]`.
 
-    Ascending ranks (the default, as ``torchsort.soft_rank``) give rank ``n`` to the largest
-    value; ``descending=True`` gives it rank 1. With ``ρ = (n, n−1, …, 1)`` and ``z = ±θ/ε``:
+    Ascending ranks (the default, as `torchsort.soft_rank`) give rank `n` to the largest
+    value; `descending=True` gives it rank 1. With `ρ = (n, n−1, …, 1)` and `z = ±θ/ε`:
 
-    .. math::
-        r_{εQ}(θ) = P_Q(z, ρ) = z - v_Q(z_σ, ρ)_{σ^{-1}}, \qquad
-        r_{εE}(θ) = \exp P_E(z, \log ρ),
+    $$
+    r_{εQ}(θ) = P_Q(z, ρ) = z - v_Q(z_σ, ρ)_{σ^{-1}}, \qquad
+    r_{εE}(θ) = \exp P_E(z, \log ρ),
+    $$
 
-    the Euclidean (l2) or KL projection of ``z`` onto the permutahedron of ``ρ``, computed by
-    one sort (``σ`` sorts ``z`` descending) and one isotonic regression ``v`` (pool adjacent
-    violators). As ``ε → 0`` the result is the hard rank; as ``ε → ∞`` every rank tends to
-    ``(n+1)/2`` (l2).
+    the Euclidean (l2) or KL projection of `z` onto the permutahedron of `ρ`, computed by
+    one sort (`σ` sorts `z` descending) and one isotonic regression `v` (pool adjacent
+    violators). As `ε → 0` the result is the hard rank; as `ε → ∞` every rank tends to
+    `(n+1)/2` (l2).
+
+    The first three arguments may be given by position, in the order of `torchsort.soft_rank`;
+    the others are keyword-only.
 
     Args:
-        values: floating tensor, any shape; ranked along ``dim``.
-        regularization: ``"l2"`` (ranks piecewise linear in θ) or ``"kl"``.
+        values: floating tensor, any shape; ranked along `dim`.
+        regularization: `"l2"` (ranks piecewise linear in θ) or `"kl"`.
         regularization_strength: ε > 0; smaller is closer to the hard ranks.
         descending: rank 1 for the largest value instead of the smallest.
         dim: the dimension to rank along.
         relative: ε is in units of each row's standard deviation (detached; the values are
-            standardised first), so that ranks of ``a + c·θ`` equal ranks of ``θ`` for ``c > 0``.
+            standardised first), so that ranks of `a + c·θ` equal ranks of `θ` for `c > 0`.
 
     Returns:
-        Tensor shaped like ``values``. Differentiable: the backward pass is the exact Jacobian,
+        Tensor shaped like `values`. Differentiable: the backward pass is the exact Jacobian,
         O(n) per row (block averages of the isotonic solution).
 
     Example:
@@ -304,33 +309,40 @@ def soft_rank(values: torch.Tensor, *, regularization: str = "l2", regularizatio
     return restore(torch.empty_like(sol).scatter(-1, perm, sol))
 
 
-def soft_sort(values: torch.Tensor, *, regularization: str = "l2", regularization_strength: float = 1.0,
+def soft_sort(values: torch.Tensor, regularization: str = "l2", regularization_strength: float = 1.0, *,
               descending: bool = False, dim: int = -1, relative: bool = False) -> torch.Tensor:
-    r"""Soft sort of ``values`` along ``dim`` (Blondel et al. 2020).
+    r"""Soft sort of `values` along `dim` (Blondel et al. 2020).
 
-    Descending: with ``ρ = (n, …, 1)`` and ``w = sort(θ)`` descending,
+    Descending: with `ρ = (n, …, 1)` and `w = sort(θ)` descending,
 
-    .. math::
-        s_{εQ}(θ) = P_Q(ρ/ε, θ) = ρ/ε - v_Q(ρ/ε, w), \qquad s_{εE}(θ) = ρ/ε - v_E(ρ/ε, w),
+    $$
+    s_{εQ}(θ) = P_Q(ρ/ε, θ) = ρ/ε - v_Q(ρ/ε, w), \qquad s_{εE}(θ) = ρ/ε - v_E(ρ/ε, w),
+    $$
 
-    the projection of ``ρ/ε`` onto the permutahedron of θ (for KL in the log-space form of the
-    paper, so no sign restriction on θ). Ascending (the default, as ``torchsort``) is
-    ``−soft_sort(−θ, descending=True)``. ``ε → 0`` gives ``torch.sort``; large ε pools every value
+    the projection of `ρ/ε` onto the permutahedron of θ (for KL in the log-space form of the
+    paper, so no sign restriction on θ). Ascending (the default, as `torchsort`) is
+    `−soft_sort(−θ, descending=True)`. `ε → 0` gives `torch.sort`; large ε pools every value
     to the mean (l2; the l2 output keeps the row's sum, the KL output does not).
 
+    The first three arguments may be given by position, in the order of `torchsort.soft_sort`;
+    the others are keyword-only.
+
     Args:
-        values: floating tensor, any shape; sorted along ``dim``.
-        regularization: ``"l2"`` or ``"kl"``.
+        values: floating tensor, any shape; sorted along `dim`.
+        regularization: `"l2"` or `"kl"`.
         regularization_strength: ε > 0.
         descending: sort from largest to smallest.
         dim: the dimension to sort along.
         relative: the values are standardised per row (mean and standard deviation, detached)
             before the soft sort and mapped back after, so that
-            ``soft_sort(a + c·θ) = a + c·soft_sort(θ)`` for ``c > 0``.
+            `soft_sort(a + c·θ) = a + c·soft_sort(θ)` for `c > 0`.
+
+    Returns:
+        The soft-sorted values, shaped like `values`, in their dtype.
 
     Note:
-        The reference NumPy code of the paper computes ``arange(n)[::-1] + 1/ε`` where the paper
-        writes ``ρ/ε``; the two agree at ε = 1 and here the paper's ``ρ/ε`` is used.
+        The reference NumPy code of the paper computes `arange(n)[::-1] + 1/ε` where the paper
+        writes `ρ/ε`; the two agree at ε = 1 and here the paper's `ρ/ε` is used.
 
     Example:
         >>> soft_sort(torch.tensor([5., 1., 2.]), regularization_strength=1.0)

@@ -20,7 +20,7 @@ MAX_SET_K = 16
 
 
 class GumbelTopK(NamedTuple):
-    """Result of :func:`gumbel_topk`."""
+    """Result of `gumbel_topk`."""
 
     indices: torch.Tensor          #: the k items in the order drawn, shaped like logits with k along dim
     log_prob: torch.Tensor         #: Plackett–Luce log-probability of that ordered sample (batch shape)
@@ -36,21 +36,28 @@ def _check_k(k, n):
 
 def gumbel_topk(logits: torch.Tensor, k: int, *, dim: int = -1, set_log_prob: bool = False,
                 generator: Optional[torch.Generator] = None) -> GumbelTopK:
-    r"""Draw k items without replacement from ``softmax(logits)`` by the Gumbel-top-k trick.
+    r"""Draw k items without replacement from `softmax(logits)` by the Gumbel-top-k trick.
 
-    The indices of the k largest of ``θ + G`` (``G`` i.i.d. Gumbel), in decreasing order, are a
-    sample of the first k draws of a Plackett–Luce distribution with weights ``e^θ`` (i.e. of
+    The indices of the k largest of `θ + G` (`G` i.i.d. Gumbel), in decreasing order, are a
+    sample of the first k draws of a Plackett–Luce distribution with weights `e^θ` (i.e. of
     sampling without replacement) (Kool et al. 2019).
 
+    Args:
+        logits: floating logits θ; items along `dim`.
+        k: how many items to draw, at most the number of items along `dim`.
+        dim: the item dimension.
+        set_log_prob: also compute the log-probability of the unordered set (k ≤ `MAX_SET_K`).
+        generator: optional `torch.Generator` for the Gumbel noise.
+
     Returns:
-        :class:`GumbelTopK` ``(indices, log_prob, set_log_prob)``: the ordered sample, its
-        Plackett–Luce log-probability, and (``set_log_prob=True``, k ≤ ``MAX_SET_K``) the exact
+        `GumbelTopK` `(indices, log_prob, set_log_prob)`: the ordered sample, its
+        Plackett–Luce log-probability, and (`set_log_prob=True`, k ≤ `MAX_SET_K`) the exact
         log-probability of the unordered set, as used by the unordered set estimator (Kool et al.
-        2020). Both log-probabilities are differentiable in ``logits`` (for score-function
+        2020). Both log-probabilities are differentiable in `logits` (for score-function
         estimators); the indices are not.
     """
     V.check_floating(logits, "logits")
-    dim = V.normalize_dim(dim, logits.dim())
+    dim = V.category_dim(logits, dim)
     V.check_generator(generator, logits.device)
     k = _check_k(k, logits.shape[dim])
     with torch.no_grad():
@@ -65,28 +72,29 @@ def gumbel_topk(logits: torch.Tensor, k: int, *, dim: int = -1, set_log_prob: bo
 
 def plackett_luce_log_prob(logits: torch.Tensor, indices: torch.Tensor, *, dim: int = -1,
                            ordered: bool = True) -> torch.Tensor:
-    r"""Plackett–Luce log-probability of drawing ``indices`` first (without replacement).
+    r"""Plackett–Luce log-probability of drawing `indices` first (without replacement).
 
-    Ordered: with ``θ`` the logits and ``i_1..i_k`` the indices,
+    Ordered: with `θ` the logits and `i_1..i_k` the indices,
 
-    .. math::
-        \log p(i_1, …, i_k) = \sum_{j=1}^k \Big[θ_{i_j} - \log\big(\textstyle\sum_{m \notin \{i_1..i_{j-1}\}} e^{θ_m}\big)\Big].
+    $$
+    \log p(i_1, …, i_k) = \sum_{j=1}^k \Big[θ_{i_j} - \log\big(\textstyle\sum_{m \notin \{i_1..i_{j-1}\}} e^{θ_m}\big)\Big].
+    $$
 
-    Unordered (``ordered=False``): ``log p({i_1..i_k}) = log Σ_orderings p(ordering)``, computed
-    exactly by dynamic programming over the subsets of the sample (``p(T) = Σ_{i∈T} p(T∖i)
-    e^{θ_i} / R(T∖i)`` with ``R`` the mass not yet drawn): O(k·2^k) time and memory per row,
-    instead of the k! orderings. Limited to k ≤ ``MAX_SET_K`` (16); larger k raises.
+    Unordered (`ordered=False`): `log p({i_1..i_k}) = log Σ_orderings p(ordering)`, computed
+    exactly by dynamic programming over the subsets of the sample (`p(T) = Σ_{i∈T} p(T∖i)
+    e^{θ_i} / R(T∖i)` with `R` the mass not yet drawn): O(k·2^k) time and memory per row,
+    instead of the k! orderings. Limited to k ≤ `MAX_SET_K` (16); larger k raises.
 
     Args:
-        logits: floating tensor; items along ``dim``.
-        indices: integer tensor shaped like ``logits`` with k ≤ n along ``dim``, distinct per row.
+        logits: floating tensor; items along `dim`.
+        indices: integer tensor shaped like `logits` with k ≤ n along `dim`, distinct per row.
         ordered: the ordered sample's probability (default) or the unordered set's.
 
     Returns:
-        Log-probabilities, shape ``logits.shape`` without ``dim``; differentiable in ``logits``.
+        Log-probabilities, shape `logits.shape` without `dim`; differentiable in `logits`.
     """
     V.check_floating(logits, "logits")
-    dim = V.normalize_dim(dim, logits.dim())
+    dim = V.category_dim(logits, dim)
     if not isinstance(indices, torch.Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
         raise TypeError(f"indices must be an integer tensor, got {getattr(indices, 'dtype', type(indices).__name__)}")
     if indices.dim() != logits.dim() or any(a != b for i, (a, b) in enumerate(zip(indices.shape, logits.shape))
@@ -94,12 +102,17 @@ def plackett_luce_log_prob(logits: torch.Tensor, indices: torch.Tensor, *, dim: 
         raise ValueError(f"indices must be shaped like logits {tuple(logits.shape)} except along dim {dim}, "
                          f"got {tuple(indices.shape)}")
     n, k = logits.shape[dim], indices.shape[dim]
+    if k == 0:
+        raise ValueError(f"indices has size 0 along dim {dim} (shape {tuple(indices.shape)}); "
+                         f"it needs at least one drawn item per row")
     k = _check_k(k, n)
     theta = logits.movedim(dim, -1)
     batch = theta.shape[:-1]
     theta = theta.reshape(-1, n).to(compute_dtype(logits.dtype))
     idx = indices.movedim(dim, -1).reshape(-1, k).long()
     if not is_compiling():
+        if bool(torch.isnan(theta).any() | torch.isposinf(theta).any() | torch.isneginf(theta).all(-1).any()):
+            V.describe_bad_logits(logits, dim)       # -inf masks an item; NaN, +inf, all masked: no weights
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise ValueError(f"indices must be in [0, {n - 1}], got values in [{int(idx.min())}, {int(idx.max())}]")
         if k > 1 and bool((idx.sort(-1).values.diff(dim=-1) == 0).any()):
@@ -145,19 +158,37 @@ def _set_log_prob(chosen, log_out):
 
 def relaxed_topk(logits: torch.Tensor, k: int, *, tau: float = 1.0, hard: bool = False, stochastic: bool = False,
                  dim: int = -1, relative: bool = False, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    r"""Relaxed k-hot mask of the k largest ``logits`` (successive softmax, Xie & Ermon 2019).
+    r"""Relaxed k-hot mask of the k largest `logits` (successive softmax, Xie & Ermon 2019).
 
-    .. math::
-        α^{(1)} = \mathrm{softmax}(s/τ),\quad s^{(j+1)} = s^{(j)} + \log(1 - α^{(j)}),\quad
-        \mathrm{mask} = \textstyle\sum_{j=1}^k α^{(j)}
+    $$
+    α^{(1)} = \mathrm{softmax}(s/τ),\quad s^{(j+1)} = s^{(j)} + \log(1 - α^{(j)}),\quad
+    \mathrm{mask} = \textstyle\sum_{j=1}^k α^{(j)}
+    $$
 
-    with ``s = logits`` (plus Gumbel noise if ``stochastic``: a relaxed sample of k items without
+    with `s = logits` (plus Gumbel noise if `stochastic`: a relaxed sample of k items without
     replacement). The mask is non-negative and sums to k; at large τ an entry can exceed 1 (as in
-    the original method); ``τ → 0`` gives the exact top-k mask.
-    ``hard=True`` returns the exact k-hot mask of ``s`` with the relaxation's gradient
-    (straight-through). ``relative``: τ in units of each row's standard deviation.
+    the original method); `τ → 0` gives the exact top-k mask.
+    `hard=True` returns the exact k-hot mask of `s` with the relaxation's gradient
+    (straight-through). `relative`: τ in units of each row's standard deviation.
+
+    Args:
+        logits: floating scores; items along `dim`.
+        k: the size of the mask, at most the number of items along `dim`.
+        tau: the temperature τ, > 0.
+        hard: return the exact k-hot mask with the relaxation's gradient (straight-through).
+        stochastic: add Gumbel noise to the scores (a relaxed sample without replacement).
+        dim: the item dimension.
+        relative: measure τ in units of each row's standard deviation.
+        generator: optional `torch.Generator` for the noise.
+
+    Returns:
+        The relaxed (or, with `hard=True`, exact) k-hot mask, shaped like `logits`.
+
+    Raises:
+        ValueError: `k` is larger than the number of items.
     """
     tau = V.check_positive(tau, "tau")
+    V.check_floating(logits, "logits")
     V.check_generator(generator, logits.device)
     s, restore, _ = _rows(logits, dim, "logits")
     k = _check_k(k, s.shape[-1])
@@ -167,7 +198,8 @@ def relaxed_topk(logits: torch.Tensor, k: int, *, tau: float = 1.0, hard: bool =
     tiny = torch.finfo(s.dtype).tiny
     scores, mask = s, torch.zeros_like(s)
     for _ in range(k):
-        alpha = torch.softmax(scores / tau_eff, dim=-1)
+        # shifted by the row max (detached): scores beyond τ times the float range give the limit
+        alpha = torch.softmax((scores - scores.detach().amax(-1, keepdim=True)) / tau_eff, dim=-1)
         mask = mask + alpha
         scores = scores + torch.log((1 - alpha).clamp_min(tiny))
     if hard:

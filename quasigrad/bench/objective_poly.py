@@ -1,4 +1,4 @@
-"""Bias, variance and time per step of every objective-layer estimator on the polynomial problem
+"""``quasigrad bench objective-poly``: bias, variance and time per step of every objective-layer estimator on the polynomial problem
 of the ReinMax paper (Liu et al. 2023, Section 6.1), at initialisation.
 
 Problem: θ ∈ R^{128×2}, 128 binary categorical variables, D_i = 1 when variable i takes
@@ -10,28 +10,30 @@ For every estimator, ``--draws`` independent gradient estimates at the same θ a
 call (a batch of examples that share θ); we report the squared norm of the exact gradient, the
 total variance tr Cov(ĝ), the bias ||E ĝ − ∇|| and its Monte Carlo noise floor √(tr Cov / draws).
 ``arm`` and ``disarm`` run on the Bernoulli twin a_i = θ_i0 − θ_i1 (the same distribution).
-Wall time per step: forward + backward of one call on ``--timing-batch`` examples (the paper's
+Wall time per step: forward + backward of one call on ``--batch-size`` examples (the paper's
 batch of 64 draws), the minimum over ``--timing-repeats`` interleaved repeats (medians are stored
 too), divided by ST's in the same run, with ``--threads`` intra-op threads (default 1: the
 machine this was measured on is shared, and multi-threaded small ops spin).
 
-    PYTHONPATH=. python scripts/objective_poly.py --out results/objective-poly --p 2
+    quasigrad bench objective-poly --out results/objective-poly --p 2
 
-Writes ``objective-poly.json`` and ``objective-poly-p<P>.png`` in ``--out``; resumable.
+Writes ``objective-poly.json`` and ``objective-poly-p<P>.png`` in ``--out``; resumable (one unit
+of work is one estimator at one ``p``, or the timing of all of them at one ``p``).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 import time
 
 import torch
 
-from quasigrad import exact, objective as O
-from quasigrad.bench import runner
+from .. import exact
+from .. import objective as O
+from . import runner
+
+DESCRIPTION = "bias, variance and time per step of every objective-layer estimator on the polynomial problem"
 
 C_TARGET = 0.45
 N_VARS = 128
@@ -80,7 +82,7 @@ def exact_grad(theta, p):
 
 def self_check(p):
     """The closed form equals enumeration (quasigrad.exact) on 8 variables."""
-    th = torch.empty(8, 2, dtype=torch.float64).uniform_(-1, 1)
+    th = torch.empty(8, 2, dtype=torch.float64).uniform_(-1, 1, generator=torch.Generator().manual_seed(8))
     f8 = lambda d: (d[..., 0] - C_TARGET).abs().pow(p).sum(-1) / N_VARS  # noqa: E731
     g_enum = exact.gradient(f8, th)
     th2 = th.clone().requires_grad_(True)
@@ -164,11 +166,10 @@ def timing(theta, p, batch, repeats, seed):
                     "median_relative_to_st": med[label] / med["st"]} for label in best}
 
 
-def plot(results, p, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(results, p, ctx):
+    plt = ctx.pyplot()
+    if plt is None:
+        return
 
     labels = [label for label, *_ in ESTIMATORS if f"p={p}/{label}" in results]
     rows = [results[f"p={p}/{label}"] for label in labels]
@@ -195,54 +196,78 @@ def plot(results, p, path):
     axes[0].set_yticklabels(labels)
     axes[0].invert_yaxis()
     fig.suptitle(f"ReinMax polynomial problem at initialisation, θ∈R^(128×2), p={p}, c={C_TARGET}")
-    runner.save_figure(fig, path)
-    plt.close(fig)
+    ctx.figure(fig, f"objective-poly-p{p:g}.png")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    runner.add_common_arguments(ap, default_out="results/objective-poly", estimators=False)
-    ap.add_argument("--p", type=float, nargs="+", default=[2.0], help="p of the loss |D − c|^p (default 2)")
-    ap.add_argument("--draws", type=int, default=2000, help="gradient estimates per estimator (default 2000)")
-    ap.add_argument("--timing-batch", type=int, default=64, help="examples per timed step (default 64)")
-    ap.add_argument("--timing-repeats", type=int, default=30, help="timed repeats (default 30)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    args = ap.parse_args(argv)
-    if args.draws < 2 or args.timing_batch < 1 or args.timing_repeats < 1 or args.threads < 1:
-        raise runner.BenchmarkError("--draws must be >= 2, --timing-batch, --timing-repeats and --threads >= 1")
-    torch.set_num_threads(args.threads)
-    config = {"p": args.p, "draws": args.draws, "timing_batch": args.timing_batch,
-              "timing_repeats": args.timing_repeats, "seed": args.seed, "threads": args.threads, "c": C_TARGET, "n": N_VARS}
-    store = runner.ResultStore(args.out, "objective-poly", config, fresh=args.fresh)
-    torch.manual_seed(args.seed)
-    theta = torch.empty(N_VARS, 2, dtype=torch.float64).uniform_(-0.01, 0.01)
-    for p in args.p:
-        self_check(p)
-        units = [(label, name, variable, kw) for label, name, variable, kw in ESTIMATORS]
-        for label, name, variable, kw in runner.progress(units, desc=f"p={p}", disable=args.no_progress):
-            key = f"p={p}/{label}"
-            if key in store:
-                continue
-            store.put(key, measure(name, variable, kw, theta, p, args.draws, args.seed + 1))
-        if f"p={p}/timing" not in store:
-            store.put(f"p={p}/timing", timing(theta, p, args.timing_batch, args.timing_repeats, args.seed + 2))
-        tim = store[f"p={p}/timing"]
-        rows = []
-        for label, name, _, _ in ESTIMATORS:
-            r = store[f"p={p}/{label}"]
-            rows.append((label, EVALS.get(name, 1), r["total_variance"], r["bias"], r["noise_floor"],
-                         r["cosine_mean"], tim[label]["relative_to_st"]))
-        print(f"\np = {p}: ||exact grad||² = {store[f'p={p}/st']['exact_sq_norm']:.4g}, draws = {args.draws}")
-        print(runner.format_table(rows, ["estimator", "f evals", "tr Var", "bias", "noise floor", "cos(Eĝ,∇)",
-                                         "time/ST"]))
-        plot(store.results, p, store.path.parent / f"objective-poly-p{p:g}.png")
-    return 0
+
+class ObjectivePoly(runner.Benchmark):
+    name = "objective-poly"
+    description = DESCRIPTION
+    threads = True
+    default_threads = 1
+    result_fields = ("exact_sq_norm", "total_variance", "bias", "noise_floor", "cosine_mean")
+
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument("--p", type=float, nargs="+", default=[2.0], help="p of the loss |D − c|^p (default 2)")
+        parser.add_argument("--draws", type=int, default=2000, help="gradient estimates per estimator (default 2000)")
+        parser.add_argument("--batch-size", type=int, default=64, help="examples per timed step (default 64)")
+        parser.add_argument("--timing-repeats", type=int, default=30, help="timed repeats (default 30)")
+        parser.add_argument("--seed", type=int, default=0)
+
+    def plan(self, args, ctx):
+        if args.draws < 2 or args.batch_size < 1 or args.timing_repeats < 1:
+            raise runner.BenchmarkError("--draws must be >= 2, --batch-size and --timing-repeats >= 1")
+        if not all(p > 0 and math.isfinite(p) for p in args.p):
+            raise runner.BenchmarkError(f"--p must be positive, got {args.p}")
+        # "timing_batch" is the stored name of --batch-size (stores written before keep resuming)
+        config = {"p": args.p, "draws": args.draws, "timing_batch": args.batch_size,
+                  "timing_repeats": args.timing_repeats, "seed": args.seed, "threads": args.threads, "c": C_TARGET,
+                  "n": N_VARS}
+        self.theta = torch.empty(N_VARS, 2, dtype=torch.float64).uniform_(
+            -0.01, 0.01, generator=torch.Generator().manual_seed(args.seed))
+        units = []
+        for p in args.p:
+            units += [runner.Unit(f"p={p}/{label}", (p, label, name, variable, kw))
+                      for label, name, variable, kw in ESTIMATORS]
+            units.append(runner.Unit(f"p={p}/timing", (p, "timing", None, None, None)))
+        return runner.Plan(config, units)
+
+    def check_result(self, key, value):
+        if key.endswith("/timing"):
+            labels = [label for label, *_ in ESTIMATORS]
+            if not isinstance(value, dict) or any(not isinstance(value.get(lb), dict) or "relative_to_st" not in value[lb]
+                                                  for lb in labels):
+                return "expected the timing of every estimator"
+            return None
+        return super().check_result(key, value)
+
+    def prepare(self, ctx):
+        for p in ctx.args.p:
+            self_check(p)
+
+    def run_unit(self, unit, ctx):
+        p, label, name, variable, kw = unit.data
+        args = ctx.args
+        if label == "timing":
+            return timing(self.theta, p, args.batch_size, args.timing_repeats, args.seed + 2)
+        return measure(name, variable, kw, self.theta, p, args.draws, args.seed + 1)
+
+    def report(self, store, ctx):
+        args = ctx.args
+        for p in args.p:
+            tim = store[f"p={p}/timing"]
+            rows = []
+            for label, name, _, _ in ESTIMATORS:
+                r = store[f"p={p}/{label}"]
+                rows.append((label, EVALS.get(name, 1), r["total_variance"], r["bias"], r["noise_floor"],
+                             r["cosine_mean"], tim[label]["relative_to_st"]))
+            print(f"\np = {p}: ||exact grad||² = {store[f'p={p}/st']['exact_sq_norm']:.4g}, draws = {args.draws}")
+            print(runner.format_table(rows, ["estimator", "f evals", "tr Var", "bias", "noise floor", "cos(Eĝ,∇)",
+                                             "time/ST"]))
+            plot(store.results, p, ctx)
+        print()
+        return None
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except runner.BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+BENCHMARK = ObjectivePoly

@@ -1,0 +1,176 @@
+"""``quasigrad report``: on a small store made for the test it gives the expected page; on the
+committed stores it gives the committed page; damaged stores fail with one line naming the file."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from quasigrad.bench import report
+from quasigrad.bench._report_stores import ReportError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def _vae_result(train, test, steps):
+    return {"train_neg_elbo": train, "test_neg_elbo": test, "seconds_per_epoch": 1.0, "world_size": 1,
+            "history": [{"epoch": 1, "train_neg_elbo": train, "test_neg_elbo": test, "seconds": 1.0, "steps": steps}]}
+
+
+def fabricate(root: Path) -> Path:
+    """A small result directory: two categorical VAE stores (one at the paper's length, one short),
+    a spread-target polynomial store, a short sorting store and a store the page does not read."""
+    res = root / "docs" / "results"
+    cfg = {"batch_size": 100, "dtype": "float32", "epochs": 160, "lr": None, "optimizer": None, "tau": None,
+           "test_size": None, "train_size": None}
+    full = {"8x4/reinmax/seed0": _vae_result(125.0, 127.0, 96000), "8x4/reinmax/seed1": _vae_result(127.0, 129.0, 96000),
+            "8x4/st/seed0": _vae_result(135.0, 136.0, 96000), "8x4/st/seed1": _vae_result(137.0, 138.0, 96000),
+            "8x4/stgs/seed0": _vae_result(130.0, 131.0, 96000)}
+    short = {"8x4/st/seed0": _vae_result(150.0, 150.0, 1500), "8x4/reinmax/seed0": _vae_result(160.0, 160.0, 1500),
+             "10x30/st/seed0": _vae_result(190.0, 191.0, 500), "10x30/reinmax/seed0": _vae_result(195.0, 196.0, 500)}
+    stores = {
+        "vae-full/vae.json": {"benchmark": "vae", "config": cfg, "results": full},
+        "vae-short/vae.json": {"benchmark": "vae", "config": {**cfg, "epochs": 15, "train_size": 10000},
+                               "results": short},
+        "poly-spread/polynomial.json": {
+            "benchmark": "polynomial",
+            "config": {"steps": 8000, "p": [2.0], "c": "(i - 0.5)/L", "target": "spread", "num_vars": 4, "batch": 64,
+                       "lr": 0.001, "tau": 1.0, "init": "U(-0.01, 0.01)", "optimizer": "Adam"},
+            # optimum for c = (0.125, 0.375, 0.625, 0.875), p = 2: mean of min(c, 1 - c)^2 = 0.078125
+            "results": {"reinmax/seed=0": {"final_train_loss": [0.09], "exact_loss": [0.080125]},
+                        "rloo/seed=0": {"final_train_loss": [0.10], "exact_loss": [0.088125]}}},
+        "sort/mnist-sort.json": {"benchmark": "mnist-sort", "config": {"steps": 300},
+                                 "results": {"neural_sort/n=3/seed=0": {"exact": 0.5, "elementwise": 0.7}}},
+        "objective-poly.json": {"benchmark": "objective-poly", "config": {}, "results": {"x": 1}},
+    }
+    for rel, data in stores.items():
+        path = res / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+    return res
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+SUMMARY = """\
+| Table 2, categorical VAE 8×4 | ReinMax 124.66 ± 0.88 | ReinMax 126.00 (rank 1 of 3) | 160 epochs on 60,000 images (100% of 160 epochs on 60,000); seeds as listed (the paper: 10) | **reproduced** |
+| Table 2, categorical VAE 4×24 | ReinMax 99.77 ± 0.45 | – | – | **not run** |
+| Table 2, categorical VAE 8×16 | ReinMax 97.70 ± 0.39 | – | – | **not run** |
+| Table 2, categorical VAE 16×12 | ReinMax 98.06 ± 0.53 | – | – | **not run** |
+| Table 2, categorical VAE 64×8 | ReinMax 100.71 ± 0.70 | – | – | **not run** |
+| Table 2, categorical VAE 10×30 | ReinMax 98.37 ± 0.44 | ReinMax 195.00 (rank 2 of 2) | 15 epochs on 10,000 images (1.56% of 160 epochs on 60,000); seeds as listed (the paper: 10) | **not run** |
+| Table 6, binary VAE, MNIST, K = 2 | ReinMax 98.05 ± 0.29 | – | – | **not run** |
+| Table 6, binary VAE, MNIST, K = 3 | ReinMax 97.83 ± 0.36 | – | – | **not run** |
+| Polynomial programming, simple target c = 0.45 | a figure, not a table (the claim in words) | – | – | **not run** |
+| Polynomial programming, spread target c_i = (i − 0.5)/L | a figure, not a table (the claim in words) | p=2: holds (best REINFORCE-style: RLOO) | 8000 steps of 8000, seeds 0 (the paper: 0–9) | **reproduced** |
+| NeuralSort, large-MNIST sorting, exact-permutation accuracy | n = 3: 0.930, n = 5: 0.837 | n = 3: 0.500 | 300 steps of 100,000 (0.3%) | **not run** |
+"""
+
+SECTION_8X4 = """\
+*Ours:* `docs/results/vae-full/vae.json`; 160 epochs on 60,000 images (100% of 160 epochs on 60,000); seeds as listed (the paper: 10).
+
+| estimator | seeds | train −ELBO (ours) | test −ELBO (ours) | train −ELBO (paper's) |
+|---|---|---|---|---|
+| ST | 0, 1 | 136.00 ± 1.41 | 137.00 ± 1.41 | 135.53 ± 0.31 |
+| STGS | 0 | 130.00 ± 0.00 | 131.00 ± 0.00 | 126.85 ± 0.85 |
+| ReinMax | 0, 1 | 126.00 ± 1.41 | 128.00 ± 1.41 | 124.66 ± 0.88 |
+
+**Verdict: reproduced**, ReinMax is lowest (at the paper's training length).
+"""
+
+VERDICTS = [
+    "**Verdict: not run**, too short to judge: 1.56% of the paper's training (claims are judged from 10%); at that "
+    "length ST is lowest, not ReinMax.",
+    "**Verdict: reproduced**, it holds for p = 2, comparing the exact expected loss at the final θ with the optimum, "
+    "mean over seeds (at the paper's training length).",
+    "**Verdict: not run**, too short to judge: 0.3% of the paper's training (claims are judged from 10%); at that "
+    "length ours is not within 0.03 of the paper's accuracy for every n run.",
+    "**Verdict: not run**, no binary VAE store holds K = 2.",
+    "**Verdict: not run**, no polynomial store with the constant target.",
+    "**Verdict: not run**, architecture search is outside the library's benchmarks.",
+]
+
+
+def test_fabricated_stores_give_the_expected_page(tmp_path):
+    # The longer of two stores holding 8×4 is used (the paper's length, ReinMax lowest: reproduced);
+    # 10×30 exists only in the short one (1.56%: shown, not judged); a partial store's seeds are listed
+    # (STGS: seed 0 only); the spread target's optimum is 0.078125, so the gaps are 0.002 and 0.010.
+    res = fabricate(tmp_path)
+    page = tmp_path / "docs" / "reproduction.md"
+    text = report.write_report(res, page)
+    assert page.read_text() == text and (page.parent / report.PLOT_NAME).exists()
+    assert text.startswith("# Reproduction of the published experiments\n\nGenerated by `quasigrad report` from the "
+                           "result stores under `docs/results/`; do not edit by hand.\n")
+    assert "14 claims: 2 reproduced, 0 not reproduced, 12 not run." in text
+    assert SUMMARY in text
+    assert SECTION_8X4 in text
+    for line in VERDICTS:
+        assert "\n" + line + "\n" in text, line
+    assert text.count("## ") == 14 and text.count("**Verdict: ") == 14
+    assert "objective-poly" not in text                  # a store the page does not read is not shown
+    # deterministic: the same stores give the same page
+    assert report.build_page(report.load_stores(res), plot=report.PLOT_NAME) == text
+    assert report.run(_args("--results", str(res), "--out", str(page), "--check")) == 0
+    page.write_text(text.replace("reproduced", "reproduced!", 1))
+    assert report.run(_args("--results", str(res), "--out", str(page), "--check")) == 1
+
+
+def test_committed_page_is_what_the_committed_stores_give():
+    # `quasigrad report` regenerates docs/reproduction.md; run it after committing a result store.
+    assert report.run(_args("--results", str(ROOT / "docs" / "results"), "--out", str(ROOT / "docs" / "reproduction.md"),
+                            "--check")) == 0
+
+
+def _write(tmp_path, data, name="bad/vae.json", raw=None):
+    path = tmp_path / "results" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(raw if raw is not None else json.dumps(data))
+    return tmp_path / "results"
+
+
+GOOD = {"benchmark": "vae", "config": {"epochs": 1}, "results": {"8x4/st/seed0": _vae_result(1.0, 2.0, 10)}}
+
+
+@pytest.mark.parametrize("case,raw,match", [
+    ("not json", "{not json", "cannot be read as JSON"),
+    ("a list", "[1, 2]", "not a result store"),
+    ("no results", json.dumps({"benchmark": "vae", "config": {}}), "not a result store"),
+    ("nan", json.dumps(GOOD).replace("1.0", "NaN", 1), "finite number"),
+    ("string", json.dumps(GOOD).replace("1.0", '"1.0"', 1), "finite number"),
+    ("bool", json.dumps(GOOD).replace("1.0", "true", 1), "finite number"),
+    ("bad key", json.dumps(GOOD).replace("8x4/st/seed0", "8x4/st"), "does not have the form"),
+    ("no history", json.dumps({**GOOD, "results": {"8x4/st/seed0": {"train_neg_elbo": 1, "test_neg_elbo": 2}}}),
+     "missing 'history'"),
+])
+def test_damaged_stores_fail_with_one_line_naming_the_file(tmp_path, case, raw, match):
+    res = _write(tmp_path, None, raw=raw)
+    with pytest.raises(ReportError, match=match) as info:
+        report.load_stores(res)
+    message = str(info.value)
+    assert message.startswith("bad/vae.json") and "\n" not in message
+
+
+def test_other_benchmarks_are_validated_too(tmp_path):
+    bad_poly = {"benchmark": "polynomial", "config": {"p": [1.5, 2.0]},
+                "results": {"st/seed=0": {"final_train_loss": [0.1], "exact_loss": [0.1, 0.2]}}}
+    with pytest.raises(ReportError, match="one value per p"):
+        report.load_stores(_write(tmp_path, bad_poly, "p/polynomial.json"))
+    bad_sort = {"benchmark": "mnist-sort", "config": {}, "results": {"neural_sort/n=3/seed=0":
+                                                                     {"exact": 1.5, "elementwise": 0.5}}}
+    with pytest.raises(ReportError, match="proportion"):
+        report.load_stores(_write(tmp_path, bad_sort, "p/polynomial.json"))
+
+
+def test_oversized_and_missing_inputs(tmp_path, monkeypatch):
+    from quasigrad.bench import _report_stores
+
+    res = _write(tmp_path, GOOD)
+    monkeypatch.setattr(_report_stores, "MAX_STORE_BYTES", 10)
+    with pytest.raises(ReportError, match="larger than"):
+        report.load_stores(res)
+    with pytest.raises(ReportError, match="not a directory"):
+        report.load_stores(tmp_path / "nowhere")
