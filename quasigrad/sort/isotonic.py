@@ -264,7 +264,7 @@ _TARGETS: dict = {}
 
 
 def _rank_targets(n, regularization, like):
-    """``ρ = (n, …, 1)`` (l2) or ``log ρ`` (KL), one row (a few recent ones kept; never written)."""
+    """`ρ = (n, …, 1)` (l2) or `log ρ` (KL), one row (a few recent ones kept; never written)."""
     key = (n, regularization, like.dtype, like.device)
     row = _TARGETS.get(key)
     if row is None:
@@ -277,7 +277,7 @@ def _rank_targets(n, regularization, like):
 
 
 def _soft_rank_on_blocks(z, perm, starts, regularization):
-    """The soft rank of rows ``z`` given their sort and the blocks, by differentiable PyTorch
+    """The soft rank of rows `z` given their sort and the blocks, by differentiable PyTorch
     operators (the fused kernel's double backward)."""
     s = z.gather(-1, perm)
     w = _rank_targets(z.shape[-1], regularization, z).expand_as(s)
@@ -287,14 +287,14 @@ def _soft_rank_on_blocks(z, perm, starts, regularization):
 
 
 def _soft_sort_on_blocks(y, perm, starts, eps, regularization):
-    """The descending soft sort of rows ``y`` given their sort and the blocks (as above)."""
+    """The descending soft sort of rows `y` given their sort and the blocks (as above)."""
     w = y.gather(-1, perm)
     z = (torch.arange(y.shape[-1], 0, -1, dtype=y.dtype, device=y.device) / eps).expand_as(w)
     return z - _block_values(z, w, _segments(starts.bool()), regularization)
 
 
 class _SoftRank(torch.autograd.Function):
-    """The soft rank of rows ``x`` with ``z = scale·x`` (``scale = ±1/ε``): sort, then one kernel
+    """The soft rank of rows `x` with `z = scale·x` (`scale = ±1/ε`): sort, then one kernel
     call for the isotonic regression and the scatter back; the backward pass is one kernel call
     too (the scale folded in). Its own backward is differentiable (on the blocks of the forward
     pass) when a double backward asks for it."""
@@ -321,8 +321,8 @@ class _SoftRank(torch.autograd.Function):
 
 
 class _SoftSort(torch.autograd.Function):
-    """``sign`` times the descending soft sort of rows ``sign·x``: sort, then one kernel call;
-    backward one kernel call (see :class:`_SoftRank`)."""
+    """`sign` times the descending soft sort of rows `sign·x`: sort, then one kernel call;
+    backward one kernel call (see `_SoftRank`)."""
 
     @staticmethod
     def forward(ctx, x, sign, eps, regularization):
@@ -352,7 +352,7 @@ def _fused_rows(x):
 
 
 def _soft_rank_rows(x, scale, regularization):
-    """The soft rank of each row of ``z = scale·x`` (B, n) (``scale = ±1/ε``)."""
+    """The soft rank of each row of `z = scale·x` (B, n) (`scale = ±1/ε`)."""
     if _fused_rows(x):
         return _SoftRank.apply(x, scale, regularization)
     s, perm = (x * scale).sort(dim=-1, descending=True)
@@ -363,7 +363,7 @@ def _soft_rank_rows(x, scale, regularization):
 
 
 def _soft_sort_rows(x, sign, eps, regularization):
-    """``sign`` times the descending soft sort of each row of ``sign·x`` (B, n)."""
+    """`sign` times the descending soft sort of each row of `sign·x` (B, n)."""
     if _fused_rows(x):
         return _SoftSort.apply(x, sign, eps, regularization)
     w, _ = (sign * x).sort(dim=-1, descending=True)
