@@ -383,6 +383,8 @@ def uniform(key: int, count: int, dtype: torch.dtype) -> torch.Tensor:
 def _row_operand(t: torch.Tensor, shape) -> Tuple[torch.Tensor, int]:
     """``t`` (broadcastable to ``shape`` = (B, n)) as a tensor with contiguous rows and its row
     stride: 0 when every row is the same (one row is kept), else n."""
+    if t.dim() == 1 and t.is_contiguous() and not t.is_neg():   # the common case, checked first
+        return t, 0
     t = t.resolve_neg().resolve_conj() if (t.is_neg() or t.is_conj()) else t
     if t.dim() == 1 or t.stride(0) == 0 or t.shape[0] == 1:
         row = t.reshape(-1, t.shape[-1])[0] if t.dim() > 1 else t

@@ -263,17 +263,23 @@ torch.library.register_autograd("quasigrad::isotonic", _iso_grad, setup_context=
 _TARGETS: dict = {}
 
 
-def _rank_targets(n, regularization, like):
-    """`ρ = (n, …, 1)` (l2) or `log ρ` (KL), one row (a few recent ones kept; never written)."""
-    key = (n, regularization, like.dtype, like.device)
+def _target_row(n, kind, like):
+    """`ρ = (n, …, 1)` (`kind` "l2"), `log ρ` ("kl") or `ρ/ε` (a number), one row; a few recent
+    ones are kept (they are never written to)."""
+    key = (n, kind, like.dtype, like.device)
     row = _TARGETS.get(key)
     if row is None:
-        rho = torch.arange(n, 0, -1, dtype=like.dtype, device=like.device)
-        row = rho if regularization == "l2" else torch.log(rho)
+        row = torch.arange(n, 0, -1, dtype=like.dtype, device=like.device)
+        row = torch.log(row) if kind == "kl" else row if kind == "l2" else row / kind
         if len(_TARGETS) >= 16:
             _TARGETS.clear()
         _TARGETS[key] = row
     return row
+
+
+def _rank_targets(n, regularization, like):
+    """`ρ = (n, …, 1)` (l2) or `log ρ` (KL), one row."""
+    return _target_row(n, regularization, like)
 
 
 def _soft_rank_on_blocks(z, perm, starts, regularization):
@@ -328,8 +334,7 @@ class _SoftSort(torch.autograd.Function):
     def forward(ctx, x, sign, eps, regularization):
         y = x if sign == 1.0 else -x
         w, perm = y.sort(dim=-1, descending=True)
-        z = torch.arange(x.shape[-1], 0, -1, dtype=x.dtype, device=x.device) / eps
-        out, starts = _native.isotonic(z, w, _REG[regularization], sign=sign)
+        out, starts = _native.isotonic(_target_row(x.shape[-1], float(eps), x), w, _REG[regularization], sign=sign)
         ctx.args = (sign, eps, regularization)
         ctx.save_for_backward(x, w, perm, starts)
         return out
