@@ -8,20 +8,32 @@
        KL:  argmin_{v_1 >= ... >= v_n} <e^(s - v), 1> + <e^w, v>,
    whose solution is constant on blocks B of consecutive elements, with value mean_B(s - w) (l2)
    or logsumexp_B(s) - logsumexp_B(w) (KL). PAV keeps a stack of blocks and, for each new
-   element, merges the top two blocks while the lower one's value is below the upper one's (only a
-   strict violation merges, so ties stay apart, as in the PyTorch implementation). Block sums are
+   element, merges the newest block with the one below while that one's value is below the newest
+   one's (only a strict violation merges, so ties stay apart, as in the PyTorch implementation). Block sums are
    kept in double for both float types; log-sum-exps as (max, sum of exp(y - max)). Writes v and
    starts (1 where a block begins). O(n) per row, rows in parallel.
 
    qg_isotonic_backward_*: the exact Jacobian-vector product on those blocks: with G the sum of
    the upstream gradient over a block, d/ds = G / |B| and d/dw = -G / |B| (l2), or
-   d/ds = G softmax_B(s) and d/dw = -G softmax_B(w) (KL). */
+   d/ds = G softmax_B(s) and d/dw = -G softmax_B(w) (KL).
+
+   qg_soft_rank_* and qg_soft_sort_* fuse the isotonic regression with what soft rank and soft
+   sort do around it (Blondel et al. 2020), so that each is one pass after the sort:
+     rank: s = z sorted descending (perm: s_j = z[perm_j]), w = rho or log rho;
+           out[perm_j] = s_j - v_j (l2) or exp(s_j - v_j) (KL);
+           backward, with t_j = g[perm_j] (l2) or g[perm_j] out[perm_j] (KL):
+           gz[perm_j] = t_j - mean_B(t) (l2) or t_j - softmax_B(s)_j sum_B t (KL);
+     sort: s = rho / eps (one row), w = y sorted descending (w_j = y[perm_j]);
+           out_j = sign (s_j - v_j);
+           backward: gy[perm_j] = sign mean_B(g) (l2) or sign softmax_B(w)_j sum_B g (KL).
+   The backward pass multiplies by `scale`: the caller folds the scaling of its input into it
+   (z = ±x/eps for rank, y = sign x for sort). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define QG_ABI 3
+#define QG_ABI 4
 
 int qg_abi_version(void) { return QG_ABI; }
 
@@ -53,10 +65,6 @@ typedef struct {
     double value;
 } qg_block;
 
-static inline double qg_block_value(const qg_block *blk, int reg) {
-    return reg == QG_L2 ? blk->a / blk->b : (blk->a + log(blk->b)) - (blk->c + log(blk->d));
-}
-
 /* (m1, s1) <- the log-sum-exp pair of the union with (m2, s2) */
 static inline void qg_lse_merge(double *m1, double *s1, double m2, double s2) {
     if (m2 > *m1) {
@@ -68,34 +76,67 @@ static inline void qg_lse_merge(double *m1, double *s1, double m2, double s2) {
 }
 
 #define QG_ISOTONIC(T, SUF)                                                                       \
-static void qg_isotonic_row_##SUF(const T *s, const T *w, T *v, uint8_t *starts, qg_block *stack, int64_t n, \
-                                  int reg) {                                                      \
+/* PAV over one row: the blocks of the solution in stack[0 .. top]; returns top. The newest   \
+   block is kept in registers and merged with the top of the stack while the top's value is      \
+   below its own; l2 compares means by cross-multiplication (no division in the loop). */        \
+static int64_t qg_pav_##SUF(const T *s, const T *w, qg_block *stack, int64_t n, int reg) {        \
     int64_t top = -1;                                                                             \
-    for (int64_t i = 0; i < n; ++i) {                                                             \
-        qg_block *blk = &stack[++top];                                                            \
-        blk->start = i;                                                                           \
-        if (reg == QG_L2) { blk->a = (double)s[i] - (double)w[i]; blk->b = 1; }                   \
-        else { blk->a = s[i]; blk->b = 1; blk->c = w[i]; blk->d = 1; }                            \
-        blk->value = reg == QG_L2 ? blk->a : (double)s[i] - (double)w[i];                         \
-        while (top > 0 && stack[top - 1].value < stack[top].value) {                              \
-            qg_block *low = &stack[top - 1], *up = &stack[top];                                   \
-            if (reg == QG_L2) { low->a += up->a; low->b += up->b; }                               \
-            else { qg_lse_merge(&low->a, &low->b, up->a, up->b); qg_lse_merge(&low->c, &low->d, up->c, up->d); } \
-            low->value = qg_block_value(low, reg);                                                \
-            --top;                                                                                \
+    if (reg == QG_L2) {                                                                           \
+        for (int64_t i = 0; i < n; ++i) {                                                         \
+            double sum = (double)s[i] - (double)w[i], cnt = 1;                                    \
+            int64_t start = i;                                                                    \
+            while (top >= 0 && stack[top].a * cnt < sum * stack[top].b) {                         \
+                sum += stack[top].a; cnt += stack[top].b; start = stack[top].start; --top;        \
+            }                                                                                     \
+            qg_block *blk = &stack[++top];                                                        \
+            blk->start = start; blk->a = sum; blk->b = cnt;                                       \
         }                                                                                         \
+        for (int64_t b = 0; b <= top; ++b) stack[b].value = stack[b].a / stack[b].b;             \
+        return top;                                                                               \
     }                                                                                             \
+    for (int64_t i = 0; i < n; ++i) {                                                             \
+        double ms = s[i], ss = 1, mw = w[i], sw = 1, value = (double)s[i] - (double)w[i];         \
+        int64_t start = i;                                                                        \
+        while (top >= 0 && stack[top].value < value) {                                            \
+            qg_lse_merge(&ms, &ss, stack[top].a, stack[top].b);                                   \
+            qg_lse_merge(&mw, &sw, stack[top].c, stack[top].d);                                   \
+            start = stack[top].start;                                                             \
+            --top;                                                                                \
+            value = (ms - mw) + log(ss / sw);                                                     \
+        }                                                                                         \
+        qg_block *blk = &stack[++top];                                                            \
+        blk->start = start; blk->a = ms; blk->b = ss; blk->c = mw; blk->d = sw; blk->value = value; \
+    }                                                                                             \
+    return top;                                                                                   \
+}                                                                                                 \
+                                                                                                  \
+/* the solution v and the block starts of one row; with perm, the soft rank's output instead, and \
+   with sign != 0, the soft sort's (see the header) */                                            \
+static void qg_isotonic_row_##SUF(const T *s, const T *w, T *v, uint8_t *starts, qg_block *stack, int64_t n, \
+                                  int reg, const int64_t *perm, T sign) {                         \
+    int64_t top = qg_pav_##SUF(s, w, stack, n, reg);                                              \
     for (int64_t b = 0; b <= top; ++b) {                                                          \
         int64_t end = b < top ? stack[b + 1].start : n;                                           \
-        T value = (T)stack[b].value;                                                              \
-        for (int64_t j = stack[b].start; j < end; ++j) { v[j] = value; starts[j] = 0; }            \
+        double value = stack[b].value;                                                            \
+        if (perm) {                                                                               \
+            for (int64_t j = stack[b].start; j < end; ++j) {                                      \
+                double t = (double)s[j] - value;                                                  \
+                v[perm[j]] = (T)(reg == QG_L2 ? t : exp(t));                                      \
+            }                                                                                     \
+        } else if (sign != 0) {                                                                   \
+            for (int64_t j = stack[b].start; j < end; ++j) v[j] = (T)(sign * ((double)s[j] - value)); \
+        } else {                                                                                  \
+            for (int64_t j = stack[b].start; j < end; ++j) v[j] = (T)value;                       \
+        }                                                                                         \
+        memset(starts + stack[b].start, 0, (size_t)(end - stack[b].start));                       \
         starts[stack[b].start] = 1;                                                               \
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-/* 0, or -1 if out of memory */                                                                   \
+/* v (or the soft rank/sort output: perm / sign, see the header) and starts; 0, or -1 if out of   \
+   memory */                                                                                      \
 int64_t qg_isotonic_##SUF(const T *s, int64_t ss, const T *w, int64_t ws, T *v, uint8_t *starts, int reg, \
-                          int64_t rows, int64_t n, int nthreads) {                                \
+                          const int64_t *perm, T sign, int64_t rows, int64_t n, int nthreads) {   \
     (void)nthreads;                                                                               \
     int64_t oom = 0;                                                                              \
     _Pragma("omp parallel num_threads(nthreads) if(rows > 1 && rows * n > 4096) reduction(+:oom)") \
@@ -104,7 +145,8 @@ int64_t qg_isotonic_##SUF(const T *s, int64_t ss, const T *w, int64_t ws, T *v, 
         oom += stack == NULL;                                                                     \
         _Pragma("omp for schedule(static)")                                                       \
         for (int64_t r = 0; r < rows; ++r)                                                        \
-            if (stack) qg_isotonic_row_##SUF(s + r * ss, w + r * ws, v + r * n, starts + r * n, stack, n, reg); \
+            if (stack) qg_isotonic_row_##SUF(s + r * ss, w + r * ws, v + r * n, starts + r * n, stack, n, reg, \
+                                             perm ? perm + r * n : NULL, sign);                   \
         free(stack);                                                                              \
     }                                                                                             \
     return oom ? -1 : 0;                                                                          \
@@ -146,6 +188,54 @@ void qg_isotonic_backward_##SUF(const T *g, const T *s, int64_t ss, const T *w, 
             b0 = b1;                                                                              \
         }                                                                                         \
     }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* The soft rank's backward (out given for KL) or, with sort != 0, the soft sort's; y holds s     \
+   (rank) or w (sort), sorted, and gx receives scale times the gradient in the unsorted order     \
+   (see the header); 0, or -1 if out of memory. */                                                \
+int64_t qg_soft_backward_##SUF(const T *g, const T *y, const T *out, const int64_t *perm, const uint8_t *starts, \
+                               int reg, int sort, T scale, T *gx, int64_t rows, int64_t n, int nthreads) { \
+    (void)nthreads;                                                                               \
+    int64_t oom = 0;                                                                              \
+    _Pragma("omp parallel num_threads(nthreads) if(rows > 1 && rows * n > 4096) reduction(+:oom)") \
+    {                                                                                             \
+    double *ex = reg == QG_KL ? (double *)malloc((size_t)n * sizeof(double)) : NULL;              \
+    oom += reg == QG_KL && ex == NULL;                                                            \
+    _Pragma("omp for schedule(static)")                                                           \
+    for (int64_t r = 0; r < rows; ++r) {                                                          \
+        if (reg == QG_KL && ex == NULL) continue;                                                 \
+        const T *gr = g + r * n, *yr = y + r * n, *outr = out ? out + r * n : NULL;               \
+        const int64_t *pr = perm + r * n;                                                         \
+        const uint8_t *st = starts + r * n;                                                       \
+        T *gxr = gx + r * n;                                                                      \
+        int64_t b0 = 0;                                                                           \
+        while (b0 < n) {                                                                          \
+            int64_t b1 = b0 + 1;                                                                  \
+            while (b1 < n && !st[b1]) ++b1;                                                       \
+            double G = 0, m = -INFINITY, z = 0;                                                   \
+            for (int64_t j = b0; j < b1; ++j) {                                                   \
+                double t = sort ? (double)gr[j]                                                   \
+                         : reg == QG_L2 ? (double)gr[pr[j]] : (double)gr[pr[j]] * (double)outr[pr[j]]; \
+                G += t;                                                                           \
+                m = yr[j] > m ? yr[j] : m;                                                        \
+            }                                                                                     \
+            if (reg == QG_KL)                                                                     \
+                for (int64_t j = b0; j < b1; ++j) { ex[j] = exp((double)yr[j] - m); z += ex[j]; }  \
+            for (int64_t j = b0; j < b1; ++j) {                                                   \
+                double share = reg == QG_L2 ? 1.0 / (double)(b1 - b0) : ex[j] / z;                \
+                if (sort) {                                                                       \
+                    gxr[pr[j]] = (T)(scale * share * G);                                          \
+                } else {                                                                          \
+                    double t = reg == QG_L2 ? (double)gr[pr[j]] : (double)gr[pr[j]] * (double)outr[pr[j]]; \
+                    gxr[pr[j]] = (T)(scale * (t - share * G));                                    \
+                }                                                                                 \
+            }                                                                                     \
+            b0 = b1;                                                                              \
+        }                                                                                         \
+    }                                                                                             \
+    free(ex);                                                                                     \
+    }                                                                                             \
+    return oom ? -1 : 0;                                                                          \
 }
 
 QG_ISOTONIC(float, f32)

@@ -198,7 +198,7 @@ static inline int qg_max_f32v(const float *xr, int64_t n, float *m_out) {
         vm = qv_max(vm, v);
     }
     if (j < n) {
-        qv v = qv_load_part(xr + j, n - j, -INFINITY);
+        qv v = n >= QG_VL ? qv_load(xr + n - QG_VL) : qv_load_part(xr + j, n - j, -INFINITY);
         nan = qnan_add(nan, v);
         vm = qv_max(vm, v);
     }
@@ -217,7 +217,11 @@ static inline float qg_expsum_f32v(const float *xr, float m, float *e, int64_t n
         qv_store(e + j, v);
         acc += v;
     }
-    if (j < n) {
+    if (j < n && n >= QG_VL) {
+        qv v = qv_exp_nonpos(qv_load(xr + n - QG_VL) - vmax);
+        qv_store(e + n - QG_VL, v);
+        acc += qv_keep_last(v, n - j, 0.0f);
+    } else if (j < n) {
         qv v = qv_exp_nonpos(qv_load_part(xr + j, n - j, -INFINITY) - vmax);   /* 0 past the row */
         qv_store_part(e + j, v, n - j);
         acc += v;
@@ -239,7 +243,12 @@ static inline int64_t qg_search_f32v(const float *e, int64_t n, float v) {
         k += qv_count_le(t, vv, QG_VL);
         run = qv_last(t);
     }
-    if (j < n) k += qv_count_le(qv_prefix(qv_load_part(e + j, n - j, 0.0f)) + run, vv, n - j);
+    if (j < n && n >= QG_VL) {
+        qv t = qv_prefix(qv_keep_last(qv_load(e + n - QG_VL), n - j, 0.0f)) + run;
+        k += qv_count_le(qv_keep_last(t, n - j, INFINITY), vv, QG_VL);
+    } else if (j < n) {
+        k += qv_count_le(qv_prefix(qv_load_part(e + j, n - j, 0.0f)) + run, vv, n - j);
+    }
     if (k >= n || !(e[k] > 0)) k = qg_search_f32s(e, n, v);
     return k;
 }
@@ -257,7 +266,14 @@ static inline void qg_backward_row_f32v(const float *xr, const float *gr, float 
         vs += q;
         vdot += q * qv_load(gr + j);
     }
-    if (j < n) {
+    if (j < n && n >= QG_VL) {
+        qv q = qv_exp_nonpos(qv_load(xr + n - QG_VL) - vmax);
+        if (mode == QG_GST) q = qv_min(q, vcap);
+        qv_store(o + n - QG_VL, q);
+        q = qv_keep_last(q, n - j, 0.0f);
+        vs += q;
+        vdot += q * qv_load(gr + n - QG_VL);
+    } else if (j < n) {
         qv q = qv_exp_nonpos(qv_load_part(xr + j, n - j, -INFINITY) - vmax);
         if (mode == QG_GST) q = qv_min(q, vcap);
         qv_store_part(o + j, q, n - j);
@@ -278,17 +294,27 @@ static inline float qg_relax_row_f32v(const float *ep, float *y, const float *u,
     const qv va = qv_splat(a), vinv = qv_splat(1.0f / tau), zero = qv_splat(0.0f);
     qv vs = zero, vd = zero;
     int64_t j;
+    /* the row's end, read before y (which may be e or u) is written */
+    const qv e_end = n >= QG_VL ? qv_load(ep + n - QG_VL) : zero;
+    const qv u_end = n >= QG_VL ? qv_load(u + n - QG_VL) : zero;
     for (j = 0; j < full; j += QG_VL) {
         qv e = qv_load(ep + j);
-        qv r = e / qv_fmadd(va, zero - qv_log(qv_load(u + j)), e);
+        qv r = e / qv_fmadd(va, zero - qv_log_normal(qv_load(u + j)), e);
         if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
         qv_store(y + j, r);
         vs += r;
         if (g) vd += r * qv_load(g + j);
     }
-    if (j < n) {   /* past the row: e = 0 and U = 1/2, so r = 0 */
+    if (j < n && n >= QG_VL) {
+        qv r = e_end / qv_fmadd(va, zero - qv_log_normal(u_end), e_end);
+        if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
+        qv_store(y + n - QG_VL, r);
+        r = qv_keep_last(r, n - j, 0.0f);
+        vs += r;
+        if (g) vd += r * qv_load(g + n - QG_VL);
+    } else if (j < n) {   /* past the row: e = 0 and U = 1/2, so r = 0 */
         qv e = qv_load_part(ep + j, n - j, 0.0f);
-        qv r = e / qv_fmadd(va, zero - qv_log(qv_load_part(u + j, n - j, 0.5f)), e);
+        qv r = e / qv_fmadd(va, zero - qv_log_normal(qv_load_part(u + j, n - j, 0.5f)), e);
         if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
         qv_store_part(y + j, r, n - j);
         vs += r;

@@ -38,9 +38,9 @@ import torch
 from . import _build
 
 __all__ = ["available", "status", "info", "usable", "sample", "backward", "gumbel", "gumbel_rao_backward",
-           "softmax_backward", "uniform", "isotonic", "isotonic_backward", "ST", "ZGR", "DARN", "GST"]
+           "softmax_backward", "uniform", "isotonic", "isotonic_backward", "soft_backward", "ST", "ZGR", "DARN", "GST"]
 
-ABI = 3
+ABI = 4
 # The backward formulas (the kernel's mode argument).
 ST, ZGR, DARN, GST = 0, 1, 2, 3
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -62,10 +62,13 @@ def _signatures(suffix: str) -> Dict[str, Tuple[list, object]]:
     }
 
 
-_ISOTONIC = {
-    "qg_isotonic": ([_P, _I64, _P, _I64, _P, _P, _INT, _I64, _I64, _INT], _I64),
-    "qg_isotonic_backward": ([_P, _P, _I64, _P, _I64, _P, _INT, _P, _P, _I64, _I64, _INT], None),
-}
+def _isotonic_signatures(suffix: str) -> Dict[str, Tuple[list, object]]:
+    f = _F[suffix]
+    return {
+        "qg_isotonic": ([_P, _I64, _P, _I64, _P, _P, _INT, _P, f, _I64, _I64, _INT], _I64),
+        "qg_isotonic_backward": ([_P, _P, _I64, _P, _I64, _P, _INT, _P, _P, _I64, _I64, _INT], None),
+        "qg_soft_backward": ([_P, _P, _P, _P, _P, _INT, _INT, f, _P, _I64, _I64, _INT], _I64),
+    }
 
 
 class _Kernels:
@@ -99,7 +102,7 @@ class _Kernels:
                 fn = getattr(self.lib, f"{name}_{suffix}_{variant}")
                 fn.argtypes, fn.restype = args, result
                 out[f"{name}_{suffix}"] = fn
-            for name, (args, result) in _ISOTONIC.items():
+            for name, (args, result) in _isotonic_signatures(suffix).items():
                 fn = getattr(self.lib, f"{name}_{suffix}")
                 fn.argtypes, fn.restype = args, result
                 out[f"{name}_{suffix}"] = fn
@@ -380,6 +383,8 @@ def uniform(key: int, count: int, dtype: torch.dtype) -> torch.Tensor:
 def _row_operand(t: torch.Tensor, shape) -> Tuple[torch.Tensor, int]:
     """``t`` (broadcastable to ``shape`` = (B, n)) as a tensor with contiguous rows and its row
     stride: 0 when every row is the same (one row is kept), else n."""
+    if t.dim() == 1 and t.is_contiguous() and not t.is_neg():   # the common case, checked first
+        return t, 0
     t = t.resolve_neg().resolve_conj() if (t.is_neg() or t.is_conj()) else t
     if t.dim() == 1 or t.stride(0) == 0 or t.shape[0] == 1:
         row = t.reshape(-1, t.shape[-1])[0] if t.dim() > 1 else t
@@ -387,19 +392,42 @@ def _row_operand(t: torch.Tensor, shape) -> Tuple[torch.Tensor, int]:
     return t.expand(shape).contiguous(), shape[-1]
 
 
-def isotonic(s: torch.Tensor, w: torch.Tensor, regularization: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def isotonic(s: torch.Tensor, w: torch.Tensor, regularization: int, *, perm: Optional[torch.Tensor] = None,
+             sign: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(v, starts)``: the decreasing isotonic regression of each row of ``s`` (B, n) against
-    ``w`` (either may be one row broadcast), 0 = l2, 1 = KL, and where its blocks start."""
-    shape = torch.broadcast_shapes(s.shape, w.shape)
-    rows, n = shape[0], shape[1]
+    ``w`` (either may be one row broadcast), 0 = l2, 1 = KL, and where its blocks start. With
+    ``perm`` (soft rank: ``s`` is ``z`` sorted by it), ``v`` is the soft rank instead; with
+    ``sign`` (soft sort), ``sign (s − v)`` (see ``_isotonic.c``)."""
+    n = s.shape[-1]
+    rows = max(s.shape[0] if s.dim() > 1 else 1, w.shape[0] if w.dim() > 1 else 1)
+    shape = (rows, n)
     sc, ss = _row_operand(s, shape)
     wc, ws = _row_operand(w.to(sc.dtype), shape)
     v = torch.empty(shape, dtype=sc.dtype)
     starts = torch.empty(shape, dtype=torch.uint8)
+    perm = None if perm is None else _plain(perm)   # kept alive until the kernel returns
     if _fn("qg_isotonic", sc.dtype)(sc.data_ptr(), ss, wc.data_ptr(), ws, v.data_ptr(), starts.data_ptr(),
-                                    regularization, rows, n, _threads()) < 0:
+                                    regularization, None if perm is None else perm.data_ptr(), sign, rows, n,
+                                    _threads()) < 0:
         raise MemoryError("quasigrad: out of memory in the isotonic regression kernel")
     return v, starts
+
+
+def soft_backward(grad: torch.Tensor, sorted_: torch.Tensor, out: Optional[torch.Tensor], perm: torch.Tensor,
+                  starts: torch.Tensor, regularization: int, *, sort: bool, scale: float) -> torch.Tensor:
+    """``scale`` times the gradient, in the unsorted order, of :func:`isotonic`'s soft rank output
+    (``out`` needed for KL) or, with ``sort``, of its soft sort output (see ``_isotonic.c``)."""
+    # every operand is held in a variable: a temporary copy would be freed before the kernel runs
+    sorted_, perm, starts = _plain(sorted_), _plain(perm), _plain(starts)
+    grad = _plain(grad.to(sorted_.dtype))
+    out = None if out is None else _plain(out)
+    rows, n = _rows(sorted_)
+    gx = torch.empty_like(sorted_)
+    if _fn("qg_soft_backward", sorted_.dtype)(grad.data_ptr(), sorted_.data_ptr(), None if out is None else out.data_ptr(),
+                                               perm.data_ptr(), starts.data_ptr(), regularization, int(sort),
+                                               scale, gx.data_ptr(), rows, n, _threads()) < 0:
+        raise MemoryError("quasigrad: out of memory in the soft sort/rank kernel")
+    return gx
 
 
 def isotonic_backward(grad: torch.Tensor, s: torch.Tensor, w: torch.Tensor, starts: torch.Tensor, regularization: int,
@@ -409,11 +437,11 @@ def isotonic_backward(grad: torch.Tensor, s: torch.Tensor, w: torch.Tensor, star
     rows, n = shape[0], shape[1]
     sc, ss = _row_operand(s, shape)
     wc, ws = _row_operand(w.to(sc.dtype), shape)
-    grad = _plain(grad.to(sc.dtype))
+    grad, starts = _plain(grad.to(sc.dtype)), _plain(starts)
     gs = torch.empty(shape, dtype=sc.dtype) if need_s else None
     gw = torch.empty(shape, dtype=sc.dtype) if need_w else None
     _fn("qg_isotonic_backward", sc.dtype)(grad.data_ptr(), sc.data_ptr(), ss, wc.data_ptr(), ws,
-                                          _plain(starts).data_ptr(), regularization,
+                                          starts.data_ptr(), regularization,
                                           None if gs is None else gs.data_ptr(),
                                           None if gw is None else gw.data_ptr(), rows, n, _threads())
     return gs, gw

@@ -17,9 +17,12 @@ sample. Every operator takes its categories along the last dimension (callers mo
 - ``gumbel_rao(logits, seed, index?, tau, k, dim) -> (one_hot, index)``; backward:
   ``gumbel_rao_backward`` (k conditional draws made again from ``seed``).
 
-Under ``torch.func`` transforms the estimators do not call these operators (see
-:func:`use_kernels`): they run the PyTorch computations directly, which vmap and grad can see
-through.
+The estimators call :func:`categorical`, :func:`gumbel_softmax` and :func:`gumbel_rao`: the
+operators while ``torch.compile`` traces, and in eager mode the same implementations through a
+plain ``autograd.Function`` (going through the dispatcher costs a round trip from C++ back into
+Python per operator, more than the kernel itself on small inputs). Under ``torch.func``
+transforms the estimators do not come here (see :func:`use_kernels`): they run the PyTorch
+computations directly, which vmap and grad can see through.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import torch
 from .._util import validate as V
 from . import _native, _streams
 
-__all__ = ["use_kernels", "functorch_active", "inverse_cdf", "relaxed", "gumbel_rao_grad", "categorical_backward_ref"]
+__all__ = ["use_kernels", "functorch_active", "dynamo_compiling", "inverse_cdf", "relaxed", "gumbel_rao_grad",
+           "categorical_backward_ref", "categorical", "gumbel_softmax", "gumbel_rao"]
 
 _COMPUTE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
@@ -325,3 +329,92 @@ def _gumbel_rao_grad(ctx, grad, _index):
 torch.library.register_autograd("quasigrad::categorical", _categorical_grad, setup_context=_categorical_setup, lib=_lib)
 torch.library.register_autograd("quasigrad::gumbel_softmax", _gumbel_grad, setup_context=_gumbel_setup, lib=_lib)
 torch.library.register_autograd("quasigrad::gumbel_rao", _gumbel_rao_grad, setup_context=_gumbel_rao_setup, lib=_lib)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points: the operator under torch.compile, the same implementation directly in eager mode
+
+
+class _Categorical(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, seed, mode, cap, dim):
+        d, index, row_max = _categorical(logits, seed, mode, cap, dim)
+        ctx.mode, ctx.cap = mode, cap
+        ctx.save_for_backward(logits, index, row_max)
+        return d
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        logits, index, row_max = ctx.saved_tensors
+        return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
+
+
+def categorical(logits: torch.Tensor, seed: torch.Tensor, mode: int, cap: float, dim: int) -> torch.Tensor:
+    """The one-hot of a fresh draw from ``logits`` (categories last) with the straight-through
+    family's backward formula ``mode``: ``quasigrad::categorical``."""
+    if dynamo_compiling():
+        return torch.ops.quasigrad.categorical(logits, seed, mode, cap, dim)[0]
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _Categorical.apply(logits, seed, mode, cap, dim)
+    return _categorical(logits, seed, mode, cap, dim)[0]
+
+
+def draw(logits: torch.Tensor, seed: torch.Tensor, dim: int) -> torch.Tensor:
+    """The index of a fresh draw (no gradient): ``quasigrad::categorical``'s second output."""
+    if dynamo_compiling():
+        return torch.ops.quasigrad.categorical(logits, seed, 0, 0.0, dim)[1]
+    return _categorical(logits.detach(), seed, 0, 0.0, dim)[1]
+
+
+class _GumbelSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, seed, index, tau, hard, dim):
+        y, onehot, _ = _gumbel_softmax(logits, seed, index, tau, hard, dim)
+        ctx.tau = tau
+        ctx.save_for_backward(y)
+        return onehot if hard else y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return _gumbel_softmax_backward(grad, y, ctx.tau), None, None, None, None, None
+
+
+def gumbel_softmax(logits: torch.Tensor, seed: torch.Tensor, index: Optional[torch.Tensor], tau: float, hard: bool,
+                   dim: int) -> torch.Tensor:
+    """The relaxed sample (or, with ``hard``, its one-hot) with backward ``(1/τ) J(y) g``:
+    ``quasigrad::gumbel_softmax``."""
+    if dynamo_compiling():
+        y, onehot, _ = torch.ops.quasigrad.gumbel_softmax(logits, seed, index, tau, hard, dim)
+        return onehot if hard else y
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _GumbelSoftmax.apply(logits, seed, index, tau, hard, dim)
+    y, onehot, _ = _gumbel_softmax(logits, seed, index, tau, hard, dim)
+    return onehot if hard else y
+
+
+class _GumbelRaoFused(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, seed, index, tau, k, dim):
+        d, drawn = _gumbel_rao(logits, seed, index, tau, k, dim)
+        ctx.tau, ctx.k = tau, k
+        ctx.save_for_backward(logits, drawn, seed)
+        return d
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        logits, index, seed = ctx.saved_tensors
+        return _gumbel_rao_backward(grad, logits, index, seed, ctx.tau, ctx.k), None, None, None, None, None
+
+
+def gumbel_rao(logits: torch.Tensor, seed: torch.Tensor, index: Optional[torch.Tensor], tau: float, k: int,
+               dim: int) -> torch.Tensor:
+    """The one-hot sample with GR-MCK's backward: ``quasigrad::gumbel_rao``."""
+    if dynamo_compiling():
+        return torch.ops.quasigrad.gumbel_rao(logits, seed, index, tau, k, dim)[0]
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _GumbelRaoFused.apply(logits, seed, index, tau, k, dim)
+    return _gumbel_rao(logits, seed, index, tau, k, dim)[0]

@@ -31,6 +31,10 @@ static inline qv qv_load_part(const float *p, int64_t count, float fill) {
 }
 static inline void qv_store(float *p, qv v) { _mm512_storeu_ps(p, v); }
 static inline void qv_store_part(float *p, qv v, int64_t count) { _mm512_mask_storeu_ps(p, qg_mask(count), v); }
+/* v with its first QG_VL - keep lanes replaced by fill */
+static inline qv qv_keep_last(qv v, int64_t keep, float fill) {
+    return _mm512_mask_blend_ps((__mmask16)~((1u << (16 - keep)) - 1), _mm512_set1_ps(fill), v);
+}
 static inline qv qv_max(qv a, qv b) { return _mm512_max_ps(a, b); }
 static inline qv qv_min(qv a, qv b) { return _mm512_min_ps(a, b); }
 /* a < b ? t : f, lane by lane */
@@ -84,6 +88,10 @@ static inline qv qv_load_part(const float *p, int64_t count, float fill) {
 }
 static inline void qv_store(float *p, qv v) { _mm256_storeu_ps(p, v); }
 static inline void qv_store_part(float *p, qv v, int64_t count) { _mm256_maskstore_ps(p, qg_mask(count), v); }
+static inline qv qv_keep_last(qv v, int64_t keep, float fill) {
+    __m256i last = _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)(7 - keep)));
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_castsi256_ps(last));
+}
 static inline qv qv_max(qv a, qv b) { return _mm256_max_ps(a, b); }
 static inline qv qv_min(qv a, qv b) { return _mm256_min_ps(a, b); }
 static inline qv qv_lt_select(qv a, qv b, qv t, qv f) { return _mm256_blendv_ps(f, t, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
@@ -149,6 +157,12 @@ static inline qv qv_load_part(const float *p, int64_t count, float fill) {
 }
 static inline void qv_store(float *p, qv v) { memcpy(p, &v, sizeof v); }
 static inline void qv_store_part(float *p, qv v, int64_t count) { for (int64_t t = 0; t < count; ++t) p[t] = v[t]; }
+static inline qv qv_keep_last(qv v, int64_t keep, float fill) {
+    const qvi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    qv f = {fill, fill, fill, fill, fill, fill, fill, fill};
+    qvi last = lane > (int32_t)(7 - keep);
+    return (qv)(((qvi)v & last) | ((qvi)f & ~last));
+}
 static inline qv qv_select(qvi mask, qv a, qv b) { return (qv)(((qvi)a & mask) | ((qvi)b & ~mask)); }
 static inline qv qv_max(qv a, qv b) { return qv_select(a > b, a, b); }
 static inline qv qv_min(qv a, qv b) { return qv_select(a < b, a, b); }
@@ -190,6 +204,11 @@ static inline qv qv_frexp(qv x, qv *e) {
 
 #endif
 
+/* The tail of a row of n >= QG_VL elements is read as the QG_VL elements that end the row, whose
+   first QG_VL - (n - j) lanes were already read in the last full vector (an overlapping load, no
+   masks): an elementwise result stored back there rewrites those lanes with the same values, and
+   reductions drop them with qv_keep_last. Shorter rows use masked loads and stores. */
+
 /* exp(x) for x <= 0 or -inf (and small positive x), on every target: Cephes' single-precision
    range reduction (x = k ln 2 + r, ln 2 in two parts) and polynomial for e^r (relative error
    about 1e-7), after clamping at -110, whose exp rounds to 0 (so -inf gives 0). */
@@ -207,9 +226,30 @@ static inline qv qv_exp_nonpos(qv x) {
     return qv_ldexp(poly, k);
 }
 
-/* log(x) for finite x >= 0 (0 gives -inf), on every target: Cephes' single-precision logf
-   (x = m 2^e, m in [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1; relative error about
-   1e-7). Denormal x is scaled by 2^24 first. */
+/* log(x) for normal x > 0, on every target: Cephes' single-precision logf (x = m 2^e, m in
+   [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1; relative error about 1e-7). */
+static inline qv qv_log_normal(qv x) {
+    const qv zero = qv_splat(0.0f);
+    qv e, m = qv_frexp(x, &e);
+    qv low = qv_lt_select(m, qv_splat(0.707106781186547524f), qv_splat(1.0f), zero);
+    e = e - low;
+    m = m + m * low - 1.0f;
+    qv z = m * m;
+    qv y = qv_fmadd(qv_splat(7.0376836292e-2f), m, qv_splat(-1.1514610310e-1f));
+    y = qv_fmadd(y, m, qv_splat(1.1676998740e-1f));
+    y = qv_fmadd(y, m, qv_splat(-1.2420140846e-1f));
+    y = qv_fmadd(y, m, qv_splat(1.4249322787e-1f));
+    y = qv_fmadd(y, m, qv_splat(-1.6668057665e-1f));
+    y = qv_fmadd(y, m, qv_splat(2.0000714765e-1f));
+    y = qv_fmadd(y, m, qv_splat(-2.4999993993e-1f));
+    y = qv_fmadd(y, m, qv_splat(3.3333331174e-1f));
+    y = y * m * z;
+    y = qv_fmadd(e, qv_splat(-2.12194440e-4f), y);
+    y = qv_fnmadd(z, qv_splat(0.5f), y);
+    return qv_fmadd(e, qv_splat(0.693359375f), m + y);
+}
+
+/* log(x) for finite x >= 0 (0 gives -inf): qv_log_normal after scaling denormal x by 2^24. */
 static inline qv qv_log(qv x) {
     const qv zero = qv_splat(0.0f);
     qv small = qv_lt_select(x, qv_splat(1.17549435e-38f), qv_splat(1.0f), zero);

@@ -102,8 +102,7 @@ def draw_index(logits: torch.Tensor, dim: int, generator: Optional[torch.Generat
     x = logits.detach()
     if _ops.use_kernels(x):
         last = dim == x.dim() - 1
-        _, index, _ = torch.ops.quasigrad.categorical(x if last else x.movedim(dim, -1), seed(generator, x.device),
-                                                      0, 0.0, dim)
+        index = _ops.draw(x if last else x.movedim(dim, -1), seed(generator, x.device), dim)
         return index.clone()   # its own storage, not the discarded one-hot's
     return draw(logits, dim, generator)[1]
 

@@ -91,7 +91,7 @@ def _fused(logits, dim, index, generator, mode, cap=0.0):
     if index is not None or not _ops.use_kernels(logits):
         return None
     x, back = _moved(logits, dim)
-    return back(torch.ops.quasigrad.categorical(x, seed(generator, logits.device), mode, cap, dim)[0])
+    return back(_ops.categorical(x, seed(generator, logits.device), mode, cap, dim))
 
 
 def _one_hot(index, like, dim):
@@ -353,8 +353,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False, e
     # the fused operator: draw, noise and softmax in one sweep (a given index takes the PyTorch path, which
     # stays exact where the chosen category's probability underflows)
     if index is None and _ops.use_kernels(logits):
-        y, onehot, _ = torch.ops.quasigrad.gumbel_softmax(x, s_, index, tau, hard, dim)
-        return back(onehot if hard else y)
+        return back(_ops.gumbel_softmax(x, s_, index, tau, hard, dim))
     cdt = compute_dtype(logits.dtype)
     with torch.no_grad():
         theta = x.detach().to(cdt)
@@ -442,7 +441,7 @@ def gumbel_rao(logits: torch.Tensor, *, tau: float = 1.0, k: int = 10, dim: int 
     s_ = seed(generator, logits.device)
     if _ops.use_kernels(logits):
         x, back = _moved(logits, dim)
-        return back(torch.ops.quasigrad.gumbel_rao(x, s_, index, tau, k, dim)[0])
+        return back(_ops.gumbel_rao(x, s_, index, tau, k, dim))
     if index is None:
         index = draw(logits, dim, generator, seed_tensor=s_)[1]
     return _GumbelRao.apply(logits, index, s_, dim, tau, k)

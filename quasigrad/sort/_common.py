@@ -3,6 +3,8 @@ that `relative=True` measures in."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .._util import validate as V
@@ -12,6 +14,13 @@ from ..estimators._sampling import compute_dtype, is_compiling
 # Shared pieces
 
 
+def _all_finite(t):
+    """Whether every value of `t` is finite: one sum (a NaN or an infinity carries into it), and
+    the elementwise check only when the sum is not finite (an overflow of finite values)."""
+    t = t.detach()
+    return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def _rows(values, dim, name="values"):
     """Check `values` and return `(x, restore)`: `x` is a (B, n) view in the compute dtype
     with `dim` last; `restore(y)` maps a (B, n) result back to `values`' shape and dtype."""
@@ -19,14 +28,18 @@ def _rows(values, dim, name="values"):
     dim = V.normalize_dim(dim, values.dim())
     if values.shape[dim] == 0:
         raise ValueError(f"{name} has size 0 along dim {dim}; it needs at least one element")
-    if not is_compiling() and not bool(torch.isfinite(values).all()):
+    if not is_compiling() and not _all_finite(values):
         raise ValueError(f"{name} contains NaN or infinite values; it needs finite values")
-    moved = values.movedim(dim, -1)
+    last = dim == values.dim() - 1
+    moved = values if last else values.movedim(dim, -1)
     shape = moved.shape
-    x = moved.reshape(-1, shape[-1]).to(compute_dtype(values.dtype))
+    # no view where none is needed (each is one more node for the backward pass to walk)
+    x = (moved if moved.dim() == 2 else moved.reshape(-1, shape[-1])).to(compute_dtype(values.dtype))
 
     def restore(y):
-        return y.reshape(shape).movedim(-1, dim).to(values.dtype)
+        if y.shape != shape:
+            y = y.reshape(shape)
+        return (y if last else y.movedim(-1, dim)).to(values.dtype)
 
     return x, restore, shape[:-1]
 

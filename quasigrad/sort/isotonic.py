@@ -256,6 +256,127 @@ torch.library.register_autograd("quasigrad::isotonic", _iso_grad, setup_context=
 # Fast soft sort and rank (Blondel et al. 2020)
 
 
+# --------------------------------------------------------------------------------------------
+# Soft rank and sort of (B, n) rows: one fused kernel call on the CPU, the pieces elsewhere
+
+
+_TARGETS: dict = {}
+
+
+def _target_row(n, kind, like):
+    """`ρ = (n, …, 1)` (`kind` "l2"), `log ρ` ("kl") or `ρ/ε` (a number), one row; a few recent
+    ones are kept (they are never written to)."""
+    key = (n, kind, like.dtype, like.device)
+    row = _TARGETS.get(key)
+    if row is None:
+        row = torch.arange(n, 0, -1, dtype=like.dtype, device=like.device)
+        row = torch.log(row) if kind == "kl" else row if kind == "l2" else row / kind
+        if len(_TARGETS) >= 16:
+            _TARGETS.clear()
+        _TARGETS[key] = row
+    return row
+
+
+def _rank_targets(n, regularization, like):
+    """`ρ = (n, …, 1)` (l2) or `log ρ` (KL), one row."""
+    return _target_row(n, regularization, like)
+
+
+def _soft_rank_on_blocks(z, perm, starts, regularization):
+    """The soft rank of rows `z` given their sort and the blocks, by differentiable PyTorch
+    operators (the fused kernel's double backward)."""
+    s = z.gather(-1, perm)
+    w = _rank_targets(z.shape[-1], regularization, z).expand_as(s)
+    v = _block_values(s, w, _segments(starts.bool()), regularization)
+    sol = s - v if regularization == "l2" else torch.exp(s - v)
+    return torch.empty_like(sol).scatter(-1, perm, sol)
+
+
+def _soft_sort_on_blocks(y, perm, starts, eps, regularization):
+    """The descending soft sort of rows `y` given their sort and the blocks (as above)."""
+    w = y.gather(-1, perm)
+    z = (torch.arange(y.shape[-1], 0, -1, dtype=y.dtype, device=y.device) / eps).expand_as(w)
+    return z - _block_values(z, w, _segments(starts.bool()), regularization)
+
+
+class _SoftRank(torch.autograd.Function):
+    """The soft rank of rows `x` with `z = scale·x` (`scale = ±1/ε`): sort, then one kernel
+    call for the isotonic regression and the scatter back; the backward pass is one kernel call
+    too (the scale folded in). Its own backward is differentiable (on the blocks of the forward
+    pass) when a double backward asks for it."""
+
+    @staticmethod
+    def forward(ctx, x, scale, regularization):
+        reg = _REG[regularization]
+        s, perm = (x * scale).sort(dim=-1, descending=True)
+        out, starts = _native.isotonic(s, _rank_targets(x.shape[-1], regularization, s), reg, perm=perm)
+        ctx.args = (scale, regularization)
+        ctx.save_for_backward(x, s, perm, starts, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, s, perm, starts, out = ctx.saved_tensors
+        scale, regularization = ctx.args
+        if torch.is_grad_enabled():
+            with torch.enable_grad():
+                ref = _soft_rank_on_blocks(x * scale, perm, starts, regularization)
+            return torch.autograd.grad(ref, x, grad, create_graph=True)[0], None, None
+        reg = _REG[regularization]
+        return _native.soft_backward(grad, s, out if reg else None, perm, starts, reg, sort=False, scale=scale), None, None
+
+
+class _SoftSort(torch.autograd.Function):
+    """`sign` times the descending soft sort of rows `sign·x`: sort, then one kernel call;
+    backward one kernel call (see `_SoftRank`)."""
+
+    @staticmethod
+    def forward(ctx, x, sign, eps, regularization):
+        y = x if sign == 1.0 else -x
+        w, perm = y.sort(dim=-1, descending=True)
+        out, starts = _native.isotonic(_target_row(x.shape[-1], float(eps), x), w, _REG[regularization], sign=sign)
+        ctx.args = (sign, eps, regularization)
+        ctx.save_for_backward(x, w, perm, starts)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w, perm, starts = ctx.saved_tensors
+        sign, eps, regularization = ctx.args
+        if torch.is_grad_enabled():
+            with torch.enable_grad():
+                ref = sign * _soft_sort_on_blocks(x * sign, perm, starts, eps, regularization)
+            return torch.autograd.grad(ref, x, grad, create_graph=True)[0], None, None, None
+        # d out / d w = sign·share, and d y / d x = sign: the signs cancel
+        return (_native.soft_backward(grad, w, None, perm, starts, _REG[regularization], sort=True, scale=1.0),
+                None, None, None)
+
+
+def _fused_rows(x):
+    return _ops.use_kernels(x) and not _ops.dynamo_compiling() and x.dim() == 2 and x.shape[-1] > 0
+
+
+def _soft_rank_rows(x, scale, regularization):
+    """The soft rank of each row of `z = scale·x` (B, n) (`scale = ±1/ε`)."""
+    if _fused_rows(x):
+        return _SoftRank.apply(x, scale, regularization)
+    s, perm = (x * scale).sort(dim=-1, descending=True)
+    w = _rank_targets(x.shape[-1], regularization, s)
+    v = _isotonic(s, w, regularization)
+    sol = s - v if regularization == "l2" else torch.exp(s - v)
+    return torch.empty_like(sol).scatter(-1, perm, sol)
+
+
+def _soft_sort_rows(x, sign, eps, regularization):
+    """`sign` times the descending soft sort of each row of `sign·x` (B, n)."""
+    if _fused_rows(x):
+        return _SoftSort.apply(x, sign, eps, regularization)
+    w, _ = (sign * x).sort(dim=-1, descending=True)
+    n = w.shape[-1]
+    z = torch.arange(n, 0, -1, dtype=w.dtype, device=w.device) / eps
+    return sign * (z - _isotonic(z.expand_as(w), w, regularization))
+
+
 def soft_rank(values: torch.Tensor, regularization: str = "l2", regularization_strength: float = 1.0, *,
               descending: bool = False, dim: int = -1, relative: bool = False) -> torch.Tensor:
     r"""Soft ranks of `values` along `dim` (Blondel et al. 2020), ranks in `[1, n]`.
@@ -298,15 +419,7 @@ def soft_rank(values: torch.Tensor, regularization: str = "l2", regularization_s
     x, restore, _ = _rows(values, dim)
     if relative:
         x = _standardize(x)[0]
-    z = (-x if descending else x) / eps
-    n = z.shape[-1]
-    rho = torch.arange(n, 0, -1, dtype=z.dtype, device=z.device)
-    s, perm = z.sort(dim=-1, descending=True)
-    if regularization == "l2":
-        sol = s - _isotonic(s, rho, "l2")
-    else:
-        sol = torch.exp(s - _isotonic(s, torch.log(rho), "kl"))
-    return restore(torch.empty_like(sol).scatter(-1, perm, sol))
+    return restore(_soft_rank_rows(x, (-1.0 if descending else 1.0) / eps, regularization))
 
 
 def soft_sort(values: torch.Tensor, regularization: str = "l2", regularization_strength: float = 1.0, *,
@@ -354,10 +467,7 @@ def soft_sort(values: torch.Tensor, regularization: str = "l2", regularization_s
     if relative:
         x, centre, scale = _standardize(x)
     sign = 1.0 if descending else -1.0
-    w, _ = (sign * x).sort(dim=-1, descending=True)
-    n = w.shape[-1]
-    z = torch.arange(n, 0, -1, dtype=w.dtype, device=w.device) / eps
-    out = sign * (z - _isotonic(z.expand_as(w), w, regularization))
+    out = _soft_sort_rows(x, sign, eps, regularization)
     if relative:
         out = out * scale + centre
     return restore(out)
