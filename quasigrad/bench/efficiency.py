@@ -30,6 +30,7 @@ a combination with ``k × numel`` above ``--max-gr-work`` is skipped (and listed
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -73,6 +74,9 @@ def _peak_bytes(call, device) -> int:
         call()
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device) - base)
+    # Kineto logs a line per profiler start and stop on stderr unless told otherwise (the user's
+    # own setting wins).
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

@@ -344,10 +344,17 @@ class _Categorical(torch.autograd.Function):
         return d
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
+        if torch.is_grad_enabled():   # create_graph: a result that refuses to be differentiated again
+            return _categorical_grad_once(ctx, grad)
         logits, index, row_max = ctx.saved_tensors
         return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
+
+
+@torch.autograd.function.once_differentiable
+def _categorical_grad_once(ctx, grad):
+    logits, index, row_max = ctx.saved_tensors
+    return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
 
 
 def categorical(logits: torch.Tensor, seed: torch.Tensor, mode: int, cap: float, dim: int) -> torch.Tensor:
