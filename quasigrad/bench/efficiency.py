@@ -223,7 +223,7 @@ class Efficiency(runner.Benchmark):
         print(table)
         if self.skipped:
             print(f"skipped (k × numel > {self.max_work:g}; raise --max-gr-work): {', '.join(self.skipped)}")
-        _plot(store, self.shapes, [e[0] for e in self.entries], ctx)
+        _plot(store, self.shapes, [e[0] for e in self.entries], ctx, self.skipped, self.max_work)
         return {"table": table, "skipped": self.skipped}
 
 
@@ -234,27 +234,48 @@ def _fmt(value, spec):
     return "n/a" if value is None else format(value, spec)
 
 
-def _plot(store, shapes, labels, ctx) -> None:
+def _plot(store, shapes, labels, ctx, skipped=(), max_work=None) -> None:
+    """Bars of time and peak memory over softmax's, one group per estimator and a bar per shape;
+    an entry in `skipped` (keys `"AxBxC/label"`) gets a cross and the words "skipped" at its place."""
     plt = ctx.pyplot()
     if plt is None:
         return
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(labels) * len(shapes) / 2 + 2.5))
+    skipped = set(skipped)
+    reason = f"skipped: k × numel > {max_work:g}" if max_work is not None else "skipped"
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(labels) * len(shapes) / 2 + 2.5), layout="constrained")
     width = 0.8 / len(shapes)
-    for j, (metric, title) in enumerate([("time_ratio", "fwd+bwd time / softmax"),
-                                         ("memory_ratio", "peak memory / softmax")]):
+    colors = [f"C{i % 10}" for i in range(len(shapes))]
+    for j, (metric, title) in enumerate([("time_ratio", "fwd+bwd time / softmax's"),
+                                         ("memory_ratio", "peak memory / softmax's")]):
         ax = axes[j]
         for i, shape in enumerate(shapes):
             sk = "x".join(map(str, shape))
-            vals = [(store.get(f"{sk}/{l}") or {}).get(metric) for l in labels]
-            vals = [float("nan") if v is None else v for v in vals]
-            ax.barh([y + i * width for y in range(len(labels))], vals, height=width, label=str(shape))
+            ys = [y + i * width for y in range(len(labels))]
+            vals = [(store.get(f"{sk}/{lab}") or {}).get(metric) for lab in labels]
+            ax.barh(ys, [float("nan") if v is None else v for v in vals], height=width, color=colors[i])
+            for y, lab in zip(ys, labels):
+                if f"{sk}/{lab}" in skipped:
+                    # x in axes coordinates (the left edge), y in data: visible whatever the scale
+                    tr = ax.get_yaxis_transform()
+                    ax.plot([0.015], [y], marker="x", color=colors[i], ms=6, mew=1.5, transform=tr, clip_on=False)
+                    ax.text(0.04, y, reason, transform=tr, va="center", fontsize=6.5, color=colors[i],
+                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
         ax.set_yticks([y + 0.4 - width / 2 for y in range(len(labels))])
         ax.set_yticklabels(labels if j == 0 else [])
         ax.axvline(1, color="k", lw=0.8)
         ax.axvline(2, color="r", lw=0.8, ls=":")
         ax.set_xscale("log")
+        ax.set_xlabel("ratio to plain softmax on the same tensor (log scale)")
         ax.set_title(title)
         ax.invert_yaxis()
-    axes[1].legend(fontsize=8)
+    handles: list = [Patch(color=colors[i], label=f"shape {tuple(shape)}") for i, shape in enumerate(shapes)]
+    handles += [Line2D([], [], color="k", lw=0.8, label="1×: as fast / as small as softmax"),
+                Line2D([], [], color="r", lw=0.8, ls=":", label="2×: twice softmax's (a guide)")]
+    if skipped:
+        handles.append(Line2D([], [], color="gray", marker="x", ls="none", mew=1.5,
+                              label=f"not run ({reason}; raise --max-gr-work)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     ctx.figure(fig, "efficiency.png")
