@@ -305,6 +305,8 @@ def _plot(store, optimizers, ctx):
     plt = ctx.pyplot()
     if plt is None:
         return
+    import matplotlib.ticker
+
     fig, ax = plt.subplots(1, 1, figsize=(5.5, 3.8))
     for c, name in enumerate(optimizers):
         for j, s in enumerate(ctx.seeds):
@@ -312,6 +314,7 @@ def _plot(store, optimizers, ctx):
             ax.plot([h["epoch"] for h in hist], [100 * (h["val_acc"] or float("nan")) for h in hist],
                     marker="o", color=f"C{c}", alpha=1.0 if j == 0 else 0.6, label=name if j == 0 else None)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))   # epochs: no fractional ticks
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(f"binary-weight MLP on MNIST (seeds {', '.join(map(str, ctx.seeds))})")
     ax.grid(alpha=0.3)

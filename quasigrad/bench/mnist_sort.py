@@ -230,5 +230,10 @@ def _plot(summary, sizes, methods, ctx, title=""):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(set(sizes) | set(PAPER_NEURALSORT))))
+    # n counts numbers: ticks at the sizes themselves (a handful), else at integers only
+    ticks = sorted(set(sizes) | set(PAPER_NEURALSORT))
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks) if len(ticks) <= 10
+                               else matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:.0f}"))
     ctx.figure(fig, "mnist-sort.png")

@@ -191,6 +191,7 @@ def plot_curves(store: Any, groups: Sequence[str], estimators: Sequence[str], se
     plt = ctx.pyplot()
     if plt is None:
         return
+    import matplotlib.ticker
     import numpy as np
 
     fig, axes = plt.subplots(2, len(groups), figsize=(4.5 * len(groups), 6.5), squeeze=False)
@@ -208,6 +209,8 @@ def plot_curves(store: Any, groups: Sequence[str], estimators: Sequence[str], se
         axes[0, j].set_ylabel("train -ELBO")
         axes[1, j].set_ylabel("test -ELBO")
         axes[1, j].set_xlabel("epoch")
+        for ax in axes[:, j]:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))   # epochs: whole numbers
         axes[0, j].legend(fontsize=7)
     fig.tight_layout()
     ctx.figure(fig, filename)
