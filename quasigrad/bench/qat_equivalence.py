@@ -274,7 +274,9 @@ def _plot(rows, ctx):
     panels = ((axes[0], [1.0 - _mean_of(r[3]) for r in rows], "quantized weight disagreement (1 − agreement)"),
               (axes[1], [_mean_of(r[4]) for r in rows], "weight alignment error"))
     for ax, vals, title in panels:
-        ax.barh(range(len(rows)), vals, color=colors)
+        bars = ax.barh(range(len(rows)), vals, color=colors)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)   # a value of 0 shows as "0", not as a gap
+        ax.margins(x=0.15)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(labels, fontsize=8)
         ax.set_title(title, fontsize=10)
