@@ -72,8 +72,12 @@ def test_quality_styles_unique_for_the_default_estimators():
     styles = quality.estimator_styles(specs)
     triples = [(s["color"], s["marker"], str(s["linestyle"])) for s in styles.values()]
     assert len(styles) == len(specs) and len(set(triples)) == len(triples)
-    for spec in specs:   # the colour says the family
-        assert styles[spec.label]["color"] == quality.FAMILY_COLORS[spec.info.family]
+    # a colour of its own for each estimator, and the colour map says the family
+    assert len({s["color"] for s in styles.values()}) == len(specs)
+    for spec in specs:
+        cmap = matplotlib.colormaps[quality.FAMILY_COLORMAPS[spec.info.family]]
+        shades = {matplotlib.colors.to_hex(cmap(i)) for i in range(cmap.N)}   # its lookup table
+        assert styles[spec.label]["color"] in shades
 
 
 def test_quality_styles_unique_past_the_markers_of_one_family():
@@ -84,7 +88,7 @@ def test_quality_styles_unique_past_the_markers_of_one_family():
     triples = [(s["color"], s["marker"], str(s["linestyle"])) for s in styles.values()]
     assert len(set(triples)) == len(specs)
     assert styles["fixed"]["linestyle"] != styles["e0"]["linestyle"]
-    assert styles["new"]["color"] not in quality.FAMILY_COLORS.values()
+    assert styles["new"]["color"] != styles["e0"]["color"]
 
 
 def test_quality_plot_same_style_in_every_panel_and_legend_outside():

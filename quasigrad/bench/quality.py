@@ -90,39 +90,45 @@ class Quality(runner.Benchmark):
 
 BENCHMARK = Quality
 
-# Colours of the estimator families (tab10), in the order the legend lists them; markers tell
-# the members of a family apart, and a dashed line marks an estimator without a temperature.
-FAMILY_COLORS = {"straight-through": "tab:blue", "relaxation": "tab:orange", "score-function": "tab:green",
-                 "control-variate": "tab:red", "pair": "tab:purple", "exact": "tab:gray"}
-OTHER_FAMILY_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+# The estimator families' colour maps, in the order the legend lists them: a family's members
+# take shades of one hue and a marker each; a dashed line marks an estimator without a temperature.
+FAMILY_COLORMAPS = {"straight-through": "Blues", "relaxation": "Oranges", "score-function": "Greens",
+                    "control-variate": "Reds", "pair": "Purples", "exact": "Greys"}
+OTHER_COLORMAPS = ("YlOrBr", "RdPu", "BuGn", "GnBu")
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
 
 
 def estimator_styles(specs) -> dict:
-    """The line style of each estimator in the quality plot: colour by family, marker by
-    position within the family, solid for an estimator with a temperature, dashed without one.
+    """The line style of each estimator in the quality plot: a hue per family, a shade and a
+    marker per member, solid for an estimator drawn against τ, dashed for one without a temperature.
 
     Args:
         specs: the estimator specifications ([Spec][quasigrad.lab.Spec]), in plotting order.
 
     Returns:
-        `{label: {"color", "marker", "linestyle", "family"}}`, one distinct (colour, marker,
-        line style) triple per label; the same label gets the same style in every panel.
+        `{label: {"color", "marker", "linestyle", "family"}}` with colours as `"#rrggbb"`; one
+        distinct (colour, marker, line style) triple per label, and the same label gets the same
+        style in every panel.
     """
-    families = list(FAMILY_COLORS) + sorted({s.info.family for s in specs} - set(FAMILY_COLORS))
-    colors = dict(FAMILY_COLORS)
-    for i, fam in enumerate(f for f in families if f not in FAMILY_COLORS):
-        colors[fam] = OTHER_FAMILY_COLORS[i % len(OTHER_FAMILY_COLORS)]
-    seen: dict = {}
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    members: dict = {}
+    for spec in specs:
+        members.setdefault(spec.info.family, []).append(spec.label)
+    maps = dict(FAMILY_COLORMAPS)
+    for i, fam in enumerate(sorted(f for f in members if f not in maps)):
+        maps[fam] = OTHER_COLORMAPS[i % len(OTHER_COLORMAPS)]
     styles = {}
     for spec in specs:
         fam = spec.info.family
-        i = seen[fam] = seen.get(fam, -1) + 1
+        i, n = members[fam].index(spec.label), len(members[fam])
+        shade = 0.85 - 0.45 * i / max(n - 1, 1)     # darkest first, never as pale as the background
         # past the eighth member of a family the markers repeat, with a dash-dot pattern per round
         swept = spec.info.has_tau and "tau" not in spec.kwargs
         linestyle: Any = ("-" if swept else "--") if i < len(MARKERS) else (0, (i // len(MARKERS), 1, 1, 1))
-        styles[spec.label] = {"color": colors[fam], "marker": MARKERS[i % len(MARKERS)], "linestyle": linestyle,
-                              "family": fam}
+        styles[spec.label] = {"color": to_hex(matplotlib.colormaps[maps[fam]](shade)),
+                              "marker": MARKERS[i % len(MARKERS)], "linestyle": linestyle, "family": fam}
     return styles
 
 
@@ -134,7 +140,7 @@ def _legend(fig, styles) -> None:
     for label, st in styles.items():
         columns.setdefault(st["family"], []).append(
             Line2D([], [], color=st["color"], marker=st["marker"], ls=st["linestyle"], ms=4, lw=1.2, label=label))
-    order = list(FAMILY_COLORS)
+    order = list(FAMILY_COLORMAPS)
     columns = dict(sorted(columns.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     depth = 1 + max(len(c) for c in columns.values())
     handles: list = []
@@ -174,10 +180,10 @@ def _plot(store, names, specs, ctx) -> None:
                     # no temperature: one value, drawn flat across the τ range with the estimator's markers
                     xs = all_taus or [1.0]
                     ax.plot(xs, [vals[0]] * len(xs), color=st["color"], ls=st["linestyle"], marker=st["marker"],
-                            ms=3, lw=1.0, alpha=0.8)
+                            ms=3.5, lw=1.0)
                 else:
                     ax.plot([r["tau"] for r in rows], vals, color=st["color"], ls=st["linestyle"],
-                            marker=st["marker"], ms=3.5, lw=1.2)
+                            marker=st["marker"], ms=4, lw=1.3)
             ax.set_xscale("log")
             if all_taus:
                 ax.set_xticks(all_taus)
