@@ -1,31 +1,31 @@
 """Speed and memory of every sample-level estimator, relative to plain softmax.
 
 For each shape (categories along the last dimension, float32) and each estimator, one call is
-``y = estimator(logits); y.backward(g)`` with a fixed upstream gradient ``g``; the baseline is
-``logits.softmax(-1).backward(g)`` on the same tensor. Shapes: the ReinMax paper's
-efficiency-table settings (``(512, 128, 2)``: 128 binary latents as two-way categoricals,
-batch 512; ``(100, 30, 10)``: 30 latents of 10 categories, batch 100) and larger ones
-(``(4096, 64)``, ``(256, 50257)``: a language model's vocabulary).
+`y = estimator(logits); y.backward(g)` with a fixed upstream gradient `g`; the baseline is
+`logits.softmax(-1).backward(g)` on the same tensor. Shapes: the ReinMax paper's
+efficiency-table settings (`(512, 128, 2)`: 128 binary latents as two-way categoricals,
+batch 512; `(100, 30, 10)`: 30 latents of 10 categories, batch 100) and larger ones
+(`(4096, 64)`, `(256, 50257)`: a language model's vocabulary).
 
-**Time**: estimator and softmax are timed in alternation (blocks of calls, ``--repeats``
+**Time**: estimator and softmax are timed in alternation (blocks of calls, `--repeats`
 rounds), so that load from other processes affects both alike; the table shows the fastest
-round's time per call (the least disturbed, as ``timeit`` advises) and the ratio of those; the
-medians are in the JSON. Threads: ``--threads`` (default 2).
+round's time per call (the least disturbed, as `timeit` advises) and the ratio of those; the
+medians are in the JSON. Threads: `--threads` (default 2).
 
 **Kernels**: on the CPU the straight-through family runs through the fused C kernels of
-``quasigrad._native`` when they build (the header line says whether they did; run with
-``QUASIGRAD_NATIVE=0`` to time the pure PyTorch path instead).
+`quasigrad._native` when they build (the header line says whether they did; run with
+`QUASIGRAD_NATIVE=0` to time the pure PyTorch path instead).
 
-**Peak memory** (CPU): one call runs under ``torch.profiler`` with ``profile_memory=True``; its
-allocation and free events (Kineto's ``[memory]`` events, sizes signed) are summed in time order
+**Peak memory** (CPU): one call runs under `torch.profiler` with `profile_memory=True`; its
+allocation and free events (Kineto's `[memory]` events, sizes signed) are summed in time order
 and the maximum of the running sum is the peak of memory allocated during the call (the input
-``logits`` and ``g`` exist before and are not counted; ``logits.grad`` is). On CUDA, the
-allocator's ``max_memory_allocated`` is used the same way.
+`logits` and `g` exist before and are not counted; `logits.grad` is). On CUDA, the
+allocator's `max_memory_allocated` is used the same way.
 
-Peers, timed in the same run where installed: ``torch.nn.functional.gumbel_softmax(hard=True)``
-and the ``reinmax`` package's ``reinmax(logits, tau)`` (``pip install reinmax``; optional).
-GR-MCK is run with ``k`` in ``--gr-k`` (default 100 300 1000) besides the registry's default;
-a combination with ``k × numel`` above ``--max-gr-work`` is skipped (and listed as skipped).
+Peers, timed in the same run where installed: `torch.nn.functional.gumbel_softmax(hard=True)`
+and the `reinmax` package's `reinmax(logits, tau)` (`pip install reinmax`; optional).
+GR-MCK is run with `k` in `--gr-k` (default 100 300 1000) besides the registry's default;
+a combination with `k × numel` above `--max-gr-work` is skipped (and listed as skipped).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _peak_bytes(call, device) -> int:
 
 
 def _timer(call, device, min_time):
-    """Calls per block so that a block takes about ``min_time`` seconds, and a block runner."""
+    """Calls per block so that a block takes about `min_time` seconds, and a block runner."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -106,7 +106,7 @@ def _timer(call, device, min_time):
 
 
 def measure(fn, shape, *, device, repeats, min_time, seed=0) -> dict:
-    """Time and peak memory of ``fn`` forward+backward against softmax on one shape."""
+    """Time and peak memory of `fn` forward+backward against softmax on one shape."""
     gen = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape, generator=gen, device=device).requires_grad_(True)
     g = torch.randn(shape, generator=gen, device=device)

@@ -1,13 +1,13 @@
-"""Gradient quality across τ: :func:`quasigrad.lab.quality` on the built-in problems.
+"""Gradient quality across τ: [`quasigrad.lab.quality`][quasigrad.lab.quality] on the built-in problems.
 
-For each problem (``--problems``, default: polynomial with p = 2, linear, quadratic, cubic,
+For each problem (`--problems`, default: polynomial with p = 2, linear, quadratic, cubic,
 decoder) and each estimator, the relative bias, the variance (trace of the covariance), the
-mean squared error and the single-draw cosine with the exact gradient, at each τ in ``--taus``
+mean squared error and the single-draw cosine with the exact gradient, at each τ in `--taus`
 for estimators that have a temperature. Exact by enumeration where the estimator's gradient is
-a function of the sample alone; Monte Carlo with ``--draws`` draws (and standard errors)
+a function of the sample alone; Monte Carlo with `--draws` draws (and standard errors)
 otherwise. One unit of work is one problem and one estimator; each unit's Monte Carlo draws
-come from a generator seeded by ``--seed`` and the unit's position, so a resumed run gives the
-same numbers. ``--full``: 20,000 Monte Carlo draws and nine temperatures.
+come from a generator seeded by `--seed` and the unit's position, so a resumed run gives the
+same numbers. `--full`: 20,000 Monte Carlo draws and nine temperatures.
 """
 
 from __future__ import annotations
