@@ -13,7 +13,7 @@ round's time per call (the least disturbed, as `timeit` advises) and the ratio o
 medians are in the JSON. Threads: `--threads` (default 2).
 
 **Kernels**: on the CPU the straight-through family runs through the fused C kernels of
-`quasigrad._native` when they build (the header line says whether they did; run with
+`quasigrad.estimators._native` when they build (the header line says whether they did; run with
 `QUASIGRAD_NATIVE=0` to time the pure PyTorch path instead).
 
 **Peak memory** (CPU): one call runs under `torch.profiler` with `profile_memory=True`; its
@@ -25,7 +25,8 @@ allocator's `max_memory_allocated` is used the same way.
 Peers, timed in the same run where installed: `torch.nn.functional.gumbel_softmax(hard=True)`
 and the `reinmax` package's `reinmax(logits, tau)` (`pip install reinmax`; optional).
 GR-MCK is run with `k` in `--gr-k` (default 100 300 1000) besides the registry's default;
-a combination with `k × numel` above `--max-gr-work` is skipped (and listed as skipped).
+a combination with `k × numel` above `--max-gr-work` is skipped: the table says "skipped" and the
+plot puts a cross and a note at its place.
 """
 
 from __future__ import annotations
