@@ -1,22 +1,24 @@
 """quasigrad: gradients through discrete things for PyTorch.
 
-Layer 1, sample-level estimators (forward: the hard one-hot sample; backward: the estimator)::
+Layer 1, sample-level estimators (forward: the hard one-hot sample; backward: the estimator):
 
-    y = quasigrad.reinmax(logits, tau=1.0, dim=-1)
-    b = quasigrad.bernoulli.reinmax(logits)
+```python
+y = quasigrad.reinmax(logits, tau=1.0, dim=-1)
+b = quasigrad.bernoulli.reinmax(logits)
+```
 
 The layers, each a package that imports only from those before it:
 
-- :mod:`quasigrad.registry`: names → estimators, with their flags;
-- :mod:`quasigrad.estimators` (layer 1): the sample-level estimators;
-- :mod:`quasigrad.exact`: the ground truth by enumeration;
-- :mod:`quasigrad.objective` (layer 2): ``E[f(D)]`` with any estimator's gradient;
-- :mod:`quasigrad.distributions` (``torch.distributions`` classes whose ``rsample`` is an estimator)
-  and :mod:`quasigrad.nn` (modules: sample in training, the mode in evaluation);
-- the neighbouring families :mod:`quasigrad.quant`, :mod:`quasigrad.optim`, :mod:`quasigrad.sort`,
-  :mod:`quasigrad.samplers`, :mod:`quasigrad.em`, and the reusable :mod:`quasigrad.models`;
-- :mod:`quasigrad.lab` (layer 3): quality against the exact gradient, built-in problems, and
-  ``quasigrad bench NAME`` (:mod:`quasigrad.bench`).
+- [`quasigrad.registry`][quasigrad.registry]: names → estimators, with their flags;
+- [`quasigrad.estimators`][quasigrad.estimators] (layer 1): the sample-level estimators;
+- [`quasigrad.exact`][quasigrad.exact]: the ground truth by enumeration;
+- [`quasigrad.objective`][quasigrad.objective] (layer 2): `E[f(D)]` with any estimator's gradient;
+- [`quasigrad.distributions`][quasigrad.distributions] (`torch.distributions` classes whose `rsample` is an estimator)
+  and [`quasigrad.nn`][quasigrad.nn] (modules: sample in training, the mode in evaluation);
+- the neighbouring families [`quasigrad.quant`][quasigrad.quant], [`quasigrad.optim`][quasigrad.optim], [`quasigrad.sort`][quasigrad.sort],
+  [`quasigrad.samplers`][quasigrad.samplers], [`quasigrad.em`][quasigrad.em], and the reusable [`quasigrad.models`][quasigrad.models];
+- [`quasigrad.lab`][quasigrad.lab] (layer 3): quality against the exact gradient, built-in problems, and
+  `quasigrad bench NAME` ([`quasigrad.bench`][quasigrad.bench]).
 """
 
 import importlib as _importlib

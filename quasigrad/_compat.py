@@ -1,5 +1,5 @@
-"""Former module paths that still import: ``quasigrad.categorical`` is
-:mod:`quasigrad.estimators.categorical`, and so on. Each old name resolves to the module that
+"""Former module paths that still import: `quasigrad.categorical` is
+[`quasigrad.estimators.categorical`][quasigrad.estimators.categorical], and so on. Each old name resolves to the module that
 now holds its contents, loaded on first use."""
 
 from __future__ import annotations
@@ -35,6 +35,6 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install() -> None:
-    """Put the finder on ``sys.meta_path`` (once)."""
+    """Put the finder on `sys.meta_path` (once)."""
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
         sys.meta_path.append(_Alias())

@@ -1,7 +1,7 @@
-"""The ``quasigrad`` command: ``quasigrad check``, ``quasigrad estimators``, ``quasigrad report``, ``quasigrad bench NAME``.
+"""The `quasigrad` command: `quasigrad check`, `quasigrad estimators`, `quasigrad report`, `quasigrad bench NAME`.
 
 Every error a user can cause (a bad argument, a damaged or unreadable file) is printed as one
-line, ``quasigrad: error: ...``, with exit status 2; an interrupted benchmark exits with 130
+line, `quasigrad: error: ...`, with exit status 2; an interrupted benchmark exits with 130
 after saying how to resume.
 """
 
@@ -39,7 +39,7 @@ def _bench(argv: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the ``quasigrad`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    """Run the `quasigrad` command with `argv` (default: `sys.argv[1:]`); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="quasigrad", description="Gradients through discrete things.")
     parser.add_argument("--version", action="version", version=f"quasigrad {package_version()}")

@@ -26,7 +26,7 @@ optional `generator`, and `sample()` draws with the same sampler as `rsample()`.
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import distributions as D
@@ -40,7 +40,7 @@ _RESERVED = ("index", "generator", "dim", "tau")
 
 
 def estimator_sampler(estimator: str, variable: str = "categorical", *, tau: float = 1.0,
-                      **params) -> Tuple[str, Callable, Dict[str, object]]:
+                      **params: Any) -> Tuple[str, Callable, Dict[str, object]]:
     """Look up a registered layer-1 estimator and check its settings.
 
     Args:
@@ -164,7 +164,7 @@ class OneHotCategorical(_EstimatorMixin, D.OneHotCategorical):
 
     def __init__(self, logits: Optional[torch.Tensor] = None, probs: Optional[torch.Tensor] = None, *,
                  estimator: str = "st", tau: float = 1.0, generator: Optional[torch.Generator] = None,
-                 validate_args: Optional[bool] = None, **params):
+                 validate_args: Optional[bool] = None, **params: Any):
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
         self._setup(estimator, tau, generator, params)
 
@@ -202,7 +202,7 @@ class Bernoulli(_EstimatorMixin, D.Bernoulli):
     _variable = "bernoulli"
 
     def __init__(self, logits=None, probs=None, *, estimator: str = "st", tau: float = 1.0,
-                 generator: Optional[torch.Generator] = None, validate_args: Optional[bool] = None, **params):
+                 generator: Optional[torch.Generator] = None, validate_args: Optional[bool] = None, **params: Any):
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
         if not self._param.dtype.is_floating_point:
             raise TypeError(f"logits/probs must be floating point, got dtype {self._param.dtype}")

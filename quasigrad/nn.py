@@ -1,27 +1,29 @@
 r"""Modules around the estimators, and the straight-through argmax.
 
-:class:`CategoricalSample` and :class:`BernoulliSample` turn logits into a hard sample: in
+`CategoricalSample` and `BernoulliSample` turn logits into a hard sample: in
 training mode they draw it with the chosen estimator's gradient; in evaluation mode they return
-the mode (the argmax, or ``1[logits > 0]``) with a straight-through gradient, so that a model's
-evaluation is deterministic::
+the mode (the argmax, or `1[logits > 0]`) with a straight-through gradient, so that a model's
+evaluation is deterministic:
 
-    layer = quasigrad.nn.CategoricalSample(estimator="reinmax", tau=1.3)
-    z = layer(logits)        # training: a one-hot draw, ReinMax gradient
-    layer.eval()
-    z = layer(logits)        # evaluation: one_hot(argmax(logits)), straight-through gradient
+```python
+layer = quasigrad.nn.CategoricalSample(estimator="reinmax", tau=1.3)
+z = layer(logits)        # training: a one-hot draw, ReinMax gradient
+layer.eval()
+z = layer(logits)        # evaluation: one_hot(argmax(logits)), straight-through gradient
+```
 
-``eval_mode="sample"`` keeps drawing in evaluation mode. The settings show in ``repr`` and can be
-changed after construction (``layer.estimator = "st"``, ``layer.tau = 0.5``).
+`eval_mode="sample"` keeps drawing in evaluation mode. The settings show in `repr` and can be
+changed after construction (`layer.estimator = "st"`, `layer.tau = 0.5`).
 
-:func:`st_argmax` is the straight-through argmax as one call: forward ``one_hot(argmax θ)``,
-backward ``(1/τ) J(softmax(θ/τ)) g`` (``J(q) = diag(q) − q qᵀ``), the gradient of
-``softmax(θ/τ)``. It is :func:`quasigrad.st` on the argmax instead of a draw.
-:func:`st_threshold` is its binary form.
+`st_argmax` is the straight-through argmax as one call: forward `one_hot(argmax θ)`,
+backward `(1/τ) J(softmax(θ/τ)) g` (`J(q) = diag(q) − q qᵀ`), the gradient of
+`softmax(θ/τ)`. It is [`quasigrad.st`][quasigrad.st] on the argmax instead of a draw.
+`st_threshold` is its binary form.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -39,10 +41,10 @@ _EVAL_MODES = ("mode", "sample")
 def st_argmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1) -> torch.Tensor:
     r"""Straight-through argmax.
 
-    Forward: ``one_hot(argmax(logits))`` along ``dim`` (the first maximum on ties), in the
-    logits' dtype. Backward: the gradient of ``softmax(logits/τ)``,
+    Forward: `one_hot(argmax(logits))` along `dim` (the first maximum on ties), in the
+    logits' dtype. Backward: the gradient of `softmax(logits/τ)`,
 
-    .. math:: \hat\nabla_\theta = \tfrac{1}{\tau} J\big(\mathrm{softmax}(\theta/\tau)\big)\, g.
+    $$ \hat\nabla_\theta = \tfrac{1}{\tau} J\big(\mathrm{softmax}(\theta/\tau)\big)\, g. $$
 
     Args:
         logits: floating tensor of any shape.
@@ -50,7 +52,7 @@ def st_argmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1) -> torch
         dim: the category dimension.
 
     Returns:
-        The one-hot argmax, shaped like ``logits``.
+        The one-hot argmax, shaped like `logits`.
 
     Example:
         >>> theta = torch.tensor([[0.5, 2.0, -1.0]], requires_grad=True)
@@ -63,17 +65,17 @@ def st_argmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1) -> torch
 
 
 def st_threshold(logits: torch.Tensor, *, tau: float = 1.0) -> torch.Tensor:
-    r"""Straight-through threshold, the binary form of :func:`st_argmax`.
+    r"""Straight-through threshold, the binary form of `st_argmax`.
 
-    Forward: ``1[logits > 0]`` (0 at exactly 0), in the logits' dtype. Backward: the gradient of
-    ``σ(logits/τ)``, i.e. ``σ'(a/τ)/τ · g``.
+    Forward: `1[logits > 0]` (0 at exactly 0), in the logits' dtype. Backward: the gradient of
+    `σ(logits/τ)`, i.e. `σ'(a/τ)/τ · g`.
 
     Args:
         logits: floating tensor of Bernoulli log-odds, any shape.
         tau: temperature of the surrogate sigmoid (> 0).
 
     Returns:
-        0/1 values shaped like ``logits``.
+        0/1 values shaped like `logits`.
     """
     V.check_floating(logits)
     return _bernoulli.st(logits, tau=tau, index=logits.detach() > 0)
@@ -126,16 +128,16 @@ class _Sample(nn.Module):
 
 class CategoricalSample(_Sample):
     """Logits to a one-hot sample: the estimator's draw in training, the straight-through argmax
-    (:func:`st_argmax`) in evaluation.
+    (`st_argmax`) in evaluation.
 
     Args:
-        estimator: a registered layer-1 estimator name (``"st"``, ``"reinmax"``, ``"gst"``, …).
-        tau: the estimator's temperature (``1.0`` for those without one); evaluation mode uses
+        estimator: a registered layer-1 estimator name (`"st"`, `"reinmax"`, `"gst"`, …).
+        tau: the estimator's temperature (`1.0` for those without one); evaluation mode uses
             it for the straight-through surrogate.
         dim: the category dimension.
-        eval_mode: ``"mode"`` (argmax in evaluation) or ``"sample"`` (draw in both modes).
-        generator: optional ``torch.Generator`` for the draws.
-        **params: the estimator's other parameters (``gap=``, ``k=``).
+        eval_mode: `"mode"` (argmax in evaluation) or `"sample"` (draw in both modes).
+        generator: optional `torch.Generator` for the draws.
+        **params: the estimator's other parameters (`gap=`, `k=`).
 
     Example:
         >>> layer = CategoricalSample("reinmax", tau=1.5)
@@ -148,7 +150,7 @@ class CategoricalSample(_Sample):
     _variable = "categorical"
 
     def __init__(self, estimator: str = "st", tau: float = 1.0, dim: int = -1, *, eval_mode: str = "mode",
-                 generator: Optional[torch.Generator] = None, **params):
+                 generator: Optional[torch.Generator] = None, **params: Any):
         super().__init__(estimator, tau, eval_mode, generator, params)
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise TypeError(f"dim must be an int, got {dim!r}")
@@ -165,13 +167,13 @@ class CategoricalSample(_Sample):
 
 class BernoulliSample(_Sample):
     """Bernoulli logits to a 0/1 sample: the estimator's draw in training, the straight-through
-    threshold (:func:`st_threshold`) in evaluation. Arguments as :class:`CategoricalSample`,
-    without ``dim``."""
+    threshold (`st_threshold`) in evaluation. Arguments as `CategoricalSample`,
+    without `dim`."""
 
     _variable = "bernoulli"
 
     def __init__(self, estimator: str = "st", tau: float = 1.0, *, eval_mode: str = "mode",
-                 generator: Optional[torch.Generator] = None, **params):
+                 generator: Optional[torch.Generator] = None, **params: Any):
         super().__init__(estimator, tau, eval_mode, generator, params)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:

@@ -22,11 +22,8 @@ PACKAGE = ROOT / "quasigrad"
 # Modules whose docstrings still use reStructuredText markup; take a module off once converted
 # to Markdown (`x`, [text][quasigrad.path], $$ ... $$ math blocks).
 RST_PENDING = {
-    "quasigrad/__init__.py", "quasigrad/_compat.py", "quasigrad/cli.py", "quasigrad/bench/",
-    "quasigrad/estimators/__init__.py", "quasigrad/estimators/_build.py", "quasigrad/estimators/_native.py",
-    "quasigrad/estimators/_ops.py", "quasigrad/estimators/_sampling.py", "quasigrad/estimators/_streams.py",
-    "quasigrad/objective/__init__.py", "quasigrad/objective/_problem.py", "quasigrad/objective/pairs.py",
-    "quasigrad/nn.py",
+    "quasigrad/estimators/_native.py", "quasigrad/estimators/_ops.py", "quasigrad/estimators/_sampling.py",
+    "quasigrad/estimators/_streams.py",
 }
 RST = re.compile(r":(?:func|class|meth|mod|data|attr|obj|exc):`|^\s*\.\. [a-z]+::|(?<!`)``[^`\n]+``(?!`)|[^:\s]::\s*$",
                  re.M)

@@ -1,13 +1,13 @@
-"""Benchmarks run by ``quasigrad bench NAME``: every experiment of the lab, on one runner.
+"""Benchmarks run by `quasigrad bench NAME`: every experiment of the lab, on one runner.
 
-Each benchmark is a module holding ``BENCHMARK``, a subclass of
-:class:`quasigrad.bench.runner.Benchmark` that declares its options, units of work, how to run
-one and how to report. :data:`BENCHMARKS` (a :class:`quasigrad._util.registry.Registry`) maps
+Each benchmark is a module holding `BENCHMARK`, a subclass of
+[`quasigrad.bench.runner.Benchmark`][quasigrad.bench.runner.Benchmark] that declares its options, units of work, how to run
+one and how to report. `BENCHMARKS` (a [`quasigrad._util.registry.Registry`][quasigrad._util.registry.Registry]) maps
 its command-line name to the module, imported only when that benchmark runs or is listed. The
-runner (:mod:`quasigrad.bench.runner`) owns the rest: the command line, the result store and
-its validation (:mod:`quasigrad.bench.store`), resuming, progress, checkpoints and figures.
-The VAE trainer (:mod:`quasigrad.bench.vae_training`) and the papers' constants
-(:mod:`quasigrad.bench.paper`) sit beside the benchmarks that use them.
+runner ([`quasigrad.bench.runner`][quasigrad.bench.runner]) owns the rest: the command line, the result store and
+its validation ([`quasigrad.bench.store`][quasigrad.bench.store]), resuming, progress, checkpoints and figures.
+The VAE trainer ([`quasigrad.bench.vae_training`][quasigrad.bench.vae_training]) and the papers' constants
+([`quasigrad.bench.paper`][quasigrad.bench.paper]) sit beside the benchmarks that use them.
 
 This package may import everything below it (the estimators, the objective layer, the
 families, the models and the lab); nothing in the library imports it but the command line.

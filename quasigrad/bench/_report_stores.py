@@ -89,13 +89,13 @@ def _validate(store: Store) -> None:
 
 
 def load_stores(results_dir) -> List[Store]:
-    """Every ``*.json`` store under ``results_dir`` (recursively, sorted by path), validated.
+    """Every `*.json` store under `results_dir` (recursively, sorted by path), validated.
 
     Args:
         results_dir: the directory to search.
 
     Returns:
-        The stores, sorted by path relative to ``results_dir``.
+        The stores, sorted by path relative to `results_dir`.
 
     Raises:
         ReportError: a file that is not JSON, too large, or not a valid result store (one line

@@ -1,11 +1,11 @@
-"""``quasigrad bench binary-mlp``: a binary-weight MLP on MNIST trained three ways.
+"""`quasigrad bench binary-mlp`: a binary-weight MLP on MNIST trained three ways.
 
-* ``ste-adam``: latent real weights, forward ``sign`` (straight-through backward), Adam,
-  latent weights clipped to ``[-1, 1]`` after each step (BinaryConnect).
-* ``md-tanh``: :class:`quasigrad.optim.MDTanh` with Adam moments and ``beta`` growing on a
-  schedule; evaluated with ``sign`` of the dual variable.
-* ``bayesbinn``: :class:`quasigrad.optim.BayesBiNN`; evaluated with ``sign(mu)`` (the mode)
-  and with the average of ``--test-samples`` predictive distributions from ``w ~ q``.
+* `ste-adam`: latent real weights, forward `sign` (straight-through backward), Adam,
+  latent weights clipped to `[-1, 1]` after each step (BinaryConnect).
+* `md-tanh`: [`quasigrad.optim.MDTanh`][quasigrad.optim.MDTanh] with Adam moments and `beta` growing on a
+  schedule; evaluated with `sign` of the dual variable.
+* `bayesbinn`: [`quasigrad.optim.BayesBiNN`][quasigrad.optim.BayesBiNN]; evaluated with `sign(mu)` (the mode)
+  and with the average of `--test-samples` predictive distributions from `w ~ q`.
 
 Every weight matrix is binary (no biases); batch normalisation without affine parameters
 follows each layer, as in the BayesBiNN paper's MNIST model (Meng et al. 2020, after
@@ -15,11 +15,11 @@ training set is held out for validation (accuracy on it is reported too, nothing
 on the test set by this command).
 
 The short preset (default) is sized for a 2-core machine (a few minutes for the three
-optimisers). ``--full`` is the setting of the public BayesBiNN MNIST code: 3 hidden layers of
+optimisers). `--full` is the setting of the public BayesBiNN MNIST code: 3 hidden layers of
 2048 units, dropout 0.2, batch 100, 500 epochs, cosine learning-rate decay, BayesBiNN with
-``lr=1e-4``, ``tau=1e-10``, ``lambda_init=10``, one training sample. Runs are checkpointed
-every epoch under ``--out/checkpoints`` and resumed; finished runs are kept in
-``--out/binary-mlp.json``. ``--device cuda`` trains on a GPU (a resumed GPU run repeats the
+`lr=1e-4`, `tau=1e-10`, `lambda_init=10`, one training sample. Runs are checkpointed
+every epoch under `--out/checkpoints` and resumed; finished runs are kept in
+`--out/binary-mlp.json`. `--device cuda` trains on a GPU (a resumed GPU run repeats the
 dropout masks only on the CPU, whose generator the checkpoint holds).
 """
 
@@ -84,7 +84,7 @@ def _ste_sign(w: torch.Tensor) -> torch.Tensor:
 
 class BinaryMLP(torch.nn.Module):
     """784 -> hidden x layers -> 10; binary weight matrices, BN without affine, ReLU, dropout.
-    With ``ste=True`` the forward pass uses ``sign`` of the (latent) weights; otherwise it
+    With `ste=True` the forward pass uses `sign` of the (latent) weights; otherwise it
     uses the weights as they are (the optimiser writes binary or relaxed values into them)."""
 
     def __init__(self, hidden: int, layers: int, dropout: float, ste: bool):
@@ -305,6 +305,8 @@ def _plot(store, optimizers, ctx):
     plt = ctx.pyplot()
     if plt is None:
         return
+    import matplotlib.ticker
+
     fig, ax = plt.subplots(1, 1, figsize=(5.5, 3.8))
     for c, name in enumerate(optimizers):
         for j, s in enumerate(ctx.seeds):
@@ -312,6 +314,7 @@ def _plot(store, optimizers, ctx):
             ax.plot([h["epoch"] for h in hist], [100 * (h["val_acc"] or float("nan")) for h in hist],
                     marker="o", color=f"C{c}", alpha=1.0 if j == 0 else 0.6, label=name if j == 0 else None)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))   # epochs: no fractional ticks
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(f"binary-weight MLP on MNIST (seeds {', '.join(map(str, ctx.seeds))})")
     ax.grid(alpha=0.3)

@@ -1,22 +1,22 @@
-"""``quasigrad bench binary-vae``: the Bernoulli VAE of DisARM / RODEO (ReinMax paper, Table 6).
+"""`quasigrad bench binary-vae`: the Bernoulli VAE of DisARM / RODEO (ReinMax paper, Table 6).
 
 200 binary latents, encoder and decoder with two hidden layers of 200 LeakyReLU units, learned
 prior logits, dynamically binarised MNIST (a fresh binarisation of every batch). Each step
-evaluates the decoder ``K`` times per image (``--samples``, 2 or 3 in the papers): the
-pathwise estimators (ReinMax, ST, STGS, ZGR) average the ``K`` losses; the score-function
+evaluates the decoder `K` times per image (`--samples`, 2 or 3 in the papers): the
+pathwise estimators (ReinMax, ST, STGS, ZGR) average the `K` losses; the score-function
 estimators (REINFORCE leave-one-out, DisARM, RELAX, Double CV, from
-:mod:`quasigrad.objective`) use them as their method prescribes. Reports the training −ELBO
+[`quasigrad.objective`][quasigrad.objective]) use them as their method prescribes. Reports the training −ELBO
 (averaged over the last epoch), the test −ELBO (single sample, fixed binarisation) and the
 time per epoch relative to ST.
 
 Settings follow the ReinMax repository (mnist_vae/reinmax_2_200_rodeo.sh): RAdam, learning
 rate 3e-4, τ = 1.1, batch 100, the first 50,000 training images. Short preset (default):
-2 epochs on the first 10,000 images, K = 2, seeds 0 1. ``--full``: 50,000 images and
-1,000,000 updates (2,000 epochs; the repository's ``--max-updates``), seeds 0–9.
+2 epochs on the first 10,000 images, K = 2, seeds 0 1. `--full`: 50,000 images and
+1,000,000 updates (2,000 epochs; the repository's `--max-updates`), seeds 0–9.
 
 At the paper's learning rate the first several hundred steps sit on the "mean image" plateau
 (−ELBO ≈ 204) for every estimator, so the short preset checks the pipeline rather than ranks
-the estimators; ``--lr 1e-3 --optimizer adam --epochs 10`` leaves the plateau in 1,000 steps.
+the estimators; `--lr 1e-3 --optimizer adam --epochs 10` leaves the plateau in 1,000 steps.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ SETTINGS: Dict[str, Any] = dict(lr=3e-4, tau=1.1, optimizer="radam", latents=200
 
 
 def make_estimator(spec):
-    """The estimator object for a stateful estimator (its registry entry's ``state`` factory,
+    """The estimator object for a stateful estimator (its registry entry's `state` factory,
     e.g. RELAX with the control variate of Grathwohl et al.'s VAE experiments), seeded from the
-    run's seed; ``None`` for the others (the registered name is used)."""
+    run's seed; `None` for the others (the registered name is used)."""
     import torch
 
     from .. import registry

@@ -1,5 +1,5 @@
 """Checks and formats shared by the benchmarks: devices, positive numbers, MNIST, estimator
-specifications, ``mean ± std`` cells and figures (re-exported by :mod:`quasigrad.bench.runner`)."""
+specifications, `mean ± std` cells and figures (re-exported by [`quasigrad.bench.runner`][quasigrad.bench.runner])."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def save_figure(fig: Any, path: Any) -> None:
 
 
 def resolve_device(text: str) -> Any:
-    """The ``torch.device`` named by ``--device``, checked: CUDA (or MPS) must be present.
+    """The `torch.device` named by `--device`, checked: CUDA (or MPS) must be present.
 
     Raises:
         BenchmarkError: a malformed name, or a device this machine does not have.
@@ -50,8 +50,8 @@ def resolve_device(text: str) -> Any:
 
 
 def check_positive(**values: Any) -> None:
-    """Raise :class:`BenchmarkError` naming the first option whose value is not a positive finite
-    number (keyword ``train_size`` names ``--train-size``; ``None`` values are skipped)."""
+    """Raise `BenchmarkError` naming the first option whose value is not a positive finite
+    number (keyword `train_size` names `--train-size`; `None` values are skipped)."""
     for key, value in values.items():
         if value is None:
             continue
@@ -60,8 +60,8 @@ def check_positive(**values: Any) -> None:
 
 
 def load_mnist_arg(data: Optional[str]) -> Any:
-    """MNIST for a benchmark's ``--data`` option (``None``: the loader's search path); a missing,
-    unreadable or damaged file becomes a :class:`BenchmarkError` raised before any work starts."""
+    """MNIST for a benchmark's `--data` option (`None`: the loader's search path); a missing,
+    unreadable or damaged file becomes a `BenchmarkError` raised before any work starts."""
     from ..data import DataError, load_mnist
 
     try:
@@ -75,17 +75,17 @@ def load_mnist_arg(data: Optional[str]) -> Any:
 
 def estimator_specs(requested: Optional[Sequence[str]], *, default: Sequence[str], variable: str = "categorical",
                     need: str = "any") -> List[Any]:
-    """Parse ``--estimators`` (``name`` or ``name:key=value,...``) and try each on a tiny problem,
+    """Parse `--estimators` (`name` or `name:key=value,...`) and try each on a tiny problem,
     so that a bad name or option fails before any work.
 
     Args:
-        requested: the user's specifications (``None``: ``default``).
+        requested: the user's specifications (`None`: `default`).
         default: the benchmark's list.
-        variable: ``"categorical"`` or ``"bernoulli"``.
-        need: ``"sample"`` when the benchmark needs a sample-level function.
+        variable: `"categorical"` or `"bernoulli"`.
+        need: `"sample"` when the benchmark needs a sample-level function.
 
     Returns:
-        The :class:`quasigrad.lab.Spec` objects, labelled as typed.
+        The [`quasigrad.lab.Spec`][quasigrad.lab.Spec] objects, labelled as typed.
 
     Raises:
         UnknownEstimatorError: an unknown name (listing the known ones).
@@ -121,8 +121,8 @@ def estimator_specs(requested: Optional[Sequence[str]], *, default: Sequence[str
 
 
 def mean_pm(values: Iterable[Optional[float]], fmt: str = ".5f") -> str:
-    """``"mean ± std"`` over ``values`` (``None`` skipped); ``"mean (n = 1)"`` for a single value,
-    whose spread is unknown rather than zero; ``"n/a"`` for none."""
+    """`"mean ± std"` over `values` (`None` skipped); `"mean (n = 1)"` for a single value,
+    whose spread is unknown rather than zero; `"n/a"` for none."""
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return "n/a"

@@ -1,31 +1,32 @@
 """Speed and memory of every sample-level estimator, relative to plain softmax.
 
 For each shape (categories along the last dimension, float32) and each estimator, one call is
-``y = estimator(logits); y.backward(g)`` with a fixed upstream gradient ``g``; the baseline is
-``logits.softmax(-1).backward(g)`` on the same tensor. Shapes: the ReinMax paper's
-efficiency-table settings (``(512, 128, 2)``: 128 binary latents as two-way categoricals,
-batch 512; ``(100, 30, 10)``: 30 latents of 10 categories, batch 100) and larger ones
-(``(4096, 64)``, ``(256, 50257)``: a language model's vocabulary).
+`y = estimator(logits); y.backward(g)` with a fixed upstream gradient `g`; the baseline is
+`logits.softmax(-1).backward(g)` on the same tensor. Shapes: the ReinMax paper's
+efficiency-table settings (`(512, 128, 2)`: 128 binary latents as two-way categoricals,
+batch 512; `(100, 30, 10)`: 30 latents of 10 categories, batch 100) and larger ones
+(`(4096, 64)`, `(256, 50257)`: a language model's vocabulary).
 
-**Time**: estimator and softmax are timed in alternation (blocks of calls, ``--repeats``
+**Time**: estimator and softmax are timed in alternation (blocks of calls, `--repeats`
 rounds), so that load from other processes affects both alike; the table shows the fastest
-round's time per call (the least disturbed, as ``timeit`` advises) and the ratio of those; the
-medians are in the JSON. Threads: ``--threads`` (default 2).
+round's time per call (the least disturbed, as `timeit` advises) and the ratio of those; the
+medians are in the JSON. Threads: `--threads` (default 2).
 
 **Kernels**: on the CPU the straight-through family runs through the fused C kernels of
-``quasigrad._native`` when they build (the header line says whether they did; run with
-``QUASIGRAD_NATIVE=0`` to time the pure PyTorch path instead).
+`quasigrad.estimators._native` when they build (the header line says whether they did; run with
+`QUASIGRAD_NATIVE=0` to time the pure PyTorch path instead).
 
-**Peak memory** (CPU): one call runs under ``torch.profiler`` with ``profile_memory=True``; its
-allocation and free events (Kineto's ``[memory]`` events, sizes signed) are summed in time order
+**Peak memory** (CPU): one call runs under `torch.profiler` with `profile_memory=True`; its
+allocation and free events (Kineto's `[memory]` events, sizes signed) are summed in time order
 and the maximum of the running sum is the peak of memory allocated during the call (the input
-``logits`` and ``g`` exist before and are not counted; ``logits.grad`` is). On CUDA, the
-allocator's ``max_memory_allocated`` is used the same way.
+`logits` and `g` exist before and are not counted; `logits.grad` is). On CUDA, the
+allocator's `max_memory_allocated` is used the same way.
 
-Peers, timed in the same run where installed: ``torch.nn.functional.gumbel_softmax(hard=True)``
-and the ``reinmax`` package's ``reinmax(logits, tau)`` (``pip install reinmax``; optional).
-GR-MCK is run with ``k`` in ``--gr-k`` (default 100 300 1000) besides the registry's default;
-a combination with ``k × numel`` above ``--max-gr-work`` is skipped (and listed as skipped).
+Peers, timed in the same run where installed: `torch.nn.functional.gumbel_softmax(hard=True)`
+and the `reinmax` package's `reinmax(logits, tau)` (`pip install reinmax`; optional).
+GR-MCK is run with `k` in `--gr-k` (default 100 300 1000) besides the registry's default;
+a combination with `k × numel` above `--max-gr-work` is skipped: the table says "skipped" and the
+plot puts a cross and a note at its place.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _peak_bytes(call, device) -> int:
 
 
 def _timer(call, device, min_time):
-    """Calls per block so that a block takes about ``min_time`` seconds, and a block runner."""
+    """Calls per block so that a block takes about `min_time` seconds, and a block runner."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -110,7 +111,7 @@ def _timer(call, device, min_time):
 
 
 def measure(fn, shape, *, device, repeats, min_time, seed=0) -> dict:
-    """Time and peak memory of ``fn`` forward+backward against softmax on one shape."""
+    """Time and peak memory of `fn` forward+backward against softmax on one shape."""
     gen = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape, generator=gen, device=device).requires_grad_(True)
     g = torch.randn(shape, generator=gen, device=device)
@@ -227,7 +228,7 @@ class Efficiency(runner.Benchmark):
         print(table)
         if self.skipped:
             print(f"skipped (k × numel > {self.max_work:g}; raise --max-gr-work): {', '.join(self.skipped)}")
-        _plot(store, self.shapes, [e[0] for e in self.entries], ctx)
+        _plot(store, self.shapes, [e[0] for e in self.entries], ctx, self.skipped, self.max_work)
         return {"table": table, "skipped": self.skipped}
 
 
@@ -238,27 +239,49 @@ def _fmt(value, spec):
     return "n/a" if value is None else format(value, spec)
 
 
-def _plot(store, shapes, labels, ctx) -> None:
+def _plot(store, shapes, labels, ctx, skipped=(), max_work=None) -> None:
+    """Bars of time and peak memory over softmax's, one group per estimator and a bar per shape;
+    an entry in `skipped` (keys `"AxBxC/label"`) gets a cross and the words "skipped" at its place."""
     plt = ctx.pyplot()
     if plt is None:
         return
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(labels) * len(shapes) / 2 + 2.5))
+    skipped = set(skipped)
+    reason = f"skipped: k × numel > {max_work:g}" if max_work is not None else "skipped"
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(labels) * len(shapes) / 2 + 2.5), layout="constrained")
     width = 0.8 / len(shapes)
-    for j, (metric, title) in enumerate([("time_ratio", "fwd+bwd time / softmax"),
-                                         ("memory_ratio", "peak memory / softmax")]):
+    colors = [f"C{i % 10}" for i in range(len(shapes))]
+    for j, (metric, title) in enumerate([("time_ratio", "fwd+bwd time / softmax's"),
+                                         ("memory_ratio", "peak memory / softmax's")]):
         ax = axes[j]
         for i, shape in enumerate(shapes):
             sk = "x".join(map(str, shape))
-            vals = [(store.get(f"{sk}/{l}") or {}).get(metric) for l in labels]
-            vals = [float("nan") if v is None else v for v in vals]
-            ax.barh([y + i * width for y in range(len(labels))], vals, height=width, label=str(shape))
+            ys = [y + i * width for y in range(len(labels))]
+            vals = [(store.get(f"{sk}/{lab}") or {}).get(metric) for lab in labels]
+            ax.barh(ys, [float("nan") if v is None else v for v in vals], height=width, color=colors[i])
+            for y, lab in zip(ys, labels):
+                if f"{sk}/{lab}" in skipped:
+                    # x in axes coordinates (the left edge), y in data: visible whatever the scale
+                    tr = ax.get_yaxis_transform()
+                    ax.plot([0.015], [y], marker="x", color=colors[i], ms=6, mew=1.5, transform=tr, clip_on=False)
+                    ax.text(0.04, y, reason, transform=tr, va="center", fontsize=6.5, color=colors[i],
+                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
         ax.set_yticks([y + 0.4 - width / 2 for y in range(len(labels))])
         ax.set_yticklabels(labels if j == 0 else [])
         ax.axvline(1, color="k", lw=0.8)
         ax.axvline(2, color="r", lw=0.8, ls=":")
         ax.set_xscale("log")
+        ax.set_xlabel("ratio to plain softmax on the same tensor (log scale)")
         ax.set_title(title)
         ax.invert_yaxis()
-    axes[1].legend(fontsize=8)
+    handles: list = [Patch(color=colors[i], label=f"shape {tuple(shape)}") for i, shape in enumerate(shapes)]
+    handles += [Line2D([], [], color="k", lw=0.8, label="1×: as fast / as small as softmax"),
+                Line2D([], [], color="r", lw=0.8, ls=":",
+                       label="2×: twice softmax's (the straight-through family stays under it)")]
+    if skipped:
+        handles.append(Line2D([], [], color="gray", marker="x", ls="none", mew=1.5,
+                              label=f"not run ({reason}; raise --max-gr-work)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     ctx.figure(fig, "efficiency.png")

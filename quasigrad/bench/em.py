@@ -1,20 +1,20 @@
-"""``quasigrad bench em``: a mixture of Bernoullis on binarised MNIST, fitted by EM and by
+"""`quasigrad bench em`: a mixture of Bernoullis on binarised MNIST, fitted by EM and by
 gradient descent through the discrete assignment (ELBO with an amortised linear posterior)
 with ReinMax, straight-through and REINFORCE-leave-one-out: exact log-likelihood against
 wall time.
 
 Data: MNIST training images, binarised at grey level 0.5 (deterministic), a fixed random
-subset of ``--train-size`` images for fitting, and ``--test-size`` test images. Both methods start
-from the same initial parameters (:meth:`BernoulliMixture.init_from_data`). The y-axis is
+subset of `--train-size` images for fitting, and `--test-size` test images. Both methods start
+from the same initial parameters (`BernoulliMixture.init_from_data`). The y-axis is
 the exact log-likelihood per image (nats; the assignment summed out), never the ELBO; the
-x-axis is training time in CPU seconds of this process (``time.process_time``: equal to wall
+x-axis is training time in CPU seconds of this process (`time.process_time`: equal to wall
 time for one thread on an idle machine, and not inflated by other users of a shared one),
-evaluation excluded. EM uses ``--pseudo-count`` (a Beta/Dirichlet
+evaluation excluded. EM uses `--pseudo-count` (a Beta/Dirichlet
 MAP prior, so that a test pixel never has probability 0); gradient training has no prior.
-RLOO takes ``--samples`` samples per gradient estimate.
+RLOO takes `--samples` samples per gradient estimate.
 
 Preset: 10,000 training images, 2,000 test images, K = 20, 30 s of training per method.
-``--full``: 60,000 / 10,000 images, K = 50, 300 s per method.
+`--full`: 60,000 / 10,000 images, K = 50, 300 s per method.
 """
 
 from __future__ import annotations

@@ -1,21 +1,21 @@
-"""``quasigrad bench mnist-sort``: the large-MNIST sorting task of Grover et al. (2019).
+"""`quasigrad bench mnist-sort`: the large-MNIST sorting task of Grover et al. (2019).
 
 A sequence holds n four-digit numbers, each an image of four MNIST digits side by side
 (28 × 112 pixels, value 0..9999). A CNN scores each image; the relaxed permutation matrix P̂ of
-the n scores (:func:`quasigrad.sort.neural_sort` or :func:`quasigrad.sort.soft_sort_permutation`,
+the n scores ([`quasigrad.sort.neural_sort`][quasigrad.sort.neural_sort] or [`quasigrad.sort.soft_sort_permutation`][quasigrad.sort.soft_sort_permutation],
 descending) is compared with the true permutation matrix P of the numbers by the row-wise
-cross-entropy ``−Σ_ij P_ij log P̂_ij``. Reported on sequences built from the MNIST *test* images:
+cross-entropy `−Σ_ij P_ij log P̂_ij`. Reported on sequences built from the MNIST *test* images:
 
 * exact-permutation accuracy: the argsort of the scores equals the true order;
 * element-wise accuracy: the fraction of positions that hold the right number.
 
 Short preset (default, minutes on a small CPU): n ∈ {3, 5}, a small CNN (8/16 channels),
-``--steps 300``, ``--batch-size 20``, Adam 1e-3, 1 seed, 1000 test sequences. It is a smoke-scale run: its
+`--steps 300`, `--batch-size 20`, Adam 1e-3, 1 seed, 1000 test sequences. It is a smoke-scale run: its
 accuracies are far below the paper's, which trains a larger CNN much longer.
 
-``--full``: the paper's protocol as described in its appendix, n ∈ {3, 5, 7, 9, 15}, CNN with
+`--full`: the paper's protocol as described in its appendix, n ∈ {3, 5, 7, 9, 15}, CNN with
 32/64 channels and a 64-unit layer, batch 20, Adam 1e-4, 100 000 iterations, 10 000 test
-sequences; long runs checkpoint every ``--checkpoint-every`` steps and resume. ``--device cuda``
+sequences; long runs checkpoint every `--checkpoint-every` steps and resume. `--device cuda`
 trains on a GPU.
 
 NeuralSort's accuracies reported in the paper (deterministic NeuralSort, exact permutation:
@@ -60,8 +60,8 @@ class Scorer(torch.nn.Module):
 
 
 def make_sequences(images, labels, count, n, generator):
-    """``count`` sequences of ``n`` four-digit numbers: images (count, n, 28, 112) in [0, 1] and
-    values (count, n) in 0..9999, digits drawn uniformly from ``images``."""
+    """`count` sequences of `n` four-digit numbers: images (count, n, 28, 112) in [0, 1] and
+    values (count, n) in 0..9999, digits drawn uniformly from `images`."""
     idx = torch.randint(0, len(labels), (count, n, 4), generator=generator)
     digits = images[idx].float().div_(255)                       # (count, n, 4, 28, 28)
     pictures = digits.permute(0, 1, 3, 2, 4).reshape(count, n, 28, 112)
@@ -76,7 +76,7 @@ def _relaxation(method):
 
 
 def accuracies(scores, values):
-    """(exact-permutation accuracy, element-wise accuracy) of ``scores`` against ``values`` (count, n)."""
+    """(exact-permutation accuracy, element-wise accuracy) of `scores` against `values` (count, n)."""
     pred = scores.argsort(dim=-1, descending=True, stable=True)
     true = values.argsort(dim=-1, descending=True, stable=True)
     same = pred == true
@@ -94,8 +94,8 @@ def _evaluate(model, pictures, values, chunk=200):
 
 
 def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, ctx=None, device="cpu"):
-    """Train one scorer with ``method`` on sequences of ``n`` and return its test accuracies;
-    checkpoints to ``ckpt_path`` every ``checkpoint_every`` steps and resumes from it."""
+    """Train one scorer with `method` on sequences of `n` and return its test accuracies;
+    checkpoints to `ckpt_path` every `checkpoint_every` steps and resumes from it."""
     torch.manual_seed(seed)
     model = Scorer(cfg["channels"], cfg["hidden"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -230,5 +230,10 @@ def _plot(summary, sizes, methods, ctx, title=""):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(set(sizes) | set(PAPER_NEURALSORT))))
+    # n counts numbers: ticks at the sizes themselves (a handful), else at integers only
+    ticks = sorted(set(sizes) | set(PAPER_NEURALSORT))
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks) if len(ticks) <= 10
+                               else matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:.0f}"))
     ctx.figure(fig, "mnist-sort.png")

@@ -1,4 +1,4 @@
-"""``quasigrad bench objective-poly``: bias, variance and time per step of every objective-layer estimator on the polynomial problem
+"""`quasigrad bench objective-poly`: bias, variance and time per step of every objective-layer estimator on the polynomial problem
 of the ReinMax paper (Liu et al. 2023, Section 6.1), at initialisation.
 
 Problem: θ ∈ R^{128×2}, 128 binary categorical variables, D_i = 1 when variable i takes
@@ -6,19 +6,19 @@ category 0 (as in the paper's code), loss f(D) = Σ_i |D_i − c|^p / 128 with c
 from U(−0.01, 0.01). Because D_i ∈ {0, 1}, E[f] = Σ_i (π_i0 |1 − c|^p + π_i1 |c|^p) / 128 and the
 exact gradient is computed in closed form (checked against quasigrad.exact on 8 variables).
 
-For every estimator, ``--draws`` independent gradient estimates at the same θ are made in one
+For every estimator, `--draws` independent gradient estimates at the same θ are made in one
 call (a batch of examples that share θ); we report the squared norm of the exact gradient, the
 total variance tr Cov(ĝ), the bias ||E ĝ − ∇|| and its Monte Carlo noise floor √(tr Cov / draws).
-``arm`` and ``disarm`` run on the Bernoulli twin a_i = θ_i0 − θ_i1 (the same distribution).
-Wall time per step: forward + backward of one call on ``--batch-size`` examples (the paper's
-batch of 64 draws), the minimum over ``--timing-repeats`` interleaved repeats (medians are stored
-too), divided by ST's in the same run, with ``--threads`` intra-op threads (default 1: the
+`arm` and `disarm` run on the Bernoulli twin a_i = θ_i0 − θ_i1 (the same distribution).
+Wall time per step: forward + backward of one call on `--batch-size` examples (the paper's
+batch of 64 draws), the minimum over `--timing-repeats` interleaved repeats (medians are stored
+too), divided by ST's in the same run, with `--threads` intra-op threads (default 1: the
 machine this was measured on is shared, and multi-threaded small ops spin).
 
     quasigrad bench objective-poly --out results/objective-poly --p 2
 
-Writes ``objective-poly.json`` and ``objective-poly-p<P>.png`` in ``--out``; resumable (one unit
-of work is one estimator at one ``p``, or the timing of all of them at one ``p``).
+Writes `objective-poly.json` and `objective-poly-p<P>.png` in `--out`; resumable (one unit
+of work is one estimator at one `p`, or the timing of all of them at one `p`).
 """
 
 from __future__ import annotations

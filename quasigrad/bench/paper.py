@@ -1,11 +1,11 @@
 """The papers' own settings and figures, kept beside the benchmarks that print them.
 
 Every figure here is the paper's, transcribed from the paper's tables (a test parses the
-reference copy of those tables, ``tests/data/published-tables.md``, and checks that each value
+reference copy of those tables, `tests/data/published-tables.md`, and checks that each value
 here equals it). Wherever one is printed it is labelled as the paper's, never as ours.
 
-Estimators are keyed by the registry names the benchmarks use (``"stgs"``, ``"gumbel_rao"``,
-``"gst"``, ``"st"``, ``"reinmax"``, ...); a value with an error is ``(mean, std)``.
+Estimators are keyed by the registry names the benchmarks use (`"stgs"`, `"gumbel_rao"`,
+`"gst"`, `"st"`, `"reinmax"`, ...); a value with an error is `(mean, std)`.
 """
 
 from __future__ import annotations
@@ -129,9 +129,9 @@ DISPLAY_NAMES = {"st": "ST", "stgs": "STGS", "gumbel_rao": "GR-MCK", "gst": "GST
 
 
 def by_estimator(table: Dict[str, Any], name: str) -> Any:
-    """``table[name]``, looking ``name`` up by its spelling as typed, then by the spelling of the
-    same registered estimator that ``table`` uses (``gumbel_softmax`` finds an ``stgs`` entry);
-    ``None`` when absent."""
+    """`table[name]`, looking `name` up by its spelling as typed, then by the spelling of the
+    same registered estimator that `table` uses (`gumbel_softmax` finds an `stgs` entry);
+    `None` when absent."""
     if name in table:
         return table[name]
     from .. import registry
@@ -150,6 +150,6 @@ def by_estimator(table: Dict[str, Any], name: str) -> Any:
 
 
 def display_name(name: str) -> str:
-    """The name an estimator has in the papers' tables (``stgs`` → ``STGS``); ``name`` itself
+    """The name an estimator has in the papers' tables (`stgs` → `STGS`); `name` itself
     when it has none."""
     return by_estimator(DISPLAY_NAMES, name) or name

@@ -2,25 +2,25 @@ r"""Polynomial programming, after Liu et al. 2023 ("Bridging Discrete and Backpr
 Straight-Through and Beyond", the ReinMax paper, section 6.1).
 
 θ ∈ R^{128×2} starts at U(−0.01, 0.01); each of the 128 variables is a two-way categorical
-``D ~ Categorical(softmax θ_i)`` and ``x_i = D_{i,0}`` (the first-category indicator). The loss
+`D ~ Categorical(softmax θ_i)` and `x_i = D_{i,0}` (the first-category indicator). The loss
 
-.. math:: L(x) = \frac{1}{128} \sum_i |x_i - c|^p, \qquad c = 0.45,
+$$ L(x) = \frac{1}{128} \sum_i |x_i - c|^p, \qquad c = 0.45, $$
 
 is minimised over θ with Adam (lr 1e-3), a batch of 64 draws per step, τ = 1. Its minimum in
-expectation is ``c^p`` (every ``x_i = 0``), and the exact expected loss at θ factorises over
-the variables: ``(1/128) Σ_i [π_{i0} (1−c_i)^p + (1 − π_{i0}) c_i^p]``.
+expectation is `c^p` (every `x_i = 0`), and the exact expected loss at θ factorises over
+the variables: `(1/128) Σ_i [π_{i0} (1−c_i)^p + (1 − π_{i0}) c_i^p]`.
 
-``--target spread``: the paper's second target, a different ``c_i = (i − 0.5)/L`` for each of the
-``L`` variables; its minimum is ``(1/L) Σ_i min(c_i, 1 − c_i)^p`` (each ``x_i`` on the nearer side).
+`--target spread`: the paper's second target, a different `c_i = (i − 0.5)/L` for each of the
+`L` variables; its minimum is `(1/L) Σ_i min(c_i, 1 − c_i)^p` (each `x_i` on the nearer side).
 
-Reported per estimator and ``p``: the final training loss (the batch loss averaged over the
-last ``min(100, steps)`` steps; mean ± std over seeds) and the exact expected loss at the
+Reported per estimator and `p`: the final training loss (the batch loss averaged over the
+last `min(100, steps)` steps; mean ± std over seeds) and the exact expected loss at the
 final θ (mean ± std over seeds), and curves of the exact expected loss.
 
-Default: a short preset for a 2-core machine (400 steps, seeds 0–2). ``--full``: the paper's
+Default: a short preset for a 2-core machine (400 steps, seeds 0–2). `--full`: the paper's
 setting (8,000 steps, seeds 0–9). One unit of work is one estimator and one seed; the values
-of ``p`` are run side by side in one tensor (Adam is elementwise, so this equals separate
-runs with the same draws). A unit checkpoints every ``--checkpoint-every`` steps, and a
+of `p` are run side by side in one tensor (Adam is elementwise, so this equals separate
+runs with the same draws). A unit checkpoints every `--checkpoint-every` steps, and a
 finished unit is stored at once: an interrupted run started again skips finished units and
 continues an unfinished one from its checkpoint, giving the same numbers.
 """
@@ -58,8 +58,8 @@ def config_of(args) -> dict:
 
 
 def target_of(config: dict) -> torch.Tensor:
-    """The targets ``c_i`` of a run's configuration, shape ``(num_vars,)``, float64: ``c`` for every
-    variable, or ``(i − 0.5)/L`` for ``i = 1..L`` with ``target: spread``."""
+    """The targets `c_i` of a run's configuration, shape `(num_vars,)`, float64: `c` for every
+    variable, or `(i − 0.5)/L` for `i = 1..L` with `target: spread`."""
     n = config["num_vars"]
     if config.get("target") == "spread":
         return (torch.arange(1, n + 1, dtype=torch.float64) - 0.5) / n
@@ -67,7 +67,7 @@ def target_of(config: dict) -> torch.Tensor:
 
 
 def optimum(config: dict, p: float) -> float:
-    """The minimum of the expected loss over θ for exponent ``p``: ``(1/L) Σ_i min(c_i, 1 − c_i)^p``."""
+    """The minimum of the expected loss over θ for exponent `p`: `(1/L) Σ_i min(c_i, 1 − c_i)^p`."""
     c = target_of(config)
     return float(torch.minimum(c, 1 - c).pow(p).mean())
 
@@ -83,8 +83,8 @@ def _check(args, config):
 
 
 def exact_loss(theta: torch.Tensor, p: torch.Tensor, c) -> torch.Tensor:
-    """Exact expected loss per row of ``theta`` (shape ``(P, V, 2)``, one row per exponent); ``c`` a
-    number or one target per variable, shape ``(V,)``."""
+    """Exact expected loss per row of `theta` (shape `(P, V, 2)`, one row per exponent); `c` a
+    number or one target per variable, shape `(V,)`."""
     pi0 = torch.softmax(theta, -1)[..., 0]
     p = p.view(-1, 1)
     return (pi0 * (1 - c) ** p + (1 - pi0) * c ** p).mean(-1)
@@ -92,10 +92,10 @@ def exact_loss(theta: torch.Tensor, p: torch.Tensor, c) -> torch.Tensor:
 
 def run_unit(spec, seed: int, config: dict, *, checkpoint=None, checkpoint_every: int = 1000, ctx=None,
              device="cpu") -> dict:
-    """Train one estimator with one seed for every ``p`` at once; returns the unit's results.
+    """Train one estimator with one seed for every `p` at once; returns the unit's results.
 
-    ``checkpoint`` is a path (or ``None``): the state is saved there every
-    ``checkpoint_every`` steps and loaded from there if present. ``ctx`` (the runner's context)
+    `checkpoint` is a path (or `None`): the state is saved there every
+    `checkpoint_every` steps and loaded from there if present. `ctx` (the runner's context)
     is told of every step.
     """
     device = torch.device(device)

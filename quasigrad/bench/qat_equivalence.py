@@ -1,4 +1,4 @@
-"""``quasigrad bench qat-equivalence``: custom quantizer gradients vs their STE twins on MNIST.
+"""`quasigrad bench qat-equivalence`: custom quantizer gradients vs their STE twins on MNIST.
 
 The experiment of Schoenbauer, Moro, Lew, Howard (2024), "Custom gradient estimators are
 straight-through estimators in disguise": a small CNN (Conv 32 3×3 → avg pool → Conv 64 3×3 →
@@ -6,10 +6,10 @@ avg pool → Dense 256 → Dense 10, ReLU) whose two convolution kernels are qua
 the clipping range ±√(6/fan_in) (He-uniform init on the same range), batch 600, SGD
 (momentum 0.9, lr 1e-3) or Adam (lr 1e-4, β₂ = 0.95), 2 % linear warm-up then cosine decay.
 For each custom estimator (DSQ-style and tanh by default) the run with the estimator is paired
-with its STE twin on the same mini-batch sequence (SGD: remapped init ``M(w₀)`` and learning
-rate ``α·lr`` on the quantized kernels; Adam: the plain STE run from ``w₀``); the
+with its STE twin on the same mini-batch sequence (SGD: remapped init `M(w₀)` and learning
+rate `α·lr` on the quantized kernels; Adam: the plain STE run from `w₀`); the
 learning-rate-jitter baseline is the STE run against itself with lr ×1.01. Reported:
-quantized weight agreement, weight alignment error and test accuracy of each run. ``--device cuda``
+quantized weight agreement, weight alignment error and test accuracy of each run. `--device cuda`
 trains on a GPU.
 """
 
@@ -274,7 +274,9 @@ def _plot(rows, ctx):
     panels = ((axes[0], [1.0 - _mean_of(r[3]) for r in rows], "quantized weight disagreement (1 − agreement)"),
               (axes[1], [_mean_of(r[4]) for r in rows], "weight alignment error"))
     for ax, vals, title in panels:
-        ax.barh(range(len(rows)), vals, color=colors)
+        bars = ax.barh(range(len(rows)), vals, color=colors)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)   # a value of 0 shows as "0", not as a gap
+        ax.margins(x=0.15)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(labels, fontsize=8)
         ax.set_title(title, fontsize=10)
@@ -284,5 +286,5 @@ def _plot(rows, ctx):
 
 
 def _mean_of(cell: str) -> float:
-    """The mean of a table cell written by :func:`runner.mean_pm` ("m ± s" or "m (n = 1)")."""
+    """The mean of a table cell written by `runner.mean_pm` ("m ± s" or "m (n = 1)")."""
     return float(cell.split()[0])

@@ -1,18 +1,19 @@
-"""Gradient quality across τ: :func:`quasigrad.lab.quality` on the built-in problems.
+"""Gradient quality across τ: [`quasigrad.lab.quality`][quasigrad.lab.quality] on the built-in problems.
 
-For each problem (``--problems``, default: polynomial with p = 2, linear, quadratic, cubic,
+For each problem (`--problems`, default: polynomial with p = 2, linear, quadratic, cubic,
 decoder) and each estimator, the relative bias, the variance (trace of the covariance), the
-mean squared error and the single-draw cosine with the exact gradient, at each τ in ``--taus``
+mean squared error and the single-draw cosine with the exact gradient, at each τ in `--taus`
 for estimators that have a temperature. Exact by enumeration where the estimator's gradient is
-a function of the sample alone; Monte Carlo with ``--draws`` draws (and standard errors)
+a function of the sample alone; Monte Carlo with `--draws` draws (and standard errors)
 otherwise. One unit of work is one problem and one estimator; each unit's Monte Carlo draws
-come from a generator seeded by ``--seed`` and the unit's position, so a resumed run gives the
-same numbers. ``--full``: 20,000 Monte Carlo draws and nine temperatures.
+come from a generator seeded by `--seed` and the unit's position, so a resumed run gives the
+same numbers. `--full`: 20,000 Monte Carlo draws and nine temperatures.
 """
 
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import torch
 
@@ -89,6 +90,72 @@ class Quality(runner.Benchmark):
 
 BENCHMARK = Quality
 
+# The estimator families' colour maps, in the order the legend lists them: a family's members
+# take shades of one hue and a marker each; a dashed line marks an estimator without a temperature.
+FAMILY_COLORMAPS = {"straight-through": "Blues", "relaxation": "Oranges", "score-function": "Greens",
+                    "control-variate": "Reds", "pair": "Purples", "exact": "Greys"}
+OTHER_COLORMAPS = ("YlOrBr", "RdPu", "BuGn", "GnBu")
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+
+
+def estimator_styles(specs) -> dict:
+    """The line style of each estimator in the quality plot: a hue per family, a shade and a
+    marker per member, solid for an estimator drawn against τ, dashed for one without a temperature.
+
+    Args:
+        specs: the estimator specifications ([Spec][quasigrad.lab.Spec]), in plotting order.
+
+    Returns:
+        `{label: {"color", "marker", "linestyle", "family"}}` with colours as `"#rrggbb"`; one
+        distinct (colour, marker, line style) triple per label, and the same label gets the same
+        style in every panel.
+    """
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    members: dict = {}
+    for spec in specs:
+        members.setdefault(spec.info.family, []).append(spec.label)
+    maps = dict(FAMILY_COLORMAPS)
+    for i, fam in enumerate(sorted(f for f in members if f not in maps)):
+        maps[fam] = OTHER_COLORMAPS[i % len(OTHER_COLORMAPS)]
+    styles = {}
+    for spec in specs:
+        fam = spec.info.family
+        i, n = members[fam].index(spec.label), len(members[fam])
+        shade = 0.85 - 0.45 * i / max(n - 1, 1)     # darkest first, never as pale as the background
+        # past the eighth member of a family the markers repeat, with a dash-dot pattern per round
+        swept = spec.info.has_tau and "tau" not in spec.kwargs
+        linestyle: Any = ("-" if swept else "--") if i < len(MARKERS) else (0, (i // len(MARKERS), 1, 1, 1))
+        styles[spec.label] = {"color": to_hex(matplotlib.colormaps[maps[fam]](shade)),
+                              "marker": MARKERS[i % len(MARKERS)], "linestyle": linestyle, "family": fam}
+    return styles
+
+
+def _legend(fig, styles) -> None:
+    """One legend below the panels: a column per family, headed by the family's name."""
+    from matplotlib.lines import Line2D
+
+    columns: dict = {}
+    for label, st in styles.items():
+        columns.setdefault(st["family"], []).append(
+            Line2D([], [], color=st["color"], marker=st["marker"], ls=st["linestyle"], ms=4, lw=1.2, label=label))
+    order = list(FAMILY_COLORMAPS)
+    columns = dict(sorted(columns.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    depth = 1 + max(len(c) for c in columns.values())
+    handles: list = []
+    headers: list = []
+    for fam, entries in columns.items():
+        blank = Line2D([], [], ls="none", label=" ")
+        headers.append(len(handles))
+        handles += [Line2D([], [], ls="none", label=fam)] + entries + [blank] * (depth - 1 - len(entries))
+    # "outside": the constrained layout keeps a strip below the panels for it, so it covers none
+    legend = fig.legend(handles=handles, labels=[h.get_label() for h in handles], loc="outside lower center",
+                        ncol=len(columns), fontsize=8, frameon=False, handlelength=2.5, columnspacing=1.5)
+    for i in headers:
+        legend.get_texts()[i].set_fontweight("bold")
+
+
 def _plot(store, names, specs, ctx) -> None:
     plt = ctx.pyplot()
     if plt is None:
@@ -96,26 +163,31 @@ def _plot(store, names, specs, ctx) -> None:
     import matplotlib.ticker
 
     metrics = [("bias", "relative bias"), ("mse_rel", "MSE / ‖∇‖²"), ("cosine", "E cos(ĝ, ∇)")]
-    fig, axes = plt.subplots(len(metrics), len(names), figsize=(3.3 * len(names), 2.8 * len(metrics)), squeeze=False)
-    colors = [plt.get_cmap("tab20")(i) for i in range(20)]
+    fig, axes = plt.subplots(len(metrics), len(names), figsize=(3.3 * len(names), 2.8 * len(metrics)), squeeze=False,
+                             layout="constrained")
+    styles = estimator_styles(specs)
     floor = 1e-6  # exact zeros (1e-16) would flatten the log scale: plotted at this floor
+    all_taus = sorted({r["tau"] for name in names for spec in specs for r in store[f"{name}/{spec.label}"]
+                       if r["tau"] is not None})
     for j, name in enumerate(names):
         for i, (key, label) in enumerate(metrics):
             ax = axes[i, j]
-            taus = None
-            for c, spec in enumerate(specs):
+            for spec in specs:
                 rows = store[f"{name}/{spec.label}"]
-                color = colors[c % len(colors)]
+                st = styles[spec.label]
                 vals = [r[key] if key == "cosine" else max(r[key], floor) for r in rows]
                 if rows[0]["tau"] is None:
-                    ax.axhline(vals[0], color=color, ls="--", lw=1.2, label=spec.label)
+                    # no temperature: one value, drawn flat across the τ range with the estimator's markers
+                    xs = all_taus or [1.0]
+                    ax.plot(xs, [vals[0]] * len(xs), color=st["color"], ls=st["linestyle"], marker=st["marker"],
+                            ms=3.5, lw=1.0)
                 else:
-                    ax.plot([r["tau"] for r in rows], vals, "o-", ms=3, color=color, label=spec.label)
-                    taus = [r["tau"] for r in rows]
+                    ax.plot([r["tau"] for r in rows], vals, color=st["color"], ls=st["linestyle"],
+                            marker=st["marker"], ms=4, lw=1.3)
             ax.set_xscale("log")
-            if taus:
-                ax.set_xticks(taus)
-                ax.set_xticklabels([f"{t:g}" for t in taus])
+            if all_taus:
+                ax.set_xticks(all_taus)
+                ax.set_xticklabels([f"{t:g}" for t in all_taus])
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             if key != "cosine":
                 ax.set_yscale("log")
@@ -125,6 +197,7 @@ def _plot(store, names, specs, ctx) -> None:
                 ax.set_ylabel(label)
             if i == len(metrics) - 1:
                 ax.set_xlabel("τ")
-    axes[0, 0].text(0.02, 0.02, f"values below {floor:g} drawn at {floor:g}", transform=axes[0, 0].transAxes, fontsize=7)
-    axes[0, -1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"solid: estimator with a temperature, against τ; dashed: no temperature (one value); "
+                 f"values below {floor:g} drawn at {floor:g}", fontsize=8)
+    _legend(fig, styles)
     ctx.figure(fig, "quality.png")

@@ -1,26 +1,28 @@
 """One runner for every benchmark: a benchmark declares its units of work, how to run one and
 how to report; the runner owns everything else.
 
-A benchmark is a subclass of :class:`Benchmark`::
+A benchmark is a subclass of `Benchmark`:
 
-    class Polynomial(Benchmark):
-        name, description = "polynomial", "ReinMax paper's polynomial programming"
-        seeds, estimators, device, checkpoints = [0, 1, 2], "estimators to train", True, True
-        result_fields = ("final_train_loss", "exact_loss")
+```python
+class Polynomial(Benchmark):
+    name, description = "polynomial", "ReinMax paper's polynomial programming"
+    seeds, estimators, device, checkpoints = [0, 1, 2], "estimators to train", True, True
+    result_fields = ("final_train_loss", "exact_loss")
 
-        def plan(self, args, ctx):          # check the arguments; nothing is written yet
-            return Plan(config={...}, units=[Unit(f"{e}/seed={s}", (e, s)) for e in ... for s in ctx.seeds])
+    def plan(self, args, ctx):          # check the arguments; nothing is written yet
+        return Plan(config={...}, units=[Unit(f"{e}/seed={s}", (e, s)) for e in ... for s in ctx.seeds])
 
-        def run_unit(self, unit, ctx):      # one unit; ctx.step() per step, ctx.checkpoint(unit)
-            return {...}
+    def run_unit(self, unit, ctx):      # one unit; ctx.step() per step, ctx.checkpoint(unit)
+        return {...}
 
-        def report(self, store, ctx):       # tables on stdout, figures through ctx.figure
-            return {"table": text}          # kept in the store beside the results
+    def report(self, store, ctx):       # tables on stdout, figures through ctx.figure
+        return {"table": text}          # kept in the store beside the results
+```
 
-The runner (:func:`main`) parses the command line (``--out``, ``--fresh``, ``--no-progress``
-always; ``--seeds``, ``--estimators``, ``--device``, ``--threads`` and ``--full`` where the
+The runner (`main`) parses the command line (`--out`, `--fresh`, `--no-progress`
+always; `--seeds`, `--estimators`, `--device`, `--threads` and `--full` where the
 benchmark declares them), checks the arguments before anything is written, opens and validates
-the result store (:mod:`quasigrad.bench.store`) before any work, skips the units already stored,
+the result store ([`quasigrad.bench.store`][quasigrad.bench.store]) before any work, skips the units already stored,
 runs the others under one progress bar, stores each as soon as it finishes (atomically), deletes
 its checkpoint, and finally reports and prints where every file went. An interrupted run started
 again with the same command resumes.
@@ -59,12 +61,12 @@ __all__ = ["Benchmark", "Plan", "Unit", "Context", "main", "execute", "parser", 
 
 @dataclass
 class Unit:
-    """One unit of work: stored under ``key`` when it finishes.
+    """One unit of work: stored under `key` when it finishes.
 
     Attributes:
         key: the result's key in the store (and the name of its checkpoint).
         data: whatever the benchmark needs to run it.
-        steps: steps the unit reports through :meth:`Context.step` (the progress bar's share of
+        steps: steps the unit reports through `Context.step` (the progress bar's share of
             the unit); 0 counts the unit as one step.
     """
 
@@ -75,8 +77,8 @@ class Unit:
 
 @dataclass
 class Plan:
-    """A benchmark's checked settings: ``config`` (the settings the results depend on; a store
-    written under another config is refused) and its ``units``, in order."""
+    """A benchmark's checked settings: `config` (the settings the results depend on; a store
+    written under another config is refused) and its `units`, in order."""
 
     config: Dict[str, Any]
     units: List[Unit]
@@ -86,15 +88,15 @@ class Benchmark:
     """A benchmark: the declarations the runner reads, and four methods.
 
     Class attributes:
-        name: the command's name (``quasigrad bench NAME``) and the store's file name.
-        description: one line, listed by ``quasigrad bench --help``.
-        seeds: default ``--seeds`` (``None``: the benchmark takes no seeds).
-        full_seeds: default ``--seeds`` under ``--full``.
-        full: help of ``--full`` (``None``: no ``--full``).
-        estimators: help of ``--estimators`` (``None``: no ``--estimators``).
-        device: whether it takes ``--device`` (default ``cpu``).
-        threads: whether it takes ``--threads``; ``default_threads`` its default (``None``: torch's).
-        checkpoints: whether units checkpoint (``--fresh`` then clears ``out/checkpoints``).
+        name: the command's name (`quasigrad bench NAME`) and the store's file name.
+        description: one line, listed by `quasigrad bench --help`.
+        seeds: default `--seeds` (`None`: the benchmark takes no seeds).
+        full_seeds: default `--seeds` under `--full`.
+        full: help of `--full` (`None`: no `--full`).
+        estimators: help of `--estimators` (`None`: no `--estimators`).
+        device: whether it takes `--device` (default `cpu`).
+        threads: whether it takes `--threads`; `default_threads` its default (`None`: torch's).
+        checkpoints: whether units checkpoint (`--fresh` then clears `out/checkpoints`).
         result_fields: fields every stored result must have (checked when the store opens).
     """
 
@@ -115,11 +117,11 @@ class Benchmark:
         """Add the benchmark's own options (the runner adds the common ones)."""
 
     def plan(self, args: argparse.Namespace, ctx: "Context") -> Plan:
-        """Check the arguments (raise :class:`BenchmarkError`; write nothing) and return the plan."""
+        """Check the arguments (raise `BenchmarkError`; write nothing) and return the plan."""
         raise NotImplementedError
 
     def prepare(self, ctx: "Context") -> None:
-        """Heavy set-up needed by :meth:`run_unit` (called once, before the first unit that runs)."""
+        """Heavy set-up needed by `run_unit` (called once, before the first unit that runs)."""
 
     def run_unit(self, unit: Unit, ctx: "Context") -> Any:
         """Run one unit and return its result (JSON-able: dicts, lists, numbers, strings)."""
@@ -130,27 +132,27 @@ class Benchmark:
         return None
 
     def check_result(self, key: str, value: Any) -> Optional[str]:
-        """What is wrong with a stored result (``None``: nothing); by default it must be an
-        object with every field of :attr:`result_fields`."""
+        """What is wrong with a stored result (`None`: nothing); by default it must be an
+        object with every field of `result_fields`."""
         if not isinstance(value, dict):
             return f"expected an object, found {type(value).__name__ if value is not None else 'null'}"
         missing = [f for f in self.result_fields if f not in value]
         return f"missing {', '.join(map(repr, missing))}" if missing else None
 
     def distributed(self) -> Tuple[int, int]:
-        """``(rank, world size)``: only rank 0 writes files and reports."""
+        """`(rank, world size)`: only rank 0 writes files and reports."""
         return 0, 1
 
     def synchronize(self) -> None:
         """Wait for every process of a distributed run (after the store is read)."""
 
     def checkpoint_name(self, unit: Unit, tag: str) -> str:
-        """The checkpoint's file name in ``out/checkpoints`` (``tag``: a hash of the config)."""
+        """The checkpoint's file name in `out/checkpoints` (`tag`: a hash of the config)."""
         return f"{safe_name(unit.key)}-{tag}.pt"
 
 
 def safe_name(key: str) -> str:
-    """``key`` with every character but letters, digits and ``-_.=`` replaced by ``_``."""
+    """`key` with every character but letters, digits and `-_.=` replaced by `_`."""
     return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in key)
 
 
@@ -196,8 +198,8 @@ class _Bar:
 
 
 class Context:
-    """What a benchmark's methods get from the runner: the parsed ``args``, the output directory,
-    the resolved ``seeds`` and ``device``, the open ``store`` (results of earlier units),
+    """What a benchmark's methods get from the runner: the parsed `args`, the output directory,
+    the resolved `seeds` and `device`, the open `store` (results of earlier units),
     checkpoints, progress and figures."""
 
     def __init__(self, bench: Benchmark, args: argparse.Namespace):
@@ -224,14 +226,14 @@ class Context:
 
     # -- checkpoints
     def checkpoint(self, unit: Unit) -> Path:
-        """The path of ``unit``'s checkpoint (its directory is created; the runner deletes the file
+        """The path of `unit`'s checkpoint (its directory is created; the runner deletes the file
         once the unit is stored)."""
         directory = check_out_dir(self.out / "checkpoints", option="--out")
         return directory / self.bench.checkpoint_name(unit, self.tag)
 
     # -- progress
     def step(self, postfix: Optional[str] = None) -> None:
-        """One step of the running unit done (advances the bar; ``postfix``: a running figure)."""
+        """One step of the running unit done (advances the bar; `postfix`: a running figure)."""
         if self._bar is not None:
             self._bar.update(1, postfix)
         if self._hook is not None:
@@ -239,7 +241,7 @@ class Context:
 
     # -- figures
     def pyplot(self) -> Any:
-        """``matplotlib.pyplot`` on the Agg backend, or ``None`` (with a note) without matplotlib."""
+        """`matplotlib.pyplot` on the Agg backend, or `None` (with a note) without matplotlib."""
         try:
             import matplotlib
 
@@ -251,7 +253,7 @@ class Context:
         return plt
 
     def figure(self, fig: Any, filename: str) -> Path:
-        """Save ``fig`` as PNG in the output directory (atomically), close it, and list it."""
+        """Save `fig` as PNG in the output directory (atomically), close it, and list it."""
         path = self.out / filename
         save_figure(fig, path)
         import matplotlib.pyplot as plt
@@ -265,7 +267,7 @@ class Context:
 
 
 def benchmark_class(name: str) -> Type[Benchmark]:
-    """The :class:`Benchmark` subclass registered as ``name``.
+    """The `Benchmark` subclass registered as `name`.
 
     Raises:
         UnknownBenchmarkError: an unknown name (listing the known ones).
@@ -277,14 +279,14 @@ def benchmark_class(name: str) -> Type[Benchmark]:
 
 
 def describe() -> List[Tuple[str, str]]:
-    """``(name, one-line description)`` of every registered benchmark, sorted by name."""
+    """`(name, one-line description)` of every registered benchmark, sorted by name."""
     from . import BENCHMARKS
 
     return [(name, benchmark_class(name).description) for name in BENCHMARKS.names()]
 
 
 def parser(name: str) -> argparse.ArgumentParser:
-    """The argument parser of ``quasigrad bench NAME``."""
+    """The argument parser of `quasigrad bench NAME`."""
     cls = benchmark_class(name)
     p = argparse.ArgumentParser(prog=f"quasigrad bench {cls.name}", description=cls.description)
     default_out = f"results/{cls.name}"
@@ -318,7 +320,7 @@ def _seeds_text(seeds: Optional[Sequence[int]]) -> str:
 
 
 def main(name: str, argv: Sequence[str]) -> int:
-    """Run ``quasigrad bench NAME ARGV``; returns the exit status (errors are raised: the
+    """Run `quasigrad bench NAME ARGV`; returns the exit status (errors are raised: the
     command line turns them into one line and status 2)."""
     args = parser(name).parse_args(list(argv))
     return execute(benchmark_class(name)(), args, ["quasigrad", "bench", name, *argv])
@@ -329,8 +331,8 @@ def execute(bench: Benchmark, args: argparse.Namespace, command: Optional[Sequen
 
     Args:
         bench: a new instance of the benchmark.
-        args: its parsed arguments (:func:`parser`).
-        command: the command line to record (default: ``quasigrad bench NAME``).
+        args: its parsed arguments (`parser`).
+        command: the command line to record (default: `quasigrad bench NAME`).
 
     Returns:
         0.

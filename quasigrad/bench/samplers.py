@@ -1,21 +1,21 @@
-"""``quasigrad bench samplers``: Gibbs, Gibbs-with-Gradients, DULA and DMALA on a lattice
+"""`quasigrad bench samplers`: Gibbs, Gibbs-with-Gradients, DULA and DMALA on a lattice
 Ising model and an RBM (after Grathwohl et al. 2021, Fig. 3, and Zhang et al. 2022).
 
-For each model and sampler, ``--chains`` chains start from uniform random states; at every
-recorded step the estimate of ``E[x]`` is the mean over chains and over all steps so far, and
+For each model and sampler, `--chains` chains start from uniform random states; at every
+recorded step the estimate of `E[x]` is the mean over chains and over all steps so far, and
 its RMSE against the exact marginals is reported (log10). The effective sample size of a fixed
-random ±1 projection of the state (multi-chain ESS, :func:`quasigrad.samplers.effective_sample_size`)
+random ±1 projection of the state (multi-chain ESS, [`quasigrad.samplers.effective_sample_size`][quasigrad.samplers.effective_sample_size])
 is computed over the second half of the run and reported per step (effective samples gained
-per step of all chains) and per CPU second of sampling (``time.process_time``: wall time for
+per step of all chains) and per CPU second of sampling (`time.process_time`: wall time for
 one thread on an idle machine, not inflated by other users of a shared one).
 
 Truth: the 10×10 periodic Ising model's marginals are exact by the transfer matrix; the RBM's
 by enumerating its hidden layer (2^H states: 1.8 CPU s for H = 20, 53 CPU s for H = 25 on one
-core here, so the preset uses H = 20 and ``--full`` H = 25; stored with the results, so a resumed
+core here, so the preset uses H = 20 and `--full` H = 25; stored with the results, so a resumed
 run does not recompute it).
 
 Preset: 1,000 steps, 100 chains, Ising 10×10 (coupling 0.1, bias 0.2), RBM 100×20.
-``--full``: 5,000 steps and RBM 100×25.
+`--full`: 5,000 steps and RBM 100×25.
 """
 
 from __future__ import annotations

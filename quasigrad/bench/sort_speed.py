@@ -1,15 +1,15 @@
-"""``quasigrad bench sort-speed``: forward and forward+backward time of the relaxed sorts against
-``torch.sort``, across the number of items n and the batch size.
+"""`quasigrad bench sort-speed`: forward and forward+backward time of the relaxed sorts against
+`torch.sort`, across the number of items n and the batch size.
 
-Methods: ``torch.sort`` (the hard sort, for scale), ``soft_sort`` and ``soft_rank`` (l2 and KL,
-Blondel et al. 2020, this package's pure-PyTorch PAV), ``neural_sort`` and
-``soft_sort_permutation`` (O(n²) permutation matrices, run for n ≤ ``--max-quadratic-n``), and,
-when installed, ``torchsort.soft_rank`` and ``diffsort`` (odd-even network) as peers. Each time
-is the median of ``--repeats`` runs after one warm-up, on Gaussian rows (seed 0), with one torch
-thread by default (``--threads``), on ``--device`` (default cpu). The number of PAV rounds that ``soft_rank`` (l2 and KL) needed
+Methods: `torch.sort` (the hard sort, for scale), `soft_sort` and `soft_rank` (l2 and KL,
+Blondel et al. 2020, this package's pure-PyTorch PAV), `neural_sort` and
+`soft_sort_permutation` (O(n²) permutation matrices, run for n ≤ `--max-quadratic-n`), and,
+when installed, `torchsort.soft_rank` and `diffsort` (odd-even network) as peers. Each time
+is the median of `--repeats` runs after one warm-up, on Gaussian rows (seed 0), with one torch
+thread by default (`--threads`), on `--device` (default cpu). The number of PAV rounds that `soft_rank` (l2 and KL) needed
 is reported beside it.
 
-Short preset: n ∈ {10, 100, 1000}, batch ∈ {1, 64} (``--batch-sizes``). ``--full``: n up to 10⁴,
+Short preset: n ∈ {10, 100, 1000}, batch ∈ {1, 64} (`--batch-sizes`). `--full`: n up to 10⁴,
 batch up to 256.
 """
 

@@ -1,24 +1,26 @@
 """What a benchmark keeps on disk: its result store, the record of the runs that filled it, and
 its checkpoints.
 
-A store is ``out/<name>.json``::
+A store is `out/<name>.json`:
 
-    {"benchmark": "polynomial",
-     "config": {...},                 # the settings the results depend on
-     "results": {"st/seed=0": {...}, ...},
-     "meta": {"invocations": [...], "wall_seconds": ..., "cpu_seconds": ...},
-     ...}                             # the benchmark's summary (tables) after a complete run
+```text
+{"benchmark": "polynomial",
+ "config": {...},                 # the settings the results depend on
+ "results": {"st/seed=0": {...}, ...},
+ "meta": {"invocations": [...], "wall_seconds": ..., "cpu_seconds": ...},
+ ...}                             # the benchmark's summary (tables) after a complete run
+```
 
 A store is validated when it is opened, before any work starts: a damaged file, a missing
 field or a result the benchmark cannot read is refused with one line naming the file. A store
-written under another ``config`` is refused too (so a changed setting never mixes with old
-numbers). ``meta`` records, for every invocation of the command, the versions of quasigrad
+written under another `config` is refused too (so a changed setting never mixes with old
+numbers). `meta` records, for every invocation of the command, the versions of quasigrad
 and torch, the git commit when run from a checkout, the full command line, and the wall and
-CPU time; it takes no part in the ``config`` check, so stores written before it existed
+CPU time; it takes no part in the `config` check, so stores written before it existed
 resume as they are.
 
 Checkpoints hold tensors, numbers, strings and containers of them, and are loaded with
-``torch.load(..., weights_only=True)``: a file planted in ``--out`` cannot run code.
+`torch.load(..., weights_only=True)`: a file planted in `--out` cannot run code.
 """
 
 from __future__ import annotations
@@ -48,21 +50,21 @@ ResultCheck = Callable[[str, Any], Optional[str]]
 
 class BenchmarkError(ValueError):
     """A benchmark's arguments or files are wrong; raised before any work starts where it can
-    be, and shown by ``quasigrad bench`` as one line (exit status 2)."""
+    be, and shown by `quasigrad bench` as one line (exit status 2)."""
 
 
 def check_out_dir(path: os.PathLike, *, option: str = "--out") -> Path:
-    """Create ``path`` if needed and make sure a file can be written there.
+    """Create `path` if needed and make sure a file can be written there.
 
     Args:
         path: the directory.
         option: the option that named it, for the message.
 
     Returns:
-        The directory as a :class:`~pathlib.Path`.
+        The directory as a `Path`.
 
     Raises:
-        BenchmarkError: naming ``option`` and the reason.
+        BenchmarkError: naming `option` and the reason.
     """
     path = Path(path)
     try:
@@ -81,7 +83,7 @@ _GIT: Dict[str, Any] = {}
 
 
 def _git_state() -> Dict[str, Any]:
-    """The commit of the checkout quasigrad is imported from (``None`` outside a checkout) and
+    """The commit of the checkout quasigrad is imported from (`None` outside a checkout) and
     whether tracked files differ from it."""
     if not _GIT:
         root = Path(__file__).resolve().parents[2]
@@ -101,7 +103,7 @@ def _git_state() -> Dict[str, Any]:
 
 
 def package_version() -> str:
-    """quasigrad's version, ``quasigrad.__version__`` (read from the package, which Python has
+    """quasigrad's version, `quasigrad.__version__` (read from the package, which Python has
     initialised before any of its modules; importing it here would make a cycle)."""
     return str(getattr(sys.modules[__name__.split(".")[0]], "__version__", "unknown"))
 
@@ -114,8 +116,8 @@ def invocation_record(command: Iterable[str], **extra: Any) -> Dict[str, Any]:
         **extra: more fields (device, threads).
 
     Returns:
-        A dict with ``command``, ``argv``, ``quasigrad``, ``torch``, ``python``, ``git_commit``,
-        ``git_dirty``, ``started`` (UTC, ISO 8601), ``wall_seconds``, ``cpu_seconds`` and ``units``
+        A dict with `command`, `argv`, `quasigrad`, `torch`, `python`, `git_commit`,
+        `git_dirty`, `started` (UTC, ISO 8601), `wall_seconds`, `cpu_seconds` and `units`
         (the keys this invocation computed).
     """
     import torch
@@ -132,23 +134,23 @@ def invocation_record(command: Iterable[str], **extra: Any) -> Dict[str, Any]:
 
 
 class ResultStore:
-    """Finished results of one benchmark, kept in ``out/<name>.json`` and rewritten atomically
-    after every :meth:`put`.
+    """Finished results of one benchmark, kept in `out/<name>.json` and rewritten atomically
+    after every `put`.
 
     Args:
         out: the output directory (created if needed).
-        name: the benchmark's name (the file is ``<name>.json``).
+        name: the benchmark's name (the file is `<name>.json`).
         config: the settings the results depend on; an existing store written under another
-            ``config`` is refused.
+            `config` is refused.
         fresh: ignore (and, on the first write, replace) an existing store.
         check: validates each stored result when the store is opened.
-        invocation: this run's :func:`invocation_record`, appended to ``meta`` (``None``: no
+        invocation: this run's `invocation_record`, appended to `meta` (`None`: no
             record, as for a store opened only to read it).
-        write: ``False`` keeps results in memory only (the non-zero ranks of a distributed run).
+        write: `False` keeps results in memory only (the non-zero ranks of a distributed run).
 
     Raises:
         BenchmarkError: the file cannot be read, is not a store of this benchmark, misses a
-            field, holds a result ``check`` refuses, or was written under another ``config``.
+            field, holds a result `check` refuses, or was written under another `config`.
     """
 
     def __init__(self, out: os.PathLike, name: str, config: Optional[Dict[str, Any]] = None, *, fresh: bool = False,
@@ -215,7 +217,7 @@ class ResultStore:
         return self.results[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The result stored under ``key``, or ``default``."""
+        """The result stored under `key`, or `default`."""
         return self.results.get(key, default)
 
     def put(self, key: str, value: Any) -> None:
@@ -226,7 +228,7 @@ class ResultStore:
         self.save()
 
     def save(self, **extra: Any) -> None:
-        """Rewrite the file (``extra``: top-level fields such as the summary; kept until replaced)."""
+        """Rewrite the file (`extra`: top-level fields such as the summary; kept until replaced)."""
         self.extra.update(_jsonable(extra))
         if self.invocation is not None:
             self.invocation["wall_seconds"] = time.perf_counter() - self._wall0
@@ -251,8 +253,8 @@ def _short(value: Any, limit: int = 60) -> str:
 
 @contextlib.contextmanager
 def restoring_checkpoint(path: os.PathLike) -> Iterator[None]:
-    """Turn any failure while reading or restoring the checkpoint ``path`` into one
-    :class:`BenchmarkError` naming the file and suggesting ``--fresh``."""
+    """Turn any failure while reading or restoring the checkpoint `path` into one
+    `BenchmarkError` naming the file and suggesting `--fresh`."""
     try:
         yield
     except BenchmarkError:
@@ -266,13 +268,13 @@ def restoring_checkpoint(path: os.PathLike) -> Iterator[None]:
 
 
 def load_checkpoint(path: os.PathLike, *, required: Iterable[str] = (), map_location: Any = None) -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything but tensors,
-    numbers, strings and containers (``weights_only=True``).
+    """Load a checkpoint written by `save_checkpoint`, refusing anything but tensors,
+    numbers, strings and containers (`weights_only=True`).
 
     Args:
         path: the file.
         required: keys the checkpoint must have.
-        map_location: as for :func:`torch.load`.
+        map_location: as for `torch.load`.
 
     Returns:
         The checkpoint's dict.

@@ -1,18 +1,18 @@
-"""``quasigrad bench vae``: the categorical MNIST VAE of the ReinMax paper (Table 2).
+"""`quasigrad bench vae`: the categorical MNIST VAE of the ReinMax paper (Table 2).
 
 For each configuration C×L (categories × latents), estimator and seed, trains
-:class:`quasigrad.models.vae.CategoricalVAE` with the paper's learning rate, temperature and optimiser
+[`quasigrad.models.vae.CategoricalVAE`][quasigrad.models.vae.CategoricalVAE] with the paper's learning rate, temperature and optimiser
 for that configuration (those searched for ReinMax; the same for every estimator unless
-``--lr/--tau/--optimizer`` say otherwise) and reports the training −ELBO (single sample,
+`--lr/--tau/--optimizer` say otherwise) and reports the training −ELBO (single sample,
 averaged over the last epoch) and the test −ELBO (single sample, fixed seed), mean ± std over
 seeds, the time per epoch relative to ST in the same run, and the paper's Table 2 values where
 known, labelled as the paper's.
 
 Short preset (default): 5 epochs on the first 10,000 training images, seeds 0 1, configurations
-8x4 and 10x30. ``--full``: 160 epochs on all 60,000 images, seeds 0–9, all six configurations.
+8x4 and 10x30. `--full`: 160 epochs on all 60,000 images, seeds 0–9, all six configurations.
 
-Every run checkpoints to ``--out/checkpoints`` and resumes after an interruption; finished runs
-are kept in ``--out/vae.json``. ``--device cuda`` trains on a GPU. Runs under ``torchrun
+Every run checkpoints to `--out/checkpoints` and resumes after an interruption; finished runs
+are kept in `--out/vae.json`. `--device cuda` trains on a GPU. Runs under ``torchrun
 --nproc_per_node N -m quasigrad bench vae`` with DistributedDataParallel (gloo on CPU): each
 process takes 1/N of every global batch.
 """
@@ -39,8 +39,8 @@ RESULT_FIELDS = ("train_neg_elbo", "test_neg_elbo", "seconds_per_epoch", "histor
 
 class VAEBenchmark(runner.Benchmark):
     """What the categorical and the binary VAE benchmarks share: the training options, the data,
-    one unit = one :func:`quasigrad.bench.vae_training.train` run (checkpointed as
-    ``out/checkpoints/<key with / as _>.pt``), and distributed runs under ``torchrun``."""
+    one unit = one [`quasigrad.bench.vae_training.train`][quasigrad.bench.vae_training.train] run (checkpointed as
+    `out/checkpoints/<key with / as _>.pt`), and distributed runs under `torchrun`."""
 
     estimators = "registered estimator names"
     device = threads = checkpoints = True
@@ -84,12 +84,12 @@ class VAEBenchmark(runner.Benchmark):
                 "tau": args.tau, "optimizer": args.optimizer, "dtype": args.dtype, "batch_size": args.batch_size}
 
     def unit(self, key: str, spec: Any) -> runner.Unit:
-        """The unit that trains ``spec`` (its steps are the progress bar's share)."""
+        """The unit that trains `spec` (its steps are the progress bar's share)."""
         steps = spec.epochs * ((spec.train_size or self.train_images.shape[0]) // spec.batch_size)
         return runner.Unit(key, spec, steps=steps)
 
     def make_estimator(self, spec: Any) -> Any:
-        """A stateful estimator object for ``spec`` (``None``: the registered name is used)."""
+        """A stateful estimator object for `spec` (`None`: the registered name is used)."""
         return None
 
     def distributed(self):
@@ -137,7 +137,7 @@ class VAEBenchmark(runner.Benchmark):
 
 
 def load_data(path: Optional[str]):
-    """MNIST as flat ``(N, 784)`` grey levels; a clear BenchmarkError when missing."""
+    """MNIST as flat `(N, 784)` grey levels; a clear BenchmarkError when missing."""
     mnist = runner.load_mnist_arg(path)
     return mnist.flat(True), mnist.flat(False)
 
@@ -145,7 +145,7 @@ def load_data(path: Optional[str]):
 def summarise(store: Any, groups: Sequence[str], estimators: Sequence[str], seeds: Sequence[int],
               paper: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
     """One row per (group, estimator): means and stds over seeds, time per epoch relative to ST
-    (``st`` of the same group; absent when ST was not run)."""
+    (`st` of the same group; absent when ST was not run)."""
     rows = []
     for g in groups:
         st_times = [store[f"{g}/st/seed{s}"]["seconds_per_epoch"] for s in seeds if f"{g}/st/seed{s}" in store]
@@ -166,7 +166,7 @@ def summarise(store: Any, groups: Sequence[str], estimators: Sequence[str], seed
 
 def print_table(rows: List[Dict[str, Any]], group_label: str, *,
                 paper_label: Optional[str] = "paper train (Table 2)") -> str:
-    """Print (and return) the table of :func:`summarise`'s rows."""
+    """Print (and return) the table of `summarise`'s rows."""
     def pm(ms, n):
         return f"{ms[0]:.2f} (n = 1)" if n == 1 else f"{ms[0]:.2f} ± {ms[1]:.2f}"
 
@@ -191,6 +191,7 @@ def plot_curves(store: Any, groups: Sequence[str], estimators: Sequence[str], se
     plt = ctx.pyplot()
     if plt is None:
         return
+    import matplotlib.ticker
     import numpy as np
 
     fig, axes = plt.subplots(2, len(groups), figsize=(4.5 * len(groups), 6.5), squeeze=False)
@@ -208,6 +209,8 @@ def plot_curves(store: Any, groups: Sequence[str], estimators: Sequence[str], se
         axes[0, j].set_ylabel("train -ELBO")
         axes[1, j].set_ylabel("test -ELBO")
         axes[1, j].set_xlabel("epoch")
+        for ax in axes[:, j]:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))   # epochs: whole numbers
         axes[0, j].legend(fontsize=7)
     fig.tight_layout()
     ctx.figure(fig, filename)

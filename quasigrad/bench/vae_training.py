@@ -1,12 +1,12 @@
-"""The trainer of the VAE benchmarks: one run of :class:`quasigrad.models.vae.CategoricalVAE`
-or :class:`~quasigrad.models.vae.BernoulliVAE`, checkpointed, resumable, and runnable under
-``torchrun``.
+"""The trainer of the VAE benchmarks: one run of [`quasigrad.models.vae.CategoricalVAE`][quasigrad.models.vae.CategoricalVAE]
+or [`BernoulliVAE`][quasigrad.models.vae.BernoulliVAE], checkpointed, resumable, and runnable under
+`torchrun`.
 
 Every random draw of a training step comes from a generator seeded from ``(seed, epoch, step,
 shard)``, so a run interrupted and resumed from its checkpoint gives the same parameters as an
-uninterrupted one, and ``S`` processes under DistributedDataParallel, each taking one shard of
-the global batch, give the same parameters as one process that takes the ``S`` shards in turn
-(``shards=S``) and averages their gradients.
+uninterrupted one, and `S` processes under DistributedDataParallel, each taking one shard of
+the global batch, give the same parameters as one process that takes the `S` shards in turn
+(`shards=S`) and averages their gradients.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class TrainResult:
 
 
 def build_model(spec: RunSpec) -> nn.Module:
-    """The model of ``spec``, initialised from ``spec.seed``."""
+    """The model of `spec`, initialised from `spec.seed`."""
     torch.manual_seed(spec.seed)  # parameter initialisation only; training draws use their own generators
     model: nn.Module
     if spec.model == "categorical":
@@ -113,8 +113,8 @@ def _generator(device, *keys: int) -> torch.Generator:
 
 
 def distributed_context() -> Tuple[int, int]:
-    """``(rank, world_size)``; initialises the process group (gloo on CPU, nccl on CUDA) when
-    started by ``torchrun`` (``WORLD_SIZE`` > 1) and it is not yet initialised."""
+    """`(rank, world_size)`; initialises the process group (gloo on CPU, nccl on CUDA) when
+    started by `torchrun` (`WORLD_SIZE` > 1) and it is not yet initialised."""
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -133,21 +133,21 @@ def train(spec: RunSpec, train_images: torch.Tensor, test_images: torch.Tensor, 
     """Train one VAE and return its history.
 
     Args:
-        spec: the run (see :class:`RunSpec`).
-        train_images, test_images: ``(N, 784)`` grey levels in [0, 1] (from
-            :meth:`quasigrad.data.MNIST.flat`).
-        checkpoint: file to save to every ``checkpoint_every`` steps and at the end of each
-            epoch, and to resume from when it exists (it must hold the same ``spec``).
-        device: where to train (default: CPU, or ``cuda`` when ``LOCAL_RANK`` is set and CUDA is up).
-        estimator_object: a stateful estimator (e.g. RELAX) used instead of ``spec.estimator``;
-            its ``state_dict`` (if any) is checkpointed too, and its parameters (if any) are
-            trained by their own Adam optimiser at ``spec.lr``.
-        on_step: called after every step with ``(step, running −ELBO of the epoch)``.
+        spec: the run (see `RunSpec`).
+        train_images, test_images: `(N, 784)` grey levels in [0, 1] (from
+            [`quasigrad.data.MNIST.flat`][quasigrad.data.MNIST.flat]).
+        checkpoint: file to save to every `checkpoint_every` steps and at the end of each
+            epoch, and to resume from when it exists (it must hold the same `spec`).
+        device: where to train (default: CPU, or `cuda` when `LOCAL_RANK` is set and CUDA is up).
+        estimator_object: a stateful estimator (e.g. RELAX) used instead of `spec.estimator`;
+            its `state_dict` (if any) is checkpointed too, and its parameters (if any) are
+            trained by their own Adam optimiser at `spec.lr`.
+        on_step: called after every step with `(step, running −ELBO of the epoch)`.
         stop_after_steps: stop (after saving the checkpoint) once this many steps are done in
             total — simulates an interruption.
 
-    Under ``torchrun`` each of the ``world_size`` processes takes shard ``rank`` of every global
-    batch; ``spec.shards`` must equal the world size. One process with ``spec.shards = S``
+    Under `torchrun` each of the `world_size` processes takes shard `rank` of every global
+    batch; `spec.shards` must equal the world size. One process with `spec.shards = S`
     computes the same thing serially.
     """
     spec.validate()
@@ -284,8 +284,8 @@ def _unloadable(path: Path, exc: BaseException) -> str:
 
 
 def _load_checkpoint(path: Path, device) -> dict:
-    """A checkpoint of :func:`train`, loaded without unpickling anything but tensors and plain
-    data (``weights_only=True``); a damaged or foreign file raises :class:`VAEError` naming it."""
+    """A checkpoint of `train`, loaded without unpickling anything but tensors and plain
+    data (`weights_only=True`); a damaged or foreign file raises `VAEError` naming it."""
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load

@@ -1,13 +1,13 @@
-"""Building and checking the fused kernels' shared library (standard library only: ``setup.py``
-runs it at install time, before torch can be imported, and :mod:`._native` at run time).
+"""Building and checking the fused kernels' shared library (standard library only: `setup.py`
+runs it at install time, before torch can be imported, and `._native` at run time).
 
-The library is ``_kernels.c`` compiled once per CPU target (generic; AVX2 + FMA; AVX-512 on
-x86-64) plus ``_isotonic.c``, linked into one file; the loader picks the target the CPU supports,
-so a library built on one machine runs on another (no ``-march=native``). Every build writes a
-*record* beside the library (``<library>.json``: its size and SHA-256, the digest of the sources
-it was built from, the compiler, whether OpenMP is on), and :func:`verify` checks a library
+The library is `_kernels.c` compiled once per CPU target (generic; AVX2 + FMA; AVX-512 on
+x86-64) plus `_isotonic.c`, linked into one file; the loader picks the target the CPU supports,
+so a library built on one machine runs on another (no `-march=native`). Every build writes a
+*record* beside the library (`<library>.json`: its size and SHA-256, the digest of the sources
+it was built from, the compiler, whether OpenMP is on), and `verify` checks a library
 against its record, its owner and its permissions before anything loads it: a truncated, empty,
-stale or foreign file is never handed to ``dlopen``.
+stale or foreign file is never handed to `dlopen`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def source_digest(directory: Path = HERE) -> str:
 
 
 def variants(machine: Optional[str] = None) -> List[Tuple[str, List[str]]]:
-    """The targets to compile ``_kernels.c`` for, with their flags."""
+    """The targets to compile `_kernels.c` for, with their flags."""
     machine = (machine or platform.machine()).lower()
     out: List[Tuple[str, List[str]]] = [("generic", [])]
     if machine in ("x86_64", "amd64", "i386", "i686"):
@@ -58,7 +58,7 @@ def variants(machine: Optional[str] = None) -> List[Tuple[str, List[str]]]:
 
 
 def compilers() -> Tuple[List[List[str]], List[str]]:
-    """Compiler commands to try in order (``$CC``, then ``cc``, ``gcc``, ``clang``) and the reasons
+    """Compiler commands to try in order (`$CC`, then `cc`, `gcc`, `clang`) and the reasons
     some were skipped (not found, not executable)."""
     found: List[List[str]] = []
     skipped: List[str] = []
@@ -91,7 +91,7 @@ def compilers() -> Tuple[List[List[str]], List[str]]:
 
 def _run(cmd: Sequence[str], timeout: float) -> Optional[str]:
     """Run a compiler command; None on success, else one line saying why it failed. A command
-    still running after ``timeout`` seconds is killed with its process group."""
+    still running after `timeout` seconds is killed with its process group."""
     try:
         proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=os.name == "posix")
@@ -135,7 +135,7 @@ def _sha256(path: Path) -> str:
 
 
 def write_record(library: Path, meta: Dict) -> None:
-    """Write ``<library>.json`` (atomically) for the library as it is now."""
+    """Write `<library>.json` (atomically) for the library as it is now."""
     data = dict(meta, sha256=_sha256(library), size=library.stat().st_size)
     fd, tmp = tempfile.mkstemp(prefix=".record-", dir=library.parent)
     with os.fdopen(fd, "w") as fh:
@@ -149,9 +149,9 @@ def record_path(library: Path) -> Path:
 
 
 def build(target: Path, *, sources: Path = HERE, timeout: Optional[float] = None) -> Dict:
-    """Build the library into ``target`` (replacing it atomically, record included) with the
+    """Build the library into `target` (replacing it atomically, record included) with the
     first compiler that works, with OpenMP if it can and without otherwise. Returns the record;
-    raises :class:`BuildError` saying what every compiler did."""
+    raises `BuildError` saying what every compiler did."""
     if timeout is None:
         timeout = float(os.environ.get("QUASIGRAD_CC_TIMEOUT", DEFAULT_TIMEOUT))
     cands, errors = compilers()
@@ -190,8 +190,8 @@ def _owner_ok(st: os.stat_result, owners) -> bool:
 
 
 def unsafe(path: Path, owners) -> Optional[str]:
-    """Why ``path`` (a file or directory) cannot be trusted, or None: it must be owned by one of
-    ``owners`` (uids), not be a symbolic link, and not be writable by group or others."""
+    """Why `path` (a file or directory) cannot be trusted, or None: it must be owned by one of
+    `owners` (uids), not be a symbolic link, and not be writable by group or others."""
     try:
         st = os.lstat(path)
     except OSError as exc:
@@ -207,8 +207,8 @@ def unsafe(path: Path, owners) -> Optional[str]:
 
 def verify(library: Path, owners, *, sources: Path = HERE) -> Tuple[Optional[str], Optional[Dict]]:
     """Check a library before it is loaded: its directory, itself and its record must be safe
-    (:func:`unsafe`), the record must match the current sources, and the file's size and SHA-256
-    must match the record. Returns ``(None, record)`` or ``(reason, None)``."""
+    (`unsafe`), the record must match the current sources, and the file's size and SHA-256
+    must match the record. Returns `(None, record)` or `(reason, None)`."""
     library = Path(library)
     if not os.path.lexists(record_path(library)):
         return f"{library} has no record beside it ({record_path(library).name} is missing)", None

@@ -1,46 +1,48 @@
-r"""Objectives (layer 2): ``E_{D ~ p_θ}[f(D)]`` as a surrogate loss whose gradient is the chosen estimator.
+r"""Objectives (layer 2): `E_{D ~ p_θ}[f(D)]` as a surrogate loss whose gradient is the chosen estimator.
 
-One call for every estimator, score-function and pathwise alike::
+One call for every estimator, score-function and pathwise alike:
 
-    est = quasigrad.objective.expectation(f, logits, estimator="rloo", num_samples=4)
-    est.mean().backward()
+```python
+est = quasigrad.objective.expectation(f, logits, estimator="rloo", num_samples=4)
+est.mean().backward()
+```
 
-``logits`` θ hold independent categorical variables (categories along ``dim``) or, with
-``variable="bernoulli"``, independent binary variables (Bernoulli logits, samples in {0, 1}).
-``f`` takes a sample shaped like ``logits`` (one-hot along ``dim``; {0, 1} for Bernoulli) and
+`logits` θ hold independent categorical variables (categories along `dim`) or, with
+`variable="bernoulli"`, independent binary variables (Bernoulli logits, samples in {0, 1}).
+`f` takes a sample shaped like `logits` (one-hot along `dim`; {0, 1} for Bernoulli) and
 returns one loss per example: a tensor whose shape is a leading part of the sample's batch
 shape (a scalar means one example). The log-probability of an example is the sum over its
 remaining variables. The returned tensor has one entry per example; its value is the Monte
-Carlo estimate of ``E[f]`` and its gradient (with respect to ``logits``, and to anything
-``f`` itself depends on, such as a decoder) is the estimator's.
+Carlo estimate of `E[f]` and its gradient (with respect to `logits`, and to anything
+`f` itself depends on, such as a decoder) is the estimator's.
 
-Estimators (``quasigrad.registry.table()`` lists their flags):
+Estimators (`quasigrad.registry.table()` lists their flags):
 
 =================  ==========================================================================
-``exact``          enumeration of every outcome (:func:`quasigrad.exact.expectation`)
-``reinforce``      score function, optional constant ``baseline`` (Williams 1992)
-``rloo``           leave-one-out baseline, K ≥ 2 (Kool, van Hoof, Welling 2019)
-``arm``            augment-REINFORCE-merge, Bernoulli (Yin & Zhou 2019)
-``disarm``         ARM with the antithetic noise integrated out (Dong, Mnih, Tucker 2020; categorical
+`exact`          enumeration of every outcome ([`quasigrad.exact.expectation`][quasigrad.exact.expectation])
+`reinforce`      score function, optional constant `baseline` (Williams 1992)
+`rloo`           leave-one-out baseline, K ≥ 2 (Kool, van Hoof, Welling 2019)
+`arm`            augment-REINFORCE-merge, Bernoulli (Yin & Zhou 2019)
+`disarm`         ARM with the antithetic noise integrated out (Dong, Mnih, Tucker 2020; categorical
                    variables by stick-breaking, 2021)
-``arms``           antithetic REINFORCE with K ≥ 2 coupled samples, Bernoulli (Dimitriev & Zhou 2021)
-``double_cv``      leave-one-out plus a Taylor (second) control variate, K = 2 (Titsias & Shi 2022)
-``rodeo``          leave-one-out plus discrete-Stein-operator control variates, K ≥ 2 (Shi et al. 2022);
-                   by name with a fixed control function; trained: :class:`RODEO`
-``rao_blackwell``  sum-and-sample: top-k outcomes summed, the rest sampled (Liu et al. 2019)
-``rebar``          REBAR with fixed η, λ (Tucker et al. 2017); trained: :class:`REBAR`
-``st`` … ``darn``  the sample-level (layer-1) estimators, through the same call
+`arms`           antithetic REINFORCE with K ≥ 2 coupled samples, Bernoulli (Dimitriev & Zhou 2021)
+`double_cv`      leave-one-out plus a Taylor (second) control variate, K = 2 (Titsias & Shi 2022)
+`rodeo`          leave-one-out plus discrete-Stein-operator control variates, K ≥ 2 (Shi et al. 2022);
+                   by name with a fixed control function; trained: `RODEO`
+`rao_blackwell`  sum-and-sample: top-k outcomes summed, the rest sampled (Liu et al. 2019)
+`rebar`          REBAR with fixed η, λ (Tucker et al. 2017); trained: `REBAR`
+`st` … `darn`  the sample-level (layer-1) estimators, through the same call
 =================  ==========================================================================
 
-Estimators that keep state are objects created once and passed as ``estimator=`` each step
-(they are also callable with the same arguments minus ``estimator``): :class:`EMABaseline`,
-:class:`LearnedBaseline` (NVIL), :class:`REBAR`, :class:`RELAX` and :class:`RODEO`. Their learned parts
+Estimators that keep state are objects created once and passed as `estimator=` each step
+(they are also callable with the same arguments minus `estimator`): `EMABaseline`,
+`LearnedBaseline` (NVIL), `REBAR`, `RELAX` and `RODEO`. Their learned parts
 carry their own loss inside the returned surrogate (a term whose value is zero), so that one
-``backward()`` trains the model and the control variate together.
+`backward()` trains the model and the control variate together.
 
 Costs are detached where the estimator says so: a score-function estimator never
-differentiates ``f`` with respect to the sample (``f`` may return integers, or come from a
-simulator), while ``f``'s own parameters still receive ``∇ f``.
+differentiates `f` with respect to the sample (`f` may return integers, or come from a
+simulator), while `f`'s own parameters still receive `∇ f`.
 """
 
 from __future__ import annotations
@@ -67,41 +69,42 @@ def expectation(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor,
                 estimator: Union[str, Callable[..., torch.Tensor]] = "rloo", num_samples: Optional[int] = None,
                 dim: int = -1, variable: str = "categorical", generator: Optional[torch.Generator] = None,
                 tau: Optional[float] = None, **estimator_kwargs: Any) -> torch.Tensor:
-    r"""Estimate ``E_{D ~ p_θ}[f(D)]`` per example; the gradient of the result is the estimator's.
+    r"""Estimate `E_{D ~ p_θ}[f(D)]` per example; the gradient of the result is the estimator's.
 
     This is the one place where an estimator's name becomes a gradient estimate: the lab,
-    ``quasigrad check``, the VAE models and EM all call it. What differs per estimator (its
+    `quasigrad check`, the VAE models and EM all call it. What differs per estimator (its
     implementation, default options, sample counts) comes from its registry entry.
 
     Args:
-        f: a sample shaped like ``logits`` (one-hot along ``dim``; {0, 1} floats for Bernoulli)
-            → one loss per example, shape a leading part of the batch shape (``logits`` without
-            ``dim``; a scalar: one example). May be non-differentiable for estimators that do not
-            need ``∂f/∂D`` (``registry.get(name).needs_grad_f``).
-        logits: θ, floating, any shape (categorical: categories along ``dim``; Bernoulli: logits).
-        estimator: a registered name (``quasigrad.registry.names()``) or an estimator object
-            (:class:`EMABaseline`, :class:`LearnedBaseline`, :class:`REBAR`, :class:`RELAX`, or any
-            callable taking ``(f, logits, *, num_samples, dim, variable, generator, **kw)``).
-        num_samples: samples (pairs for ``arm``/``disarm``) per example; ``None`` takes the
-            estimator's default (``registry.get(name).default_samples``: 2 for ``rloo`` and
-            ``double_cv``, 1 otherwise).
+        f: a sample shaped like `logits` (one-hot along `dim`; {0, 1} floats for Bernoulli)
+            → one loss per example, shape a leading part of the batch shape (`logits` without
+            `dim`; a scalar: one example). May be non-differentiable for estimators that do not
+            need `∂f/∂D` (`registry.get(name).needs_grad_f`).
+        logits: θ, floating, any shape (categorical: categories along `dim`; Bernoulli: logits).
+        estimator: a registered name (`quasigrad.registry.names()`) or an estimator object
+            (`EMABaseline`, `LearnedBaseline`, `REBAR`, `RELAX`, or any
+            callable taking `(f, logits, *, num_samples, dim, variable, generator, **kw)`).
+        num_samples: samples (pairs for `arm`/`disarm`) per example; `None` takes the
+            estimator's default (`registry.get(name).default_samples`: 2 for `rloo` and
+            `double_cv`, 1 otherwise).
         dim: the category dimension (categorical only).
-        variable: ``"categorical"`` or ``"bernoulli"``.
-        generator: ``torch.Generator`` for the draws.
-        tau: a temperature for the estimators that have one (``registry.get(name).has_tau``),
+        variable: `"categorical"` or `"bernoulli"`.
+        generator: `torch.Generator` for the draws.
+        tau: a temperature for the estimators that have one (`registry.get(name).has_tau`),
             ignored by the others, so that one setting serves a comparison across families; a
-            ``tau`` among ``estimator_kwargs`` is passed as given.
-        **estimator_kwargs: the estimator's options (``baseline`` for ``reinforce``, ``k`` for
-            ``rao_blackwell`` and ``gumbel_rao``, ``gap`` for ``gapped_st``, ...).
+            `tau` among `estimator_kwargs` is passed as given.
+        **estimator_kwargs: the estimator's options (`baseline` for `reinforce`, `k` for
+            `rao_blackwell` and `gumbel_rao`, `gap` for `gapped_st`, ...).
 
     Returns:
-        A tensor of shape ``f``'s output: the Monte Carlo estimate of ``E[f]`` per example (the
-        exact value for ``exact``), whose gradient is the estimator's.
+        A tensor of shape `f`'s output: the Monte Carlo estimate of `E[f]` per example (the
+        exact value for `exact`), whose gradient is the estimator's.
 
     Raises:
-        UnknownEstimatorError: an unknown name. ``ValueError``: a variable type the estimator
-        does not support or a sample count outside its range. ``TypeError``: a stateful
-        estimator (one that must be an object) given by name.
+        UnknownEstimatorError: an unknown name.
+        ValueError: a variable type the estimator does not support, or a sample count outside
+            its range.
+        TypeError: a stateful estimator (one that must be an object) given by name.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -147,8 +150,8 @@ def _check_samples(info: registry.EstimatorInfo, num_samples: Optional[int]) -> 
 
 
 def _relax_state(num_inputs: int, **kwargs: Any) -> RELAX:
-    """RELAX in the form of its VAE experiments: ``c(z) = η f(σ_λ(z)) + net(σ_λ(z))`` with ``net``
-    :func:`control_variate_mlp` (one hidden layer of 100 tanh units)."""
+    """RELAX in the form of its VAE experiments: `c(z) = η f(σ_λ(z)) + net(σ_λ(z))` with `net`
+    `control_variate_mlp` (one hidden layer of 100 tanh units)."""
     return RELAX(control_variate_mlp(num_inputs), **{"use_f": True, **kwargs})
 
 

@@ -1,5 +1,5 @@
 """The problem every objective-level estimator works on: logits in a canonical layout, the
-calls to ``f`` with their shape checks, draws, log-probabilities and the surrogate that carries
+calls to `f` with their shape checks, draws, log-probabilities and the surrogate that carries
 a given gradient."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ..estimators._sampling import compute_dtype, sample_categorical
 
 
 class PathwiseError(ValueError):
-    """A pathwise estimator (one that differentiates ``f``) was given an ``f`` that is not
+    """A pathwise estimator (one that differentiates `f`) was given an `f` that is not
     differentiable in the sample."""
 
 
@@ -25,11 +25,11 @@ _VARIABLES = ("categorical", "bernoulli")
 
 class _Problem:
     """Logits in a canonical layout (categories last for categorical variables), the calls to
-    ``f`` with their shape checks, and per-example sums.
+    `f` with their shape checks, and per-example sums.
 
-    ``lg``: canonical logits in the compute dtype, differentiable (a view of ``logits``).
-    ``batch``: the batch shape (logits without the category dimension). ``e``: how many leading
-    batch dimensions index examples (known after the first call to ``f``).
+    `lg`: canonical logits in the compute dtype, differentiable (a view of `logits`).
+    `batch`: the batch shape (logits without the category dimension). `e`: how many leading
+    batch dimensions index examples (known after the first call to `f`).
     """
 
     def __init__(self, f, logits, dim, variable, estimator_name):
@@ -59,7 +59,7 @@ class _Problem:
 
     # -- layout ------------------------------------------------------------------------------
     def to_user(self, s):
-        """A canonical sample (no leading dims) -> the layout and dtype ``f`` expects."""
+        """A canonical sample (no leading dims) -> the layout and dtype `f` expects."""
         s = s.to(self.logits.dtype)
         return s.movedim(-1, self.dim) if self.cat else s
 
@@ -69,22 +69,22 @@ class _Problem:
         return len(self.batch) - self.e + (1 if self.cat else 0)
 
     def per_example(self, x):
-        """Sum a tensor shaped ``(*lead, *canonical logits shape)`` over each example's variables."""
+        """Sum a tensor shaped `(*lead, *canonical logits shape)` over each example's variables."""
         k = self.var_dims
         return x.flatten(x.dim() - k).sum(-1) if k else x
 
     def per_example_batch(self, x):
-        """Sum a tensor shaped ``(*lead, *batch)`` (no category dim) over each example's variables."""
+        """Sum a tensor shaped `(*lead, *batch)` (no category dim) over each example's variables."""
         k = len(self.batch) - self.e
         return x.flatten(x.dim() - k).sum(-1) if k else x
 
     def expand_coef(self, c):
-        """Broadcast a per-example tensor ``(*lead, *example)`` against ``(*lead, *canonical)``."""
+        """Broadcast a per-example tensor `(*lead, *example)` against `(*lead, *canonical)`."""
         return c.reshape(tuple(c.shape) + (1,) * self.var_dims)
 
     # -- f -----------------------------------------------------------------------------------
     def call(self, sample_canonical, *, user_sample=None):
-        """Evaluate ``f`` on one canonical sample; check it returns one loss per example."""
+        """Evaluate `f` on one canonical sample; check it returns one loss per example."""
         s = self.to_user(sample_canonical) if user_sample is None else user_sample
         out = self.f(s)
         if not isinstance(out, torch.Tensor):
@@ -104,12 +104,12 @@ class _Problem:
         return out.to(self.cdt)
 
     def call_many(self, samples):
-        """``f`` on each canonical sample along the leading dim; returns ``(K, *example)``."""
+        """`f` on each canonical sample along the leading dim; returns `(K, *example)`."""
         return torch.stack([self.call(s) for s in samples.unbind(0)])
 
     # -- sampling and scores -------------------------------------------------------------------
     def sample(self, k, generator):
-        """``k`` independent draws, canonical, as floats in the compute dtype: ``(k, *canonical)``."""
+        """`k` independent draws, canonical, as floats in the compute dtype: `(k, *canonical)`."""
         with torch.no_grad():
             lg = self.lg.detach().unsqueeze(0).expand((k,) + tuple(self.lg.shape))
             if self.cat:
@@ -118,7 +118,7 @@ class _Problem:
             return _bern.sample(lg, generator=generator).to(self.cdt)
 
     def log_prob(self, x, lg=None):
-        """Per-example ``log p(x)`` for canonical samples ``x`` ``(*lead, *canonical)``, differentiable in ``lg``."""
+        """Per-example `log p(x)` for canonical samples `x` `(*lead, *canonical)`, differentiable in `lg`."""
         lg = self.lg if lg is None else lg
         if self.cat:
             # gather, not a product with the one-hot: a masked category (logit -inf) gives no NaN
@@ -129,13 +129,13 @@ class _Problem:
         return self.per_example_batch(lp)
 
     def score(self, x):
-        """``∇θ log p(x)`` for canonical samples, shaped like ``x`` (``onehot − π`` or ``b − σ(a)``)."""
+        """`∇θ log p(x)` for canonical samples, shaped like `x` (`onehot − π` or `b − σ(a)`)."""
         th = self.lg.detach()
         return x - (torch.softmax(th, -1) if self.cat else torch.sigmoid(th))
 
     def mean_jvp(self, a):
-        """``∇θ E[⟨a, D⟩]`` for a direction ``a`` shaped like the canonical logits (any leading dims):
-        ``J(π) a`` per categorical variable, ``σ'(θ) a`` per binary one."""
+        """`∇θ E[⟨a, D⟩]` for a direction `a` shaped like the canonical logits (any leading dims):
+        `J(π) a` per categorical variable, `σ'(θ) a` per binary one."""
         th = self.lg.detach()
         if self.cat:
             p = torch.softmax(th, -1)
@@ -144,7 +144,7 @@ class _Problem:
         return p * (1 - p) * a
 
     def inject(self, value, grad):
-        """A surrogate whose value is ``value`` and whose gradient w.r.t. the logits is ``grad``
+        """A surrogate whose value is `value` and whose gradient w.r.t. the logits is `grad`
         (canonical shape, detached), per example."""
         delta = self.lg - self.lg.detach()                    # value 0, gradient 1
         infinite = ~torch.isfinite(self.lg.detach())
@@ -165,14 +165,14 @@ def _num_samples(num_samples, default, name, minimum=1):
 
 
 def _surrogate_score(p, values, logp, signal):
-    """``mean_k f_k`` in value (keeping ``f``'s own graph) plus ``mean_k sg(signal_k) ∇ log p_k``."""
+    """`mean_k f_k` in value (keeping `f`'s own graph) plus `mean_k sg(signal_k) ∇ log p_k`."""
     k = values.shape[0]
     return values.mean(0) + (signal.detach() * (logp - logp.detach())).sum(0) / k
 
 
 def _one_per_example(out: torch.Tensor, want: tuple, what: str) -> torch.Tensor:
-    """A network's output shaped ``want`` (a trailing size-1 dimension is dropped), else a
-    ValueError that starts with ``what``."""
+    """A network's output shaped `want` (a trailing size-1 dimension is dropped), else a
+    ValueError that starts with `what`."""
     if tuple(out.shape) == want + (1,):
         out = out.squeeze(-1)
     if tuple(out.shape) != want:

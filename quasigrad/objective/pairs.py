@@ -18,9 +18,9 @@ def _arm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator
     r"""ARM, augment-REINFORCE-merge (Yin & Zhou 2019, "ARM: Augment-REINFORCE-Merge Gradient
     for Stochastic Binary Networks"), for Bernoulli logits η. With one uniform vector u per pair,
 
-    .. math:: \hat g = \big(f(1[u > \sigma(-\eta)]) - f(1[u < \sigma(\eta)])\big)\,(u - \tfrac12)
+    $$ \hat g = \big(f(1[u > \sigma(-\eta)]) - f(1[u < \sigma(\eta)])\big)\,(u - \tfrac12) $$
 
-    (two evaluations per pair; ``num_samples`` pairs are averaged). Unbiased; values of ``f`` only.
+    (two evaluations per pair; `num_samples` pairs are averaged). Unbiased; values of `f` only.
     The value is the mean of the 2K evaluations (each is an exact draw from p)."""
     _bernoulli_only(variable, "arm")
     p = _Problem(f, logits, dim, variable, "arm")
@@ -35,10 +35,10 @@ def _arm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator
 
 
 def _stick_breaking_logits(lg):
-    """Logits η of the C − 1 independent bits of the stick-breaking form of ``Categorical(softmax(lg))``
+    """Logits η of the C − 1 independent bits of the stick-breaking form of `Categorical(softmax(lg))`
     with categories in descending order of probability: bit j says "category j, given not one of the
-    earlier ones", ``η_j = log π_j − log Σ_{i>j} π_i``. Returns ``(η, order)``, differentiable in ``lg``;
-    ``order`` (detached) maps sorted positions to categories."""
+    earlier ones", `η_j = log π_j − log Σ_{i>j} π_i`. Returns `(η, order)`, differentiable in `lg`;
+    `order` (detached) maps sorted positions to categories."""
     order = lg.detach().argsort(-1, descending=True)
     logp = torch.log_softmax(lg, -1).gather(-1, order)
     logp = logp.clamp_min(torch.finfo(logp.dtype).min / 4)             # masked categories: finite, no NaN
@@ -47,7 +47,7 @@ def _stick_breaking_logits(lg):
 
 
 def _bits_to_onehot(bits, order, dtype):
-    """Stick-breaking bits ``(…, C−1)`` → one-hot ``(…, C)``: the first bit set, else the last category."""
+    """Stick-breaking bits `(…, C−1)` → one-hot `(…, C)`: the first bit set, else the last category."""
     c = order.shape[-1]
     ones = torch.ones(bits.shape[:-1] + (1,), dtype=bits.dtype, device=bits.device)
     pos = torch.cat([bits, ones], -1).argmax(-1, keepdim=True)          # first 1 (argmax returns the first)
@@ -58,18 +58,18 @@ def _bits_to_onehot(bits, order, dtype):
 def _disarm(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None):
     r"""DisARM (Dong, Mnih, Tucker 2020, "DisARM: An Antithetic Gradient Estimator for Binary
     Latent Variables"; also Yin et al. 2020 U2G): ARM with the noise that does not change the
-    antithetic pair integrated out. With ``b = 1[1 − u < σ(η)]`` and ``b̃ = 1[u < σ(η)]``,
+    antithetic pair integrated out. With `b = 1[1 − u < σ(η)]` and `b̃ = 1[u < σ(η)]`,
 
-    .. math:: \hat g_j = \tfrac12\big(f(b) - f(\tilde b)\big)\,(-1)^{\tilde b_j}\,
-              1[b_j \ne \tilde b_j]\,\sigma(|\eta_j|)
+    $$ \hat g_j = \tfrac12\big(f(b) - f(\tilde b)\big)\,(-1)^{\tilde b_j}\,
+       1[b_j \ne \tilde b_j]\,\sigma(|\eta_j|) $$
 
-    Unbiased; variance at most ARM's (the paper's Theorem); values of ``f`` only, two per pair.
+    Unbiased; variance at most ARM's (the paper's Theorem); values of `f` only, two per pair.
 
     Categorical variables use the stick-breaking form (Dong, Mnih, Tucker 2021, "Coupled Gradient
     Estimators for Discrete Latent Variables"): a categorical variable is a function of C − 1
-    independent bits with logits ``η_j = log π_j − log Σ_{i>j} π_i`` (categories sorted by
+    independent bits with logits `η_j = log π_j − log Σ_{i>j} π_i` (categories sorted by
     decreasing probability; the category is the first bit set, else the last). DisARM on the bits
-    gives an unbiased ``∇η``, carried to θ by the chain rule through ``η(θ)``."""
+    gives an unbiased `∇η`, carried to θ by the chain rule through `η(θ)`."""
     name = "disarm"
     p = _Problem(f, logits, dim, variable, name)
     k = _num_samples(num_samples, 1, name)

@@ -62,7 +62,7 @@ class RODEO(torch.nn.Module):
     For sample k, `h₀` and `h₁` are functions of a point y built from the other samples
     `j ≠ k`: the first-order surrogate `s_k(y) = ⟨mean_{j≠k} ∇f(D_j), y − E[D]⟩` plus the two
     outputs of `net(s_k(y), mean_{j≠k} f(D_j))` (none when `net` is None). With
-    :math:`A` the Gibbs Stein operator (module docstring),
+    $A$ the Gibbs Stein operator (module docstring),
 
     $$
     \hat g = \frac1K \sum_k \Big[\Big(f_k - \frac{1}{K-1}\sum_{j \ne k}

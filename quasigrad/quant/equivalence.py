@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -76,7 +76,7 @@ def _H(est: QuantEstimator, p: dict, tau: torch.Tensor) -> torch.Tensor:
     return cum[i0] * (1 - frac) + cum[i0 + 1] * frac
 
 
-def alpha(estimator: Union[str, QuantEstimator], **params) -> float:
+def alpha(estimator: Union[str, QuantEstimator], **params: Any) -> float:
     """`α = 1 / mean_cell(1/Q̂′)`: the learning-rate factor of the STE twin under SGD.
 
     `Q̂′` is in units of the step, so `α` does not depend on Δ.
@@ -98,7 +98,7 @@ def alpha(estimator: Union[str, QuantEstimator], **params) -> float:
 
 
 def remap(w: torch.Tensor, estimator: Union[str, QuantEstimator], *, step: Union[float, torch.Tensor],
-          threshold: Union[float, torch.Tensor] = 0.0, **params) -> torch.Tensor:
+          threshold: Union[float, torch.Tensor] = 0.0, **params: Any) -> torch.Tensor:
     """`M(w)`: the weight remap that turns a run with `estimator` into its STE twin under SGD.
 
     Args:
@@ -231,7 +231,7 @@ def ste_twin(model: torch.nn.Module, optimizer: str = "sgd") -> Tuple[torch.nn.M
 def least_squares_trend(estimator: str = "tanh", etas: Sequence[float] = (0.8, 0.4, 0.2, 0.1, 0.05), *,
                         eta_steps: float = 40.0, batch_time: Optional[float] = None, dim: int = 256,
                         batch: int = 16, pool: int = 512, bits: int = 2, clip: float = 1.0, realizable: bool = True,
-                        seed: int = 0, **params) -> List[Dict[str, float]]:
+                        seed: int = 0, **params: Any) -> List[Dict[str, float]]:
     """Agreement against η on least squares with `bits`-bit weights and a shared mini-batch sequence.
 
     Problem: `min_w ‖X Q(w) − y‖²/(2B)` on mini-batches of `batch` rows of a fixed pool of

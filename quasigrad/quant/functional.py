@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -98,7 +98,7 @@ def _check_bits(bits):
 # Elementwise steps
 
 
-def round(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
+def round(x: torch.Tensor, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """Round half to even (`torch.round`); thresholds at half-integers.
 
     Forward: `round(x)` exactly. Backward: `g·Q̂′(x − floor(x) − 1/2)` (`1` for the STE).
@@ -118,7 +118,7 @@ def round(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
     return _attach(x, value, t, None, estimator, params)
 
 
-def floor(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
+def floor(x: torch.Tensor, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """`floor(x)`; thresholds at integers, backward `g·Q̂′(x − round(x))`.
 
     Args:
@@ -136,7 +136,7 @@ def floor(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
     return _attach(x, value, t, None, estimator, params)
 
 
-def ceil(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
+def ceil(x: torch.Tensor, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """`ceil(x)`; thresholds at integers, backward `g·Q̂′(x − round(x))`.
 
     Args:
@@ -154,7 +154,7 @@ def ceil(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
     return _attach(x, value, t, None, estimator, params)
 
 
-def sign(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
+def sign(x: torch.Tensor, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """`sign(x)` in {−1, +1} with `sign(0) = +1`; backward `g·Q̂′(x)` (unwrapped: one threshold).
 
     Common choices: `"clipped-ste"` (hard tanh), `"approx-sign"`, `"swish-sign"`,
@@ -174,7 +174,7 @@ def sign(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
     return _attach(x, value, x.detach(), None, estimator, params)
 
 
-def heaviside(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Tensor:
+def heaviside(x: torch.Tensor, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """`1[x ≥ 0]` in {0, 1}; backward `g·Q̂′(x)`.
 
     Args:
@@ -191,7 +191,7 @@ def heaviside(x: torch.Tensor, *, estimator: str = "ste", **params) -> torch.Ten
     return _attach(x, value, x.detach(), None, estimator, params)
 
 
-def ternary(x: torch.Tensor, threshold: Optional[float] = None, *, estimator: str = "ste", **params) -> torch.Tensor:
+def ternary(x: torch.Tensor, threshold: Optional[float] = None, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """Ternary weights in {−1, 0, +1}: `sign(x)·1[|x| > Δ]`.
 
     Backward: `g·Q̂′(|x| − Δ)` (distance to the nearer threshold ±Δ).
@@ -222,7 +222,7 @@ def ternary(x: torch.Tensor, threshold: Optional[float] = None, *, estimator: st
     return _attach(x, value, t, None, estimator, params)
 
 
-def uniform_quantize(x: torch.Tensor, bits: int, clip: Union[float, torch.Tensor], *, estimator: str = "ste", **params) -> torch.Tensor:
+def uniform_quantize(x: torch.Tensor, bits: int, clip: Union[float, torch.Tensor], *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """Symmetric mid-rise uniform quantizer on `[-clip, clip]` with `2**bits` levels.
 
     With step `Δ = 2·clip / 2**bits` and `u = x / Δ`, the forward value is
@@ -285,7 +285,7 @@ def _fq(x, scale, zero_point, quant_min, quant_max, estimator, params, value_in_
 
 def fake_quantize(x: torch.Tensor, scale: Union[float, torch.Tensor], zero_point: Union[int, float, torch.Tensor],
                   quant_min: int, quant_max: int, *,
-                  estimator: str = "ste", **params) -> torch.Tensor:
+                  estimator: str = "ste", **params: Any) -> torch.Tensor:
     r"""Per-tensor affine fake quantization, bit-exact with `torch.fake_quantize_per_tensor_affine`.
 
     $$ q = \mathrm{clamp}(\mathrm{round}(x / s) + z,\ q_{min},\ q_{max}),\quad y = (q - z)\,s $$
@@ -328,7 +328,7 @@ def fake_quantize(x: torch.Tensor, scale: Union[float, torch.Tensor], zero_point
 
 
 def fake_quantize_per_channel(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
-                              quant_min: int, quant_max: int, *, estimator: str = "ste", **params) -> torch.Tensor:
+                              quant_min: int, quant_max: int, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """Per-channel affine fake quantization, bit-exact with `torch.fake_quantize_per_channel_affine`.
 
     Same forward and gradient mask as `fake_quantize`, channel by channel.
@@ -392,7 +392,7 @@ def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def lsq(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool = True, estimator: str = "ste",
-        **params) -> torch.Tensor:
+        **params: Any) -> torch.Tensor:
     r"""Learned step size quantization (Esser et al. 2020).
 
     $$ y = s\,\mathrm{round}(\mathrm{clamp}(x/s, -Q_N, Q_P)) $$
@@ -456,7 +456,7 @@ def pact(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
     return y + (q - y).detach()
 
 
-def dorefa_weight(w: torch.Tensor, bits: int, *, estimator: str = "ste", **params) -> torch.Tensor:
+def dorefa_weight(w: torch.Tensor, bits: int, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     r"""DoReFa weight quantization (Zhou et al. 2016).
 
     `bits = 1`: `sign(w)·mean|w|`. Otherwise `2·quantize_k(tanh(w)/(2 max|tanh w|) + 1/2) − 1` with
@@ -481,7 +481,7 @@ def dorefa_weight(w: torch.Tensor, bits: int, *, estimator: str = "ste", **param
     return 2 * round(r * n, estimator=estimator, **params) / n - 1
 
 
-def dorefa_activation(x: torch.Tensor, bits: int, *, estimator: str = "ste", **params) -> torch.Tensor:
+def dorefa_activation(x: torch.Tensor, bits: int, *, estimator: str = "ste", **params: Any) -> torch.Tensor:
     """DoReFa activation quantization: `round((2^k − 1)·clamp(x, 0, 1))/(2^k − 1)` (gradient 0 outside [0, 1]).
 
     Args:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -113,7 +113,9 @@ class LSQQuantizer(nn.Module):
     """
 
     def __init__(self, bits: int, *, signed: bool = True, per_channel: bool = False,
-                 channels: Optional[int] = None, axis: int = 0, step=None, estimator: str = "ste", **params):
+                 channels: Optional[int] = None, axis: int = 0,
+                 step: Optional[Union[float, Sequence[float], torch.Tensor]] = None, estimator: str = "ste",
+                 **params: Any):
         super().__init__()
         self.bits, self.signed = Q._check_bits(bits), bool(signed)
         if self.signed and self.bits < 2:
@@ -393,9 +395,11 @@ def quantize_model(model: nn.Module, *, weight_quantizer: QuantizerSpec = None, 
     `QuantConv2d` holding the same parameters.
 
     Args:
-        weight_quantizer, act_quantizer: `None`, a quantizer module (deep-copied for each layer)
-            or a callable `layer -> module or None`.
+        weight_quantizer: `None`, a quantizer module (deep-copied for each layer) or a
+            callable `layer -> module or None`, for the weights.
+        act_quantizer: the same, for the layers' inputs.
         filter: optional `(qualified_name, layer) -> bool`; only layers it accepts are swapped.
+
     Returns:
         `model` (also changed in place); the new layers share the old layers' parameter tensors.
     """
