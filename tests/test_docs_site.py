@@ -21,10 +21,7 @@ PACKAGE = ROOT / "quasigrad"
 
 # Modules whose docstrings still use reStructuredText markup; take a module off once converted
 # to Markdown (`x`, [text][quasigrad.path], $$ ... $$ math blocks).
-RST_PENDING = {
-    "quasigrad/estimators/_native.py", "quasigrad/estimators/_ops.py", "quasigrad/estimators/_sampling.py",
-    "quasigrad/estimators/_streams.py",
-}
+RST_PENDING: set = set()
 RST = re.compile(r":(?:func|class|meth|mod|data|attr|obj|exc):`|^\s*\.\. [a-z]+::|(?<!`)``[^`\n]+``(?!`)|[^:\s]::\s*$",
                  re.M)
 # Modules that are not public API: private ones, the command line, the benchmarks.

@@ -1,25 +1,25 @@
-"""The fused CPU kernels (``_kernels.c``, ``_isotonic.c``): finding, checking and loading their
+"""The fused CPU kernels (`_kernels.c`, `_isotonic.c`): finding, checking and loading their
 shared library, and calling them on tensors.
 
 Where the library comes from, in order:
 
-1. **Installed with the package**: ``pip install`` builds it when a C compiler is present (an
-   optional extension: installing never fails without one) into ``_kernels.bin`` beside this
-   module, with its record ``_kernels.bin.json``.
-2. **The cache**: ``$QUASIGRAD_CACHE`` (default ``~/.cache/quasigrad``), ``kernels-<digest>.so``,
-   compiled on first use by ``$CC``, ``cc``, ``gcc`` or ``clang`` (each command given
-   ``$QUASIGRAD_CC_TIMEOUT`` seconds, default 300, then killed and the next compiler tried).
+1. **Installed with the package**: `pip install` builds it when a C compiler is present (an
+   optional extension: installing never fails without one) into `_kernels.bin` beside this
+   module, with its record `_kernels.bin.json`.
+2. **The cache**: `$QUASIGRAD_CACHE` (default `~/.cache/quasigrad`), `kernels-<digest>.so`,
+   compiled on first use by `$CC`, `cc`, `gcc` or `clang` (each command given
+   `$QUASIGRAD_CC_TIMEOUT` seconds, default 300, then killed and the next compiler tried).
 
-Nothing is loaded before :func:`quasigrad.estimators._build.verify` has checked it: the
+Nothing is loaded before `quasigrad.estimators._build.verify` has checked it: the
 directory and the file owned by this user (or, for the installed copy, by root), not writable
 by group or others, not a symbolic link, and the file's size and SHA-256 equal to those its
 record gives for the current sources. A cached file that fails the check is rebuilt; a cache
 directory that fails it is not used (the library is built in a private temporary directory
 instead). The library holds one build of the kernels per CPU target; the one the CPU supports
-is used (``QUASIGRAD_CPU=generic|avx2|avx512`` picks a lower one). On Windows the kernels are
+is used (`QUASIGRAD_CPU=generic|avx2|avx512` picks a lower one). On Windows the kernels are
 not built (the sources use GCC/Clang vector extensions that MSVC lacks); there, without a
-compiler, with ``QUASIGRAD_NATIVE=0`` or on any failure, the PyTorch operators compute the same
-results. :func:`status` says which library is in use, why, and what was refused on the way.
+compiler, with `QUASIGRAD_NATIVE=0` or on any failure, the PyTorch operators compute the same
+results. `status` says which library is in use, why, and what was refused on the way.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def _load() -> Optional[_Kernels]:
 
 @contextlib.contextmanager
 def _variant(name: str):
-    """Run the kernels of CPU target ``name`` inside the block (tests: the targets agree)."""
+    """Run the kernels of CPU target `name` inside the block (tests: the targets agree)."""
     kernels = _load()
     if kernels is None or name not in kernels.supported:
         raise RuntimeError(f"the {name} kernels cannot run here")
@@ -240,8 +240,8 @@ def available() -> bool:
 
 
 def info() -> Dict:
-    """What :func:`status` says, as a dict: ``in_use``, and ``path``, ``origin``, ``variant``,
-    ``openmp``, ``compiler`` or ``reason``, and ``notes`` (what was refused or rebuilt)."""
+    """What `status` says, as a dict: `in_use`, and `path`, `origin`, `variant`,
+    `openmp`, `compiler` or `reason`, and `notes` (what was refused or rebuilt)."""
     k = _load()
     if k is None:
         return {"in_use": False, "reason": _reason, "notes": list(_notes)}
@@ -261,7 +261,7 @@ def status() -> str:
 
 
 def usable(x: torch.Tensor) -> bool:
-    """Whether the kernels can take ``x``: a float32/float64 CPU tensor, kernels loaded."""
+    """Whether the kernels can take `x`: a float32/float64 CPU tensor, kernels loaded."""
     return x.device.type == "cpu" and x.dtype in _SUFFIX and x.numel() > 0 and available()
 
 
@@ -282,7 +282,7 @@ def _rows(x: torch.Tensor) -> Tuple[int, int]:
 
 
 def _outputs(x: torch.Tensor):
-    """The one-hot, index and row-max tensors for :func:`sample`. From rows of 16 categories up,
+    """The one-hot, index and row-max tensors for `sample`. From rows of 16 categories up,
     the three share one allocation (the one-hot's storage, extended), which saves two allocator
     calls and keeps small blocks from sitting between large ones: with them apart, glibc's heap
     was trimmed and regrown on most calls at (4096, 64), a page fault per 4 KiB written. The
@@ -301,15 +301,15 @@ def _outputs(x: torch.Tensor):
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
-    """``x`` contiguous with its negative and conjugate bits resolved: the kernels read raw memory."""
+    """`x` contiguous with its negative and conjugate bits resolved: the kernels read raw memory."""
     if x.is_neg() or x.is_conj():
         x = x.resolve_neg().resolve_conj()
     return x.contiguous()
 
 
 def sample(x: torch.Tensor, key: int):
-    """``(one_hot, index, row_max, bad)`` for logits ``x`` (categories last), drawn with the row
-    stream of seed ``key``; ``bad`` counts rows with a NaN or +inf logit or only -inf logits."""
+    """`(one_hot, index, row_max, bad)` for logits `x` (categories last), drawn with the row
+    stream of seed `key`; `bad` counts rows with a NaN or +inf logit or only -inf logits."""
     x = _plain(x)
     rows, n = _rows(x)
     d, index, row_max = _outputs(x)
@@ -320,9 +320,9 @@ def sample(x: torch.Tensor, key: int):
 
 def backward(mode: int, grad: torch.Tensor, x: torch.Tensor, row_max: torch.Tensor, index: torch.Tensor,
              cap: float = 0.0) -> torch.Tensor:
-    """The gradient for logits ``x`` given the upstream ``grad``, the drawn ``index`` and
-    ``row_max`` from :func:`sample`; ``mode`` is ``ST``, ``ZGR``, ``DARN`` or ``GST`` (with
-    ``cap = exp(-gap)``). See ``_kernels.c`` for the formulas."""
+    """The gradient for logits `x` given the upstream `grad`, the drawn `index` and
+    `row_max` from `sample`; `mode` is `ST`, `ZGR`, `DARN` or `GST` (with
+    `cap = exp(-gap)`). See `_kernels.c` for the formulas."""
     x, grad = _plain(x), _plain(grad.to(x.dtype))
     row_max, index = _plain(row_max), _plain(index)
     out = torch.empty_like(x)
@@ -333,9 +333,9 @@ def backward(mode: int, grad: torch.Tensor, x: torch.Tensor, row_max: torch.Tens
 
 
 def gumbel(x: torch.Tensor, key: int, noise: int, tau: float, hard: bool, index: Optional[torch.Tensor] = None):
-    """``(y, one_hot or None, index, bad)``: ``y = softmax((x + G)/tau)`` with the sample drawn
-    from the row stream of ``key`` (or ``index``) and ``G`` the Gumbel noise conditioned on it
-    from the noise stream of key ``noise``."""
+    """`(y, one_hot or None, index, bad)`: `y = softmax((x + G)/tau)` with the sample drawn
+    from the row stream of `key` (or `index`) and `G` the Gumbel noise conditioned on it
+    from the noise stream of key `noise`."""
     x = _plain(x)
     rows, n = _rows(x)
     y = torch.empty_like(x)
@@ -352,7 +352,7 @@ def gumbel(x: torch.Tensor, key: int, noise: int, tau: float, hard: bool, index:
 
 def gumbel_rao_backward(x: torch.Tensor, index: torch.Tensor, grad: torch.Tensor, noise: int, tau: float,
                         k: int) -> torch.Tensor:
-    """GR-MCK's gradient for logits ``x`` (see ``_kernels.c``)."""
+    """GR-MCK's gradient for logits `x` (see `_kernels.c`)."""
     x, grad, index = _plain(x), _plain(grad.to(x.dtype)), _plain(index)
     rows, n = _rows(x)
     out = torch.empty_like(x)
@@ -364,7 +364,7 @@ def gumbel_rao_backward(x: torch.Tensor, index: torch.Tensor, grad: torch.Tensor
 
 
 def softmax_backward(y: torch.Tensor, grad: torch.Tensor, scale: float) -> torch.Tensor:
-    """``scale · y ⊙ (g − ⟨y, g⟩)`` row by row (Gumbel-softmax's backward, ``scale = 1/τ``)."""
+    """`scale · y ⊙ (g − ⟨y, g⟩)` row by row (Gumbel-softmax's backward, `scale = 1/τ`)."""
     y, grad = _plain(y), _plain(grad.to(y.dtype))
     rows, n = _rows(y)
     out = torch.empty_like(y)
@@ -373,7 +373,7 @@ def softmax_backward(y: torch.Tensor, grad: torch.Tensor, scale: float) -> torch
 
 
 def uniform(key: int, count: int, dtype: torch.dtype) -> torch.Tensor:
-    """The row stream's ``u`` for counters ``0 .. count-1`` (float32 or float64)."""
+    """The row stream's `u` for counters `0 .. count-1` (float32 or float64)."""
     out = torch.empty(count, dtype=dtype)
     if count:
         _fn("qg_uniform", dtype)(key, 0, count, out.data_ptr(), _threads())
@@ -381,7 +381,7 @@ def uniform(key: int, count: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _row_operand(t: torch.Tensor, shape) -> Tuple[torch.Tensor, int]:
-    """``t`` (broadcastable to ``shape`` = (B, n)) as a tensor with contiguous rows and its row
+    """`t` (broadcastable to `shape` = (B, n)) as a tensor with contiguous rows and its row
     stride: 0 when every row is the same (one row is kept), else n."""
     if t.dim() == 1 and t.is_contiguous() and not t.is_neg():   # the common case, checked first
         return t, 0
@@ -394,10 +394,10 @@ def _row_operand(t: torch.Tensor, shape) -> Tuple[torch.Tensor, int]:
 
 def isotonic(s: torch.Tensor, w: torch.Tensor, regularization: int, *, perm: Optional[torch.Tensor] = None,
              sign: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(v, starts)``: the decreasing isotonic regression of each row of ``s`` (B, n) against
-    ``w`` (either may be one row broadcast), 0 = l2, 1 = KL, and where its blocks start. With
-    ``perm`` (soft rank: ``s`` is ``z`` sorted by it), ``v`` is the soft rank instead; with
-    ``sign`` (soft sort), ``sign (s − v)`` (see ``_isotonic.c``)."""
+    """`(v, starts)`: the decreasing isotonic regression of each row of `s` (B, n) against
+    `w` (either may be one row broadcast), 0 = l2, 1 = KL, and where its blocks start. With
+    `perm` (soft rank: `s` is `z` sorted by it), `v` is the soft rank instead; with
+    `sign` (soft sort), `sign (s − v)` (see `_isotonic.c`)."""
     n = s.shape[-1]
     rows = max(s.shape[0] if s.dim() > 1 else 1, w.shape[0] if w.dim() > 1 else 1)
     shape = (rows, n)
@@ -415,8 +415,8 @@ def isotonic(s: torch.Tensor, w: torch.Tensor, regularization: int, *, perm: Opt
 
 def soft_backward(grad: torch.Tensor, sorted_: torch.Tensor, out: Optional[torch.Tensor], perm: torch.Tensor,
                   starts: torch.Tensor, regularization: int, *, sort: bool, scale: float) -> torch.Tensor:
-    """``scale`` times the gradient, in the unsorted order, of :func:`isotonic`'s soft rank output
-    (``out`` needed for KL) or, with ``sort``, of its soft sort output (see ``_isotonic.c``)."""
+    """`scale` times the gradient, in the unsorted order, of `isotonic`'s soft rank output
+    (`out` needed for KL) or, with `sort`, of its soft sort output (see `_isotonic.c`)."""
     # every operand is held in a variable: a temporary copy would be freed before the kernel runs
     sorted_, perm, starts = _plain(sorted_), _plain(perm), _plain(starts)
     grad = _plain(grad.to(sorted_.dtype))
@@ -432,7 +432,7 @@ def soft_backward(grad: torch.Tensor, sorted_: torch.Tensor, out: Optional[torch
 
 def isotonic_backward(grad: torch.Tensor, s: torch.Tensor, w: torch.Tensor, starts: torch.Tensor, regularization: int,
                       need_s: bool, need_w: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """The gradients for ``s`` and ``w`` (each only if needed) of :func:`isotonic`'s output."""
+    """The gradients for `s` and `w` (each only if needed) of `isotonic`'s output."""
     shape = starts.shape
     rows, n = shape[0], shape[1]
     sc, ss = _row_operand(s, shape)

@@ -1,27 +1,27 @@
-"""The fused kernels as PyTorch operators (``torch.ops.quasigrad.*``), and the PyTorch
+"""The fused kernels as PyTorch operators (`torch.ops.quasigrad.*`), and the PyTorch
 computations they stand for.
 
-Each operator has a fake implementation (shapes only), so ``torch.compile`` keeps it as one node
+Each operator has a fake implementation (shapes only), so `torch.compile` keeps it as one node
 of the graph, and a registered autograd formula, whose backward is another operator where a
 kernel computes it. Its implementation runs the fused kernel on float32/float64 CPU tensors when
-the library is loaded (:mod:`._native`) and the PyTorch computation otherwise (CUDA, other dtypes,
-no compiler): both draw from the same random streams (:mod:`._streams`), so they give the same
-sample. Every operator takes its categories along the last dimension (callers move ``dim``);
-``dim`` is passed only for error messages.
+the library is loaded (`_native`) and the PyTorch computation otherwise (CUDA, other dtypes,
+no compiler): both draw from the same random streams (`_streams`), so they give the same
+sample. Every operator takes its categories along the last dimension (callers move `dim`);
+`dim` is passed only for error messages.
 
-- ``categorical(logits, seed, mode, cap, dim) -> (one_hot, index, row_max)``: a fresh draw;
-  backward: ``categorical_backward`` with formula ``mode`` (ST, ZGR, DARN, GST).
-- ``gumbel_softmax(logits, seed, index?, tau, hard, dim) -> (y, one_hot, index)``: the relaxed
-  sample ``y`` (and its one-hot when ``hard``); backward ``gumbel_softmax_backward``,
-  ``(1/τ) J(y) g``.
-- ``gumbel_rao(logits, seed, index?, tau, k, dim) -> (one_hot, index)``; backward:
-  ``gumbel_rao_backward`` (k conditional draws made again from ``seed``).
+- `categorical(logits, seed, mode, cap, dim) -> (one_hot, index, row_max)`: a fresh draw;
+  backward: `categorical_backward` with formula `mode` (ST, ZGR, DARN, GST).
+- `gumbel_softmax(logits, seed, index?, tau, hard, dim) -> (y, one_hot, index)`: the relaxed
+  sample `y` (and its one-hot when `hard`); backward `gumbel_softmax_backward`,
+  `(1/τ) J(y) g`.
+- `gumbel_rao(logits, seed, index?, tau, k, dim) -> (one_hot, index)`; backward:
+  `gumbel_rao_backward` (k conditional draws made again from `seed`).
 
-The estimators call :func:`categorical`, :func:`gumbel_softmax` and :func:`gumbel_rao`: the
-operators while ``torch.compile`` traces, and in eager mode the same implementations through a
-plain ``autograd.Function`` (going through the dispatcher costs a round trip from C++ back into
-Python per operator, more than the kernel itself on small inputs). Under ``torch.func``
-transforms the estimators do not come here (see :func:`use_kernels`): they run the PyTorch
+The estimators call `categorical`, `gumbel_softmax` and `gumbel_rao`: the
+operators while `torch.compile` traces, and in eager mode the same implementations through a
+plain `autograd.Function` (going through the dispatcher costs a round trip from C++ back into
+Python per operator, more than the kernel itself on small inputs). Under `torch.func`
+transforms the estimators do not come here (see `use_kernels`): they run the PyTorch
 computations directly, which vmap and grad can see through.
 """
 
@@ -41,18 +41,18 @@ _COMPUTE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
 def functorch_active() -> bool:
-    """Whether a ``torch.func`` transform (vmap, grad, jacrev, ...) is running."""
+    """Whether a `torch.func` transform (vmap, grad, jacrev, ...) is running."""
     return bool(torch._C._are_functorch_transforms_active())
 
 
 def dynamo_compiling() -> bool:
-    """Whether ``torch.compile`` is tracing the caller."""
+    """Whether `torch.compile` is tracing the caller."""
     return bool(torch.compiler.is_compiling())
 
 
 def use_kernels(x: torch.Tensor) -> bool:
-    """Whether ``x`` goes through the operators here: a float32/float64 CPU tensor, the library
-    loaded, and no ``torch.func`` transform running (whose tensors have no memory to hand to C)."""
+    """Whether `x` goes through the operators here: a float32/float64 CPU tensor, the library
+    loaded, and no `torch.func` transform running (whose tensors have no memory to hand to C)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
         return False
     if not dynamo_compiling() and functorch_active():
@@ -70,8 +70,8 @@ def _kernels_loaded() -> bool:
 
 
 def inverse_cdf(e: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The first ``j`` whose running sum of the masses ``e`` exceeds ``v`` (one per row), else the
-    last ``j`` with ``e_j > 0``: the kernel's search, so a category of zero mass is never taken."""
+    """The first `j` whose running sum of the masses `e` exceeds `v` (one per row), else the
+    last `j` with `e_j > 0`: the kernel's search, so a category of zero mass is never taken."""
     n = e.shape[-1]
     cdf = e.cumsum(-1)
     if n > 16 and cdf.is_contiguous() and not V.is_compiling():
@@ -114,7 +114,7 @@ def _categorical_ref(x: torch.Tensor, seed: torch.Tensor, dim: int):
 
 def categorical_backward_ref(mode: int, g: torch.Tensor, x: torch.Tensor, row_max: torch.Tensor,
                              index: torch.Tensor, cap: float) -> torch.Tensor:
-    """The kernels' backward formulas by PyTorch operators (see ``_kernels.c``)."""
+    """The kernels' backward formulas by PyTorch operators (see `_kernels.c`)."""
     q = torch.exp(x - row_max.unsqueeze(-1))
     idx = index.unsqueeze(-1)
     if mode == _native.GST:
@@ -131,9 +131,9 @@ def categorical_backward_ref(mode: int, g: torch.Tensor, x: torch.Tensor, row_ma
 
 
 def relaxed(e: torch.Tensor, s: torch.Tensor, index: torch.Tensor, u: torch.Tensor, tau: float) -> torch.Tensor:
-    """``r^(1/τ)`` before normalisation, for the noise conditioned on ``index``: with ``E = −log U``,
-    ``a = s / E_k``, ``r_j = e_j / (a E_j + e_j)`` and ``r_k = 1`` (``e = exp(θ − max)``, ``s`` its
-    row sums kept as a size-1 dimension; leading dimensions of ``u`` are draws)."""
+    """`r^(1/τ)` before normalisation, for the noise conditioned on `index`: with `E = −log U`,
+    `a = s / E_k`, `r_j = e_j / (a E_j + e_j)` and `r_k = 1` (`e = exp(θ − max)`, `s` its
+    row sums kept as a size-1 dimension; leading dimensions of `u` are draws)."""
     idx = index.unsqueeze(-1).expand(u.shape[:-1] + (1,))
     big_e = -torch.log(u)
     a = s / big_e.gather(-1, idx)
@@ -161,7 +161,7 @@ def _gumbel_ref(x: torch.Tensor, seed: torch.Tensor, index: Optional[torch.Tenso
 def gumbel_rao_grad(x: torch.Tensor, index: torch.Tensor, g: torch.Tensor, seed: torch.Tensor, tau: float,
                     k: int) -> torch.Tensor:
     """GR-MCK's gradient by PyTorch operators (categories last), the draws made in chunks so that
-    memory does not grow with ``k``."""
+    memory does not grow with `k`."""
     shape, n = x.shape, x.shape[-1]
     rows = x.numel() // n
     x, g, index = x.reshape(rows, n), g.reshape(rows, n), index.reshape(rows)
@@ -358,8 +358,8 @@ def _categorical_grad_once(ctx, grad):
 
 
 def categorical(logits: torch.Tensor, seed: torch.Tensor, mode: int, cap: float, dim: int) -> torch.Tensor:
-    """The one-hot of a fresh draw from ``logits`` (categories last) with the straight-through
-    family's backward formula ``mode``: ``quasigrad::categorical``."""
+    """The one-hot of a fresh draw from `logits` (categories last) with the straight-through
+    family's backward formula `mode`: `quasigrad::categorical`."""
     if dynamo_compiling():
         return torch.ops.quasigrad.categorical(logits, seed, mode, cap, dim)[0]
     if torch.is_grad_enabled() and logits.requires_grad:
@@ -368,7 +368,7 @@ def categorical(logits: torch.Tensor, seed: torch.Tensor, mode: int, cap: float,
 
 
 def draw(logits: torch.Tensor, seed: torch.Tensor, dim: int) -> torch.Tensor:
-    """The index of a fresh draw (no gradient): ``quasigrad::categorical``'s second output."""
+    """The index of a fresh draw (no gradient): `quasigrad::categorical`'s second output."""
     if dynamo_compiling():
         return torch.ops.quasigrad.categorical(logits, seed, 0, 0.0, dim)[1]
     return _categorical(logits.detach(), seed, 0, 0.0, dim)[1]
@@ -391,8 +391,8 @@ class _GumbelSoftmax(torch.autograd.Function):
 
 def gumbel_softmax(logits: torch.Tensor, seed: torch.Tensor, index: Optional[torch.Tensor], tau: float, hard: bool,
                    dim: int) -> torch.Tensor:
-    """The relaxed sample (or, with ``hard``, its one-hot) with backward ``(1/τ) J(y) g``:
-    ``quasigrad::gumbel_softmax``."""
+    """The relaxed sample (or, with `hard`, its one-hot) with backward `(1/τ) J(y) g`:
+    `quasigrad::gumbel_softmax`."""
     if dynamo_compiling():
         y, onehot, _ = torch.ops.quasigrad.gumbel_softmax(logits, seed, index, tau, hard, dim)
         return onehot if hard else y
@@ -419,7 +419,7 @@ class _GumbelRaoFused(torch.autograd.Function):
 
 def gumbel_rao(logits: torch.Tensor, seed: torch.Tensor, index: Optional[torch.Tensor], tau: float, k: int,
                dim: int) -> torch.Tensor:
-    """The one-hot sample with GR-MCK's backward: ``quasigrad::gumbel_rao``."""
+    """The one-hot sample with GR-MCK's backward: `quasigrad::gumbel_rao`."""
     if dynamo_compiling():
         return torch.ops.quasigrad.gumbel_rao(logits, seed, index, tau, k, dim)[0]
     if torch.is_grad_enabled() and logits.requires_grad:

@@ -1,10 +1,10 @@
 """Random draws shared by every estimator: categorical samples from one uniform number per row,
 Gumbel noise that is never infinite, and Gumbel noise conditioned on the argmax.
 
-The layer-1 functions draw from the streams of :mod:`._streams` (one seed from the caller's
+The layer-1 functions draw from the streams of `_streams` (one seed from the caller's
 generator per call), so that the same generator state gives the same sample on every path: the
-fused kernels, the PyTorch operators, any layout or ``dim``, ``torch.compile``, ``torch.func``.
-:func:`uniform` and :func:`gumbel` are plain ``torch.rand`` draws for the other families.
+fused kernels, the PyTorch operators, any layout or `dim`, `torch.compile`, `torch.func`.
+`uniform` and `gumbel` are plain `torch.rand` draws for the other families.
 """
 
 from __future__ import annotations
@@ -28,25 +28,25 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def uniform(shape, *, dtype: torch.dtype, device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """U(0, 1) draws in ``[tiny, 1)``: strictly positive, so that ``-log U`` is finite and positive."""
+    """U(0, 1) draws in `[tiny, 1)`: strictly positive, so that `-log U` is finite and positive."""
     u = torch.rand(shape, dtype=dtype, device=device, generator=generator)
     return u.clamp_min_(torch.finfo(dtype).tiny)
 
 
 def gumbel(shape, *, dtype: torch.dtype, device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Gumbel(0, 1) noise ``-log(-log U)``, always finite (unlike noise built from an exponential
+    """Gumbel(0, 1) noise `-log(-log U)`, always finite (unlike noise built from an exponential
     draw that can be exactly 0)."""
     u = uniform(shape, dtype=dtype, device=device, generator=generator)
     return -torch.log(-torch.log(u))
 
 
 def seed(generator: Optional[torch.Generator], device) -> torch.Tensor:
-    """The call's seed (:func:`quasigrad.estimators._streams.draw_seed`)."""
+    """The call's seed (`quasigrad.estimators._streams.draw_seed`)."""
     return _streams.seed(generator, device, _ops.dynamo_compiling())
 
 
 def row_uniforms(generator: Optional[torch.Generator], shape, dtype: torch.dtype, device) -> torch.Tensor:
-    """One uniform number in [0, 1) per position of ``shape`` from the row stream of a fresh seed:
+    """One uniform number in [0, 1) per position of `shape` from the row stream of a fresh seed:
     the fused kernel's fill on the CPU outside compiled graphs and torch.func, else PyTorch's."""
     s = seed(generator, device)
     cdt = compute_dtype(dtype)
@@ -61,7 +61,7 @@ def row_uniforms(generator: Optional[torch.Generator], shape, dtype: torch.dtype
 
 def _draw_index(probs: torch.Tensor, dim: int, seed_tensor: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Inverse-CDF draw: one uniform number per row from the row stream. Returns ``(index,
-    total)`` where ``total`` is each row's probability mass (NaN for an invalid row)."""
+    total)` where `total`` is each row's probability mass (NaN for an invalid row)."""
     moved = probs.movedim(dim, -1)
     total = moved.sum(-1)
     u = _streams.row_uniforms(seed_tensor, moved.shape[:-1], probs.dtype)
@@ -70,8 +70,8 @@ def _draw_index(probs: torch.Tensor, dim: int, seed_tensor: torch.Tensor) -> Tup
 
 def draw(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator], *,
          seed_tensor: Optional[torch.Tensor] = None):
-    """``(π, index)`` for a fresh sample along ``dim`` by PyTorch operators (checked), under
-    no_grad; ``π = softmax`` in the compute dtype. The seed is drawn from ``generator`` unless
+    """`(π, index)` for a fresh sample along `dim` by PyTorch operators (checked), under
+    no_grad; `π = softmax` in the compute dtype. The seed is drawn from `generator` unless
     given."""
     with torch.no_grad():
         probs = torch.softmax(logits.detach(), dim, dtype=compute_dtype(logits.dtype))
@@ -83,8 +83,8 @@ def draw(logits: torch.Tensor, dim: int, generator: Optional[torch.Generator], *
 
 
 def sample_categorical(logits: torch.Tensor, *, dim: int = -1, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Draw ``D ~ Categorical(softmax(logits))`` along ``dim``; returns the category index (int64),
-    shaped like ``logits`` without ``dim``. Categories with logit ``-inf`` are never drawn.
+    """Draw `D ~ Categorical(softmax(logits))` along `dim`; returns the category index (int64),
+    shaped like `logits` without `dim`. Categories with logit `-inf` are never drawn.
 
     One uniform number per row is used (inverse CDF), so a draw costs a cumulative sum rather
     than per-element noise. It is the draw every straight-through estimator makes: the same
@@ -109,14 +109,14 @@ def draw_index(logits: torch.Tensor, dim: int, generator: Optional[torch.Generat
 
 def conditional_gumbel(logits: torch.Tensor, index: torch.Tensor, dim: int, *, num: Optional[int] = None,
                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Perturbed logits ``z = θ + G`` with ``G ~ Gumbel`` conditioned on ``argmax z = index``
-    (Maddison et al. 2014; Paulus et al. 2021)::
+    """Perturbed logits `z = θ + G` with `G ~ Gumbel` conditioned on `argmax z = index`
+    (Maddison et al. 2014; Paulus et al. 2021):
 
         z_D = log Z - log E_D,    z_j = -log(E_j exp(-θ_j) + E_D / Z)   (j ≠ D),
 
-    with ``E ~ Exp(1)`` from the noise stream of a fresh seed and ``Z = Σ exp θ``, up to a
-    common shift per row (``z − max θ`` is returned). ``num`` adds a leading dimension of that
-    many independent draws. Masked categories (``θ_j = -inf``) get ``-inf``.
+    with `E ~ Exp(1)` from the noise stream of a fresh seed and `Z = Σ exp θ`, up to a
+    common shift per row (`z − max θ` is returned). `num` adds a leading dimension of that
+    many independent draws. Masked categories (`θ_j = -inf`) get `-inf`.
     """
     theta = logits.detach().movedim(dim, -1)
     e = torch.exp(theta - theta.amax(-1, keepdim=True))

@@ -1,21 +1,21 @@
 """The random streams every layer-1 function draws from, by PyTorch operators.
 
-One seed ``S`` (a 64-bit integer, as a 0-dim int64 tensor) is drawn from the caller's generator
-per call (:func:`draw_seed`). Every random number the call uses is then a function of ``S`` and
+One seed `S` (a 64-bit integer, as a 0-dim int64 tensor) is drawn from the caller's generator
+per call (`draw_seed`). Every random number the call uses is then a function of `S` and
 of the position it is used at in the *logical* layout (the batch shape in C order, the category
 last), never of the memory layout, the device's kernel or the number of threads:
 
-- the **row stream** gives each categorical row (or Bernoulli element) ``r`` one uniform number
-  ``u_r``: output ``r`` of SplitMix64 seeded at ``S`` (Steele, Lea, Flood 2014), its top 24 bits
+- the **row stream** gives each categorical row (or Bernoulli element) `r` one uniform number
+  `u_r`: output `r` of SplitMix64 seeded at `S` (Steele, Lea, Flood 2014), its top 24 bits
   for float32 or 53 bits for float64 (so the float32 value is the float64 one truncated);
-- the **noise stream** gives draw ``i`` of row ``r`` the row key
-  ``k = SplitMix64(K) output i·rows + r`` with ``K = mix64(S ^ NOISE_SALT)``, and element ``j``
-  the uniform ``U = (h32((j·0x9E3779B9 + lo(k)) mod 2³²) ^ hi(k)) >> 9`` ``+ ½`` over ``2²³`` in
-  (0, 1), ``h32`` being a 32-bit integer hash; ``U`` is exactly a float32 number, the same in
+- the **noise stream** gives draw `i` of row `r` the row key
+  `k = SplitMix64(K) output i·rows + r` with `K = mix64(S ^ NOISE_SALT)`, and element `j`
+  the uniform `U = (h32((j·0x9E3779B9 + lo(k)) mod 2³²) ^ hi(k)) >> 9` `+ ½` over `2²³` in
+  (0, 1), `h32` being a 32-bit integer hash; `U` is exactly a float32 number, the same in
   float32 and float64.
 
-The fused kernels (``_kernels.c``) compute the same numbers in C, so a sample is the same on the
-kernel path, on the PyTorch path, on any layout, under ``torch.compile`` and ``torch.func``.
+The fused kernels (`_kernels.c`) compute the same numbers in C, so a sample is the same on the
+kernel path, on the PyTorch path, on any layout, under `torch.compile` and `torch.func`.
 Integer arithmetic here is int64 with wrap-around (two's complement), which is what PyTorch's
 CPU and CUDA kernels do; right shifts are made logical by masking.
 """
@@ -62,12 +62,12 @@ def _mix64(z: torch.Tensor) -> torch.Tensor:
 
 
 def _bits64(key: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
-    """SplitMix64 output ``counter`` of the stream seeded at ``key`` (int64 tensors, broadcast)."""
+    """SplitMix64 output `counter` of the stream seeded at `key` (int64 tensors, broadcast)."""
     return _mix64(key + (counter + 1) * _signed(GAMMA))
 
 
 def _h32(x: torch.Tensor) -> torch.Tensor:
-    """The 32-bit hash of ``_kernels.c`` on int64 tensors holding values in [0, 2³²)."""
+    """The 32-bit hash of `_kernels.c` on int64 tensors holding values in [0, 2³²)."""
     x = x ^ (x >> 16)
     x = (x * _H1) & _M32
     x = x ^ (x >> 15)
@@ -76,12 +76,12 @@ def _h32(x: torch.Tensor) -> torch.Tensor:
 
 
 def draw_seed(generator: Optional[torch.Generator], device) -> torch.Tensor:
-    """One 64-bit seed from ``generator`` (a 0-dim int64 tensor on ``device``).
+    """One 64-bit seed from `generator` (a 0-dim int64 tensor on `device`).
 
-    Under ``torch.compile`` this runs outside the graph (inductor would replace the draw by its
-    own random numbers); under ``torch.func.vmap`` it follows vmap's ``randomness`` argument
-    (``"different"``: one seed per batch element; ``"same"``: one for all; the default
-    ``"error"`` raises PyTorch's error saying so)."""
+    Under `torch.compile` this runs outside the graph (inductor would replace the draw by its
+    own random numbers); under `torch.func.vmap` it follows vmap's `randomness` argument
+    (`"different"`: one seed per batch element; `"same"`: one for all; the default
+    `"error"` raises PyTorch's error saying so)."""
     return torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, device=device, generator=generator)
 
 
@@ -89,7 +89,7 @@ _draw_seed_eager = torch.compiler.disable(draw_seed)
 
 
 def seed(generator: Optional[torch.Generator], device, compiling: bool) -> torch.Tensor:
-    """:func:`draw_seed`, kept out of compiled graphs when ``compiling``."""
+    """`draw_seed`, kept out of compiled graphs when `compiling`."""
     return _draw_seed_eager(generator, device) if compiling else draw_seed(generator, device)
 
 
@@ -99,12 +99,12 @@ def seed_value(seed_tensor: torch.Tensor) -> int:
 
 
 def noise_key(seed_int: int) -> int:
-    """The noise stream's key ``K`` for the seed (Python integers)."""
+    """The noise stream's key `K` for the seed (Python integers)."""
     return mix64_int(seed_int ^ NOISE_SALT)
 
 
 def row_uniforms(seed_tensor: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
-    """The row stream's ``u`` for every position of ``shape`` (C order), in ``dtype`` (float32:
+    """The row stream's `u` for every position of `shape` (C order), in `dtype` (float32:
     24 bits; float64: 53 bits; half precision: the float32 values)."""
     count = 1
     for s in shape:
@@ -118,9 +118,9 @@ def row_uniforms(seed_tensor: torch.Tensor, shape, dtype: torch.dtype) -> torch.
 
 def noise_uniforms(seed_tensor: torch.Tensor, rows: int, n: int, *, first: int = 0, draws: Optional[int] = None,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The noise stream's ``U`` for draws ``first, first+1, ...`` (``draws`` of them, or one
-    without a leading dimension if ``draws`` is None) of ``rows`` rows of ``n`` categories:
-    shape ``(draws, rows, n)`` or ``(rows, n)``, in ``dtype``."""
+    """The noise stream's `U` for draws `first, first+1, ...` (`draws` of them, or one
+    without a leading dimension if `draws` is None) of `rows` rows of `n` categories:
+    shape `(draws, rows, n)` or `(rows, n)`, in `dtype`."""
     device = seed_tensor.device
     key = _mix64(seed_tensor ^ _signed(NOISE_SALT))
     count = 1 if draws is None else draws
