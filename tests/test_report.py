@@ -76,7 +76,7 @@ SECTION_8X4 = """\
 | estimator | seeds | train −ELBO (ours) | test −ELBO (ours) | train −ELBO (paper's) |
 |---|---|---|---|---|
 | ST | 0, 1 | 136.00 ± 1.41 | 137.00 ± 1.41 | 135.53 ± 0.31 |
-| STGS | 0 | 130.00 ± 0.00 | 131.00 ± 0.00 | 126.85 ± 0.85 |
+| STGS | 0 | 130.00 (n = 1) | 131.00 (n = 1) | 126.85 ± 0.85 |
 | ReinMax | 0, 1 | 126.00 ± 1.41 | 128.00 ± 1.41 | 124.66 ± 0.88 |
 
 **Verdict: reproduced**, ReinMax is lowest (at the paper's training length).

@@ -65,8 +65,9 @@ class Claim:
 # Helpers
 
 
-def _pm(ms) -> str:
-    return f"{ms[0]:.2f} ± {ms[1]:.2f}"
+def _pm(ms, n: int = 0) -> str:
+    """`mean ± std`; a single run (`n = 1`) has no spread to show."""
+    return f"{ms[0]:.2f} (n = 1)" if n == 1 else f"{ms[0]:.2f} ± {ms[1]:.2f}"
 
 
 def _pct(fraction: float) -> str:
@@ -140,7 +141,8 @@ def _table2(stores: List[Store], cfg: str) -> Claim:
         te = mean_std([runs[est][s]["test_neg_elbo"] for s in seeds])
         p = PAPER_TABLE2.get(est, {}).get(cfg)
         means[est] = tr[0]
-        rows.append([_name(est), ", ".join(map(str, seeds)), _pm(tr), _pm(te), _pm(p) if p else "–"])
+        rows.append([_name(est), ", ".join(map(str, seeds)), _pm(tr, len(seeds)), _pm(te, len(seeds)),
+                     _pm(p) if p else "–"])
     scale = (f"{store.config.get('epochs')} epochs on {images:,} images ({_pct(frac)} of 160 epochs on 60,000); "
              f"seeds as listed (the paper: {full['seeds']})")
     compared = [e for e in means if e in PAPER_TABLE2]
@@ -180,8 +182,8 @@ def _table6(stores: List[Store], k: int) -> Claim:
         means[est] = tr[0]
         p = paper_k.get(est)
         label = f"{_pm(p)}{' (quoted from Shi et al.)' if est in TABLE6_QUOTED else ''}" if p else "–"
-        rows.append([_name(est), ", ".join(map(str, seeds)), _pm(tr),
-                     _pm(mean_std([runs[est][s]["test_neg_elbo"] for s in seeds])), label])
+        rows.append([_name(est), ", ".join(map(str, seeds)), _pm(tr, len(seeds)),
+                     _pm(mean_std([runs[est][s]["test_neg_elbo"] for s in seeds]), len(seeds)), label])
     overrides = _overrides(store.config)
     scale = (f"{int(steps):,} steps of {full['steps']:,} ({_pct(frac)}), batch 100, "
              f"{', '.join(overrides) if overrides else SAME_SETTINGS}")
