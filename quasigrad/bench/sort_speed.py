@@ -4,7 +4,9 @@
 Methods: `torch.sort` (the hard sort, for scale), `soft_sort` and `soft_rank` (l2 and KL,
 Blondel et al. 2020, this package's pure-PyTorch PAV), `neural_sort` and
 `soft_sort_permutation` (O(n²) permutation matrices, run for n ≤ `--max-quadratic-n`), and,
-when installed, `torchsort.soft_rank` and `diffsort` (odd-even network) as peers. Each time
+when installed, torchsort's `soft_sort` and `soft_rank` (l2 and KL; the column "/ torchsort" divides
+each of ours by torchsort's function for the same operation) and `diffsort` (odd-even network) as
+peers. Each time
 is the median of `--repeats` runs after one warm-up, on Gaussian rows (seed 0), with one torch
 thread by default (`--threads`), on `--device` (default cpu). The number of PAV rounds that `soft_rank` (l2 and KL) needed
 is reported beside it.
@@ -25,8 +27,12 @@ from . import runner
 
 DESCRIPTION = "time of soft sort/rank, NeuralSort, SoftSort (and torchsort/diffsort if installed) vs torch.sort"
 
-METHODS = ["torch.sort", "soft_sort", "soft_rank", "soft_rank_kl", "neural_sort", "soft_sort_permutation",
-           "torchsort", "diffsort"]
+METHODS = ["torch.sort", "soft_sort", "soft_sort_kl", "soft_rank", "soft_rank_kl", "neural_sort",
+           "soft_sort_permutation", "torchsort", "torchsort_kl", "torchsort_sort", "torchsort_sort_kl", "diffsort"]
+#: Each of this package's soft sorts and ranks and the torchsort function computing the same thing
+#: ("torchsort" is its soft_rank with l2, the name stores have always used).
+TORCHSORT_PEER = {"soft_sort": "torchsort_sort", "soft_sort_kl": "torchsort_sort_kl", "soft_rank": "torchsort",
+                  "soft_rank_kl": "torchsort_kl"}
 QUADRATIC = {"neural_sort", "soft_sort_permutation", "diffsort"}
 
 
@@ -44,6 +50,8 @@ def _make(method, n, eps):
         return lambda x: x.sort(-1).values
     if method == "soft_sort":
         return lambda x: qs.soft_sort(x, regularization_strength=eps)
+    if method == "soft_sort_kl":
+        return lambda x: qs.soft_sort(x, regularization="kl", regularization_strength=eps)
     if method == "soft_rank":
         return lambda x: qs.soft_rank(x, regularization_strength=eps)
     if method == "soft_rank_kl":
@@ -52,9 +60,13 @@ def _make(method, n, eps):
         return lambda x: qs.neural_sort(x, tau=eps)
     if method == "soft_sort_permutation":
         return lambda x: qs.soft_sort_permutation(x, tau=eps)
-    if method == "torchsort":
+    if method.startswith("torchsort"):
         ts = _peer("torchsort")
-        return None if ts is None else (lambda x: ts.soft_rank(x, regularization_strength=eps))
+        if ts is None:
+            return None
+        fn = ts.soft_sort if method.startswith("torchsort_sort") else ts.soft_rank
+        reg = "kl" if method.endswith("_kl") else "l2"
+        return lambda x: fn(x, regularization=reg, regularization_strength=eps)
     if method == "diffsort":
         ds = _peer("diffsort")
         if ds is None:
@@ -151,9 +163,12 @@ class SortSpeed(runner.Benchmark):
                     if "skipped" in r:
                         continue
                     ratio = r["forward_backward_ms"] / base if base else float("nan")
-                    rows.append([m, n, b, r["forward_ms"], r["forward_backward_ms"], ratio, r.get("pav_rounds", "")])
+                    peer = store.get(f"{TORCHSORT_PEER.get(m)}/n={n}/b={b}", {}).get("forward_backward_ms")
+                    vs_peer = r["forward_backward_ms"] / peer if peer else ""
+                    rows.append([m, n, b, r["forward_ms"], r["forward_backward_ms"], ratio, vs_peer,
+                                 r.get("pav_rounds", "")])
         print(runner.format_table(rows, ["method", "n", "batch", "fwd ms", "fwd+bwd ms", "fwd+bwd / torch.sort",
-                                         "PAV rounds"], floatfmt=".3g"))
+                                         "fwd+bwd / torchsort", "PAV rounds"], floatfmt=".3g"))
         skipped = sorted({f"{k.split('/')[0]} ({v['skipped']})" for k, v in store.results.items() if "skipped" in v})
         if skipped:
             print("skipped: " + ", ".join(skipped))
