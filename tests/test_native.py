@@ -319,3 +319,27 @@ def test_fused_gst_matches_pytorch_path_at_other_gaps(gap):
     fused, x.grad = x.grad.clone(), None
     (quasigrad.gapped_st(x, gap=gap, index=y.argmax(-1)) * g).sum().backward()
     torch.testing.assert_close(fused, x.grad, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_fused_gradient_built_with_create_graph_equals_the_plain_one_and_refuses_a_second(dim):
+    x = torch.randn(7, 6, requires_grad=True)
+    w = torch.randn(7, 6, requires_grad=True)
+    y = quasigrad.st(x, dim=dim, generator=torch.Generator().manual_seed(3))
+    (plain,) = torch.autograd.grad((y * w).sum(), x, retain_graph=True)
+    (built,) = torch.autograd.grad((y * w).sum(), x, create_graph=True)
+    torch.testing.assert_close(built, plain, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        built.sum().backward()
+
+
+def test_fused_eager_path_reads_a_moved_dimension_through_its_contiguous_copy():
+    # the backward kernel reads the saved logits' memory: for a transposed input that must be the
+    # contiguous copy the forward sampled from, not the transposed view
+    base = torch.randn(9, 5)
+    a = base.clone().requires_grad_(True)
+    b = base.t().contiguous().t().clone().requires_grad_(True)   # same values, other strides
+    g = torch.randn(9, 5)
+    for x in (a, b):
+        (quasigrad.reinmax(x.t(), dim=0, generator=torch.Generator().manual_seed(5)) * g.t()).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)

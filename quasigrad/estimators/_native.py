@@ -332,6 +332,22 @@ def backward(mode: int, grad: torch.Tensor, x: torch.Tensor, row_max: torch.Tens
     return out
 
 
+def backward_own(mode: int, grad: torch.Tensor, x: torch.Tensor, row_max: torch.Tensor, index: torch.Tensor,
+                 cap: float = 0.0) -> torch.Tensor:
+    """[`backward`][quasigrad.estimators._native.backward] for `x`, `row_max` and `index` as
+    [`sample`][quasigrad.estimators._native.sample] left them (already plain and contiguous);
+    only the upstream `grad` is made so."""
+    if grad.dtype != x.dtype:
+        grad = grad.to(x.dtype)
+    if not grad.is_contiguous() or grad.is_neg() or grad.is_conj():
+        grad = _plain(grad)
+    out = torch.empty_like(x)
+    n = x.shape[-1]
+    _fn("qg_backward", x.dtype)(x.data_ptr(), row_max.data_ptr(), index.data_ptr(), grad.data_ptr(), out.data_ptr(),
+                                mode, cap, x.numel() // n, n, _threads())
+    return out
+
+
 def gumbel(x: torch.Tensor, key: int, noise: int, tau: float, hard: bool, index: Optional[torch.Tensor] = None):
     """`(y, one_hot or None, index, bad)`: `y = softmax((x + G)/tau)` with the sample drawn
     from the row stream of `key` (or `index`) and `G` the Gumbel noise conditioned on it

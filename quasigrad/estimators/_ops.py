@@ -35,7 +35,7 @@ from .._util import validate as V
 from . import _native, _streams
 
 __all__ = ["use_kernels", "functorch_active", "dynamo_compiling", "inverse_cdf", "relaxed", "gumbel_rao_grad",
-           "categorical_backward_ref", "categorical", "gumbel_softmax", "gumbel_rao"]
+           "categorical_backward_ref", "categorical", "categorical_eager", "gumbel_softmax", "gumbel_rao"]
 
 _COMPUTE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
@@ -355,6 +355,43 @@ class _Categorical(torch.autograd.Function):
 def _categorical_grad_once(ctx, grad):
     logits, index, row_max = ctx.saved_tensors
     return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
+
+
+class _CategoricalEager(torch.autograd.Function):
+    """`_Categorical` for eager calls whose logits the kernels take (`use_kernels`): the seed
+    arrives as a Python integer and the kernels are called directly, which keeps the per-call cost
+    of small inputs near that of a softmax."""
+
+    @staticmethod
+    def forward(ctx, logits, key, mode, cap, dim):
+        x = _native._plain(logits)   # what the backward kernel reads: the logits or their contiguous copy
+        d, index, row_max, bad = _native.sample(x, key)
+        if bad:
+            _raise_bad(logits, dim)
+        ctx.mode, ctx.cap = mode, cap
+        ctx.save_for_backward(x, index, row_max)
+        return d
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():   # create_graph: a result that refuses to be differentiated again
+            return _categorical_grad_once(ctx, grad)
+        logits, index, row_max = ctx.saved_tensors
+        return _native.backward_own(ctx.mode, grad, logits, row_max, index, ctx.cap), None, None, None, None
+
+
+def categorical_eager(logits: torch.Tensor, generator: Optional[torch.Generator], mode: int, cap: float,
+                      dim: int) -> torch.Tensor:
+    """[`categorical`][quasigrad.estimators._ops.categorical] with the seed drawn here from
+    `generator` (the same draw `_streams.draw_seed` makes), for eager calls on logits that
+    [`use_kernels`][quasigrad.estimators._ops.use_kernels] accepts."""
+    key = _streams.seed_int(generator)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _CategoricalEager.apply(logits, key, mode, cap, dim)
+    d, _, _, bad = _native.sample(logits, key)
+    if bad:
+        _raise_bad(logits, dim)
+    return d
 
 
 def categorical(logits: torch.Tensor, seed: torch.Tensor, mode: int, cap: float, dim: int) -> torch.Tensor:

@@ -88,6 +88,12 @@ def draw_seed(generator: Optional[torch.Generator], device) -> torch.Tensor:
 _draw_seed_eager = torch.compiler.disable(draw_seed)
 
 
+def seed_int(generator: Optional[torch.Generator]) -> int:
+    """`seed_value(draw_seed(generator, "cpu"))` in one step: the same draw from `generator`
+    (eager CPU calls only)."""
+    return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, generator=generator)) & MASK64
+
+
 def seed(generator: Optional[torch.Generator], device, compiling: bool) -> torch.Tensor:
     """`draw_seed`, kept out of compiled graphs when `compiling`."""
     return _draw_seed_eager(generator, device) if compiling else draw_seed(generator, device)

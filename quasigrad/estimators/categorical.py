@@ -91,7 +91,9 @@ def _fused(logits, dim, index, generator, mode, cap=0.0):
     if index is not None or not _ops.use_kernels(logits):
         return None
     x, back = _moved(logits, dim)
-    return back(_ops.categorical(x, seed(generator, logits.device), mode, cap, dim))
+    if _ops.dynamo_compiling():
+        return back(_ops.categorical(x, seed(generator, logits.device), mode, cap, dim))
+    return back(_ops.categorical_eager(x, generator, mode, cap, dim))
 
 
 def _one_hot(index, like, dim):
