@@ -336,38 +336,23 @@ torch.library.register_autograd("quasigrad::gumbel_rao", _gumbel_rao_grad, setup
 
 
 class _Categorical(torch.autograd.Function):
+    """The eager entry to `quasigrad::categorical`'s implementation. Given the seed as a Python
+    integer (from [`categorical_eager`][quasigrad.estimators._ops.categorical_eager], logits the
+    kernels take), it calls the kernels directly, which keeps the per-call cost of small inputs
+    near that of a softmax; given the seed tensor, it goes through `_categorical` (kernel or
+    PyTorch operators)."""
+
     @staticmethod
     def forward(ctx, logits, seed, mode, cap, dim):
-        d, index, row_max = _categorical(logits, seed, mode, cap, dim)
-        ctx.mode, ctx.cap = mode, cap
-        ctx.save_for_backward(logits, index, row_max)
-        return d
-
-    @staticmethod
-    def backward(ctx, grad):
-        if torch.is_grad_enabled():   # create_graph: a result that refuses to be differentiated again
-            return _categorical_grad_once(ctx, grad)
-        logits, index, row_max = ctx.saved_tensors
-        return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
-
-
-@torch.autograd.function.once_differentiable
-def _categorical_grad_once(ctx, grad):
-    logits, index, row_max = ctx.saved_tensors
-    return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
-
-
-class _CategoricalEager(torch.autograd.Function):
-    """`_Categorical` for eager calls whose logits the kernels take (`use_kernels`): the seed
-    arrives as a Python integer and the kernels are called directly, which keeps the per-call cost
-    of small inputs near that of a softmax."""
-
-    @staticmethod
-    def forward(ctx, logits, key, mode, cap, dim):
-        x = _native._plain(logits)   # what the backward kernel reads: the logits or their contiguous copy
-        d, index, row_max, bad = _native.sample(x, key)
-        if bad:
-            _raise_bad(logits, dim)
+        ctx.direct = isinstance(seed, int)
+        if ctx.direct:
+            x = _native._plain(logits)   # what the backward kernel reads: the logits or their contiguous copy
+            d, index, row_max, bad = _native.sample(x, seed)
+            if bad:
+                _raise_bad(logits, dim)
+        else:
+            x = logits
+            d, index, row_max = _categorical(logits, seed, mode, cap, dim)
         ctx.mode, ctx.cap = mode, cap
         ctx.save_for_backward(x, index, row_max)
         return d
@@ -377,7 +362,15 @@ class _CategoricalEager(torch.autograd.Function):
         if torch.is_grad_enabled():   # create_graph: a result that refuses to be differentiated again
             return _categorical_grad_once(ctx, grad)
         logits, index, row_max = ctx.saved_tensors
-        return _native.backward_own(ctx.mode, grad, logits, row_max, index, ctx.cap), None, None, None, None
+        if ctx.direct:
+            return _native.backward_own(ctx.mode, grad, logits, row_max, index, ctx.cap), None, None, None, None
+        return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
+
+
+@torch.autograd.function.once_differentiable
+def _categorical_grad_once(ctx, grad):
+    logits, index, row_max = ctx.saved_tensors
+    return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
 
 
 def categorical_eager(logits: torch.Tensor, generator: Optional[torch.Generator], mode: int, cap: float,
@@ -387,7 +380,7 @@ def categorical_eager(logits: torch.Tensor, generator: Optional[torch.Generator]
     [`use_kernels`][quasigrad.estimators._ops.use_kernels] accepts."""
     key = _streams.seed_int(generator)
     if torch.is_grad_enabled() and logits.requires_grad:
-        return _CategoricalEager.apply(logits, key, mode, cap, dim)
+        return _Categorical.apply(logits, key, mode, cap, dim)
     d, _, _, bad = _native.sample(logits, key)
     if bad:
         _raise_bad(logits, dim)

@@ -226,11 +226,11 @@ static inline qv qv_exp_nonpos(qv x) {
     return qv_ldexp(poly, k);
 }
 
-/* log(x) for normal x > 0, on every target: Cephes' single-precision logf (x = m 2^e, m in
-   [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1; relative error about 1e-7). */
-static inline qv qv_log_normal(qv x) {
+/* log(m 2^e) from frexp's m in [1/2, 1) and exponent e, on every target: Cephes' single-precision
+   logf (m moved into [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1; relative error about
+   1e-7). */
+static inline qv qv_log_frexp(qv m, qv e) {
     const qv zero = qv_splat(0.0f);
-    qv e, m = qv_frexp(x, &e);
     qv low = qv_lt_select(m, qv_splat(0.707106781186547524f), qv_splat(1.0f), zero);
     e = e - low;
     m = m + m * low - 1.0f;
@@ -249,29 +249,19 @@ static inline qv qv_log_normal(qv x) {
     return qv_fmadd(e, qv_splat(0.693359375f), m + y);
 }
 
-/* log(x) for finite x >= 0 (0 gives -inf): qv_log_normal after scaling denormal x by 2^24. */
+/* log(x) for normal x > 0. */
+static inline qv qv_log_normal(qv x) {
+    qv e, m = qv_frexp(x, &e);
+    return qv_log_frexp(m, e);
+}
+
+/* log(x) for finite x >= 0 (0 gives -inf): denormal x are scaled by 2^24 first. */
 static inline qv qv_log(qv x) {
     const qv zero = qv_splat(0.0f);
     qv small = qv_lt_select(x, qv_splat(1.17549435e-38f), qv_splat(1.0f), zero);
     x = qv_lt_select(zero, small, x * 16777216.0f, x);
     qv e, m = qv_frexp(x, &e);
-    e = e - small * 24.0f;
-    qv low = qv_lt_select(m, qv_splat(0.707106781186547524f), qv_splat(1.0f), zero);
-    e = e - low;
-    m = m + m * low - 1.0f;
-    qv z = m * m;
-    qv y = qv_fmadd(qv_splat(7.0376836292e-2f), m, qv_splat(-1.1514610310e-1f));
-    y = qv_fmadd(y, m, qv_splat(1.1676998740e-1f));
-    y = qv_fmadd(y, m, qv_splat(-1.2420140846e-1f));
-    y = qv_fmadd(y, m, qv_splat(1.4249322787e-1f));
-    y = qv_fmadd(y, m, qv_splat(-1.6668057665e-1f));
-    y = qv_fmadd(y, m, qv_splat(2.0000714765e-1f));
-    y = qv_fmadd(y, m, qv_splat(-2.4999993993e-1f));
-    y = qv_fmadd(y, m, qv_splat(3.3333331174e-1f));
-    y = y * m * z;
-    y = qv_fmadd(e, qv_splat(-2.12194440e-4f), y);
-    y = qv_fnmadd(z, qv_splat(0.5f), y);
-    qv out = qv_fmadd(e, qv_splat(0.693359375f), m + y);
+    qv out = qv_log_frexp(m, e - small * 24.0f);
     return qv_lt_select(zero, x, out, qv_splat(-INFINITY));
 }
 
