@@ -18,6 +18,8 @@ BENCHMARKS = {
     "binary-vae": "quasigrad.bench.binary_vae",
     "polynomial": "quasigrad.bench.polynomial",
     "quality": "quasigrad.bench.quality",
+    "listops": "quasigrad.bench.listops",
+    "nas": "quasigrad.bench.nas",
 }
 
 __all__ = ["BENCHMARKS"]
