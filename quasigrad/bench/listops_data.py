@@ -353,7 +353,7 @@ def batches(lengths: torch.Tensor, batch_size: int, *, generator: Optional[torch
     batches, and shuffle the batches' order. Without ``shuffle``: sorted by length."""
     n = lengths.numel()
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    out = []
+    out: List[torch.Tensor] = []
     step = batch_size * pool if shuffle else max(n, 1)
     for start in range(0, n, step):
         chunk = order[start:start + step]

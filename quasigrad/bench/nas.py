@@ -297,9 +297,10 @@ def run(args) -> int:
     store = ResultStore(out, "nas", config=config, fresh=args.fresh)
     log = None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
     units = [(e, s) for e in estimators for s in spec["seeds"]]
-    data = load_data(args.data) if any(f"{e}/seed{s}" not in store for e, s in units) else None
+    data: Optional[Dict[str, torch.Tensor]] = None            # read only when a unit is left to run
     for e, s in progress(units, desc="nas", disable=args.no_progress):
         if f"{e}/seed{s}" not in store:
+            data = data if data is not None else load_data(args.data)
             store.put(f"{e}/seed{s}", run_unit(data, e, s, spec, device=device, log=log))
     rows = summarise(store, estimators, spec["seeds"])
     text = format_rows(rows)

@@ -85,8 +85,8 @@ class SearchCell(nn.Module):
     def __init__(self, channels: int, nodes: int = 4, ops: Sequence[str] = OPS):
         super().__init__()
         self.nodes, self.ops, self.edges = nodes, tuple(ops), cell_edges(nodes)
-        self.candidates = nn.ModuleList(nn.ModuleList(make_op(o, channels, affine=False) for o in self.ops)
-                                        for _ in self.edges)
+        self.candidates: List[nn.ModuleList] = nn.ModuleList(  # type: ignore[assignment]
+            nn.ModuleList(make_op(o, channels, affine=False) for o in self.ops) for _ in self.edges)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
         """``weights``: ``(edges, ops)`` one-hot rows (with the estimator's gradient); ``index``:
