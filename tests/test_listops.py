@@ -303,8 +303,8 @@ def test_short_run_beats_chance_and_resumes(tmp_path, monkeypatch):
     data = listops.load_data(listops.settings(bench_args("listops", argv)), 0, tmp_path)
     labels = data["test"][2]
     majority = 100.0 * float(torch.bincount(labels).max()) / labels.numel()
-    # chance: the most frequent test label (12 % here); the tiny model reaches about 34 % (measured
-    # with ReinMax, ST and STGS on this seed)
+    # chance: the most frequent test label (12 % here); the tiny model reaches 29-34 % (measured
+    # with each of ST, STGS, GR-MCK, GST-1.0, ReinMax and ZGR on this seed)
     assert result["test_acc"] > majority + 10, (result["test_acc"], majority)
     assert saved["summary"][0]["estimator"] == "reinmax"
     monkeypatch.setattr(listops, "train_unit", lambda *a, **k: pytest.fail("a finished unit was trained again"))
