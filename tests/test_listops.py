@@ -323,8 +323,11 @@ def test_checkpoint_resumes_a_unit(tmp_path):
     state = torch.load(ck, weights_only=True)
     state["spec"] = json.dumps(spec, sort_keys=True)
     torch.save(state, ck)
-    resumed = listops.train_unit(data, "st", 0, spec, device=torch.device("cpu"), checkpoint=ck)
+    lines = []
+    resumed = listops.train_unit(data, "st", 0, spec, device=torch.device("cpu"), checkpoint=ck, log=lines.append)
+    assert len(lines) == 1 and "epoch 2/2" in lines[0]                   # epoch 1 came from the checkpoint
     assert resumed["valid_acc"] == full["valid_acc"] and resumed["test_acc"] == full["test_acc"]
+    assert resumed["history"] == full["history"]
     ck.write_bytes(b"garbage")
     with pytest.raises(BenchmarkError, match="cannot be resumed"):
         listops.train_unit(data, "st", 0, spec, device=torch.device("cpu"), checkpoint=ck)

@@ -132,3 +132,38 @@ def test_short_search_and_retrain_beats_chance_and_resumes(tmp_path, monkeypatch
     assert (tmp_path / "nas.png").exists()
     monkeypatch.setattr(nas, "run_unit", lambda *a, **k: pytest.fail("a finished unit was run again"))
     assert nas.run(bench_args("nas", argv)) == 0
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])        # saves: search epoch 1, 2, retrain epoch 1, 2
+def test_an_interrupted_unit_resumes_to_the_same_result(tmp_path, monkeypatch, stop_after):
+    spec = dict(nas.SHORT, channels=4, stages=2, search_size=128, search_epochs=2, retrain_size=128,
+                retrain_epochs=2, valid_size=100, test_size=100, batch=32)
+    data = {k: v[:6000] if k.startswith("train") else v[:100] for k, v in nas.load_data(None).items()}
+    cpu = torch.device("cpu")
+    whole = nas.run_unit(data, "gumbel_softmax", 0, spec, device=cpu)
+    ck = tmp_path / "unit.pt"
+    saves = []
+    original = nas._Checkpoint.save
+
+    def save_then_stop(self, **state):
+        original(self, **state)
+        saves.append(state["phase"])
+        if len(saves) == stop_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(nas._Checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        nas.run_unit(data, "gumbel_softmax", 0, spec, device=cpu, checkpoint=ck)
+    later = []
+
+    def save_and_count(self, **state):
+        original(self, **state)
+        later.append((state["phase"], state["epoch"]))
+
+    monkeypatch.setattr(nas._Checkpoint, "save", save_and_count)
+    resumed = nas.run_unit(data, "gumbel_softmax", 0, spec, device=cpu, checkpoint=ck)
+    assert later == [("search", 1), ("search", 2), ("retrain", 1), ("retrain", 2)][stop_after:]   # no epoch redone
+    for key in ("genotype", "arch_probs", "valid_acc", "test_acc", "retrain_history"):
+        assert resumed[key] == whole[key], key
+    with pytest.raises(BenchmarkError, match="other settings"):
+        nas.run_unit(data, "reinmax", 0, spec, device=cpu, checkpoint=ck)

@@ -23,15 +23,18 @@ for 3 epochs, retrain on 5,000 images for 2 epochs, validate and test on 2,000 e
 images for 50 epochs, retrain on 55,000 images for 20 epochs, all 10,000 test images, seeds 0–4
 (our choice of sizes: MNIST needs far less than CIFAR's 250 search epochs).
 
-Finished units are kept in ``--out/nas.json`` (resumed after an interruption), a plot in
-``--out/nas.png``.
+Every unit (estimator, seed) checkpoints after each search and retraining epoch to
+``--out/checkpoints`` and resumes there; finished units are kept in ``--out/nas.json``, a plot
+in ``--out/nas.png``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -41,6 +44,7 @@ from .runner import (
     BenchmarkError,
     ResultStore,
     add_common_arguments,
+    atomic_torch_save,
     check_out_dir,
     format_table,
     load_mnist_arg,
@@ -139,9 +143,35 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, device: torch.device, batc
     return 100.0 * correct / max(1, y.numel())
 
 
+class _Checkpoint:
+    """The state of one unit after each epoch, in one file written atomically; a file written
+    under other settings, or damaged, stops the run with one line (never a half-resume)."""
+
+    def __init__(self, path: Optional[Path], key: str):
+        self.path, self.key = path, key
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("key") != self.key:
+                raise ValueError("it was written under other settings")
+            return state
+        except Exception as exc:
+            raise BenchmarkError(f"checkpoint {self.path} cannot be resumed ({type(exc).__name__}: {exc}); "
+                                 f"delete it or pass --fresh") from None
+
+    def save(self, **state: Any) -> None:
+        if self.path is not None:
+            atomic_torch_save({"key": self.key, **state}, self.path)
+
+
 def search(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dict[str, Any], *, device: torch.device,
-           log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """GDAS search; returns the genotype, the final architecture probabilities and a history."""
+           log: Optional[Callable[[str], None]] = None, checkpoint: Optional[_Checkpoint] = None,
+           state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """GDAS search (resumed from ``state``, a search-phase checkpoint, if given); returns the
+    genotype, the final architecture probabilities, a history and the seconds it took."""
     from ..models.nas import SearchNetwork
 
     torch.manual_seed(seed)
@@ -156,8 +186,18 @@ def search(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dict[
     total = spec["search_epochs"] * steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, total), eta_min=1e-3)
     gen = torch.Generator().manual_seed(seed)
-    history, step = [], 0
-    for epoch in range(spec["search_epochs"]):
+    history: List[Dict[str, Any]] = []
+    start, step, elapsed = 0, 0, 0.0
+    if state is not None:
+        net.load_state_dict(state["net"])
+        w_opt.load_state_dict(state["w_opt"])
+        a_opt.load_state_dict(state["a_opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        history, start, step, elapsed = list(state["history"]), state["epoch"], state["step"], state["elapsed"]
+    for epoch in range(start, spec["search_epochs"]):
+        t0 = time.perf_counter()
         pw, pa = torch.randperm(half, generator=gen), torch.randperm(half, generator=gen)
         for b in range(steps_per_epoch):
             # τ decays linearly from tau_max to tau_min over the search (GDAS)
@@ -177,18 +217,26 @@ def search(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dict[
             sched.step()
             step += 1
         acc = accuracy(net, ax, ay, device, argmax=True)
+        elapsed += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "arch_loss": float(loss.detach()), "argmax_acc": acc, "tau": net.tau,
                         "genotype": list(net.genotype())})
         if log is not None:
             log(f"{estimator} seed {seed} search epoch {epoch + 1}/{spec['search_epochs']}: argmax-architecture "
                 f"accuracy {acc:.2f}% on the architecture half, {'|'.join(net.genotype())}")
+        if checkpoint is not None:
+            checkpoint.save(phase="search", epoch=epoch + 1, step=step, elapsed=elapsed, history=history,
+                            net=net.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
+                            sched=sched.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state())
     return {"genotype": list(net.genotype()), "arch_probs": torch.softmax(net.arch_logits.detach(), -1).tolist(),
-            "search_history": history}
+            "search_history": history, "search_seconds": elapsed}
 
 
 def retrain(data: Dict[str, torch.Tensor], genotype, seed: int, spec: Dict[str, Any], *, device: torch.device,
-            log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Train the architecture ``genotype`` from scratch; validation and test accuracy (%)."""
+            log: Optional[Callable[[str], None]] = None, checkpoint: Optional[_Checkpoint] = None,
+            state: Optional[Dict[str, Any]] = None, found: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Train the architecture ``genotype`` from scratch (resumed from ``state``, a retrain-phase
+    checkpoint, if given; ``found``, the search's result, is kept in the checkpoints);
+    validation and test accuracy (%), history and seconds."""
     from ..models.nas import FixedNetwork
 
     torch.manual_seed(seed + 10_000)
@@ -200,8 +248,17 @@ def retrain(data: Dict[str, torch.Tensor], genotype, seed: int, spec: Dict[str, 
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed + 10_000)
-    history = []
-    for epoch in range(spec["retrain_epochs"]):
+    history: List[Dict[str, Any]] = []
+    start, elapsed = 0, 0.0
+    if state is not None:
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        history, start, elapsed = list(state["history"]), state["epoch"], state["elapsed"]
+    for epoch in range(start, spec["retrain_epochs"]):
+        t0 = time.perf_counter()
         perm, loss_sum = torch.randperm(n, generator=gen), 0.0
         for i in range(0, n, spec["batch"]):
             idx = perm[i:i + spec["batch"]]
@@ -211,24 +268,36 @@ def retrain(data: Dict[str, torch.Tensor], genotype, seed: int, spec: Dict[str, 
             opt.step()
             sched.step()
             loss_sum += float(loss.detach()) * idx.numel()
+        elapsed += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / n})
         if log is not None:
             log(f"  retrain epoch {epoch + 1}/{spec['retrain_epochs']}: train loss {loss_sum / n:.4f}")
+        if checkpoint is not None:
+            checkpoint.save(phase="retrain", found=found, epoch=epoch + 1, elapsed=elapsed, history=history,
+                            net=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                            gen=gen.get_state(), rng=torch.get_rng_state())
     vx, vy = data["train_x"][-VALID_SIZE:][:spec["valid_size"]], data["train_y"][-VALID_SIZE:][:spec["valid_size"]]
     t = spec["test_size"]
     return {"valid_acc": accuracy(net, vx, vy, device), "test_acc": accuracy(net, data["test_x"][:t],
                                                                            data["test_y"][:t], device),
-            "retrain_history": history}
+            "retrain_history": history, "retrain_seconds": elapsed}
 
 
 def run_unit(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dict[str, Any], *,
-             device: torch.device, log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """One unit of the benchmark: search with ``estimator``, derive, retrain; all results."""
-    t0 = time.perf_counter()
-    found = search(data, estimator, seed, spec, device=device, log=log)
-    t1 = time.perf_counter()
-    result = retrain(data, found["genotype"], seed, spec, device=device, log=log)
-    return {**found, **result, "search_seconds": t1 - t0, "retrain_seconds": time.perf_counter() - t1}
+             device: torch.device, log: Optional[Callable[[str], None]] = None,
+             checkpoint: Optional[Path] = None) -> Dict[str, Any]:
+    """One unit of the benchmark: search with ``estimator``, derive, retrain; all results.
+    With ``checkpoint``, the unit's state is saved after every epoch and resumed from there."""
+    ck = _Checkpoint(checkpoint, json.dumps({"spec": spec, "estimator": estimator, "seed": seed}, sort_keys=True))
+    state = ck.load()
+    if state is not None and state["phase"] == "retrain":
+        found = dict(state["found"])
+    else:
+        found = search(data, estimator, seed, spec, device=device, log=log, checkpoint=ck, state=state)
+        state = None
+    result = retrain(data, found["genotype"], seed, spec, device=device, log=log, checkpoint=ck, state=state,
+                     found=found)
+    return {**found, **result}
 
 
 def summarise(store: ResultStore, estimators: List[str], seeds: List[int]) -> List[Dict[str, Any]]:
@@ -297,11 +366,17 @@ def run(args) -> int:
     store = ResultStore(out, "nas", config=config, fresh=args.fresh)
     log = None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
     units = [(e, s) for e in estimators for s in spec["seeds"]]
+    ckdir = check_out_dir(out / "checkpoints")
     data: Optional[Dict[str, torch.Tensor]] = None            # read only when a unit is left to run
     for e, s in progress(units, desc="nas", disable=args.no_progress):
-        if f"{e}/seed{s}" not in store:
-            data = data if data is not None else load_data(args.data)
-            store.put(f"{e}/seed{s}", run_unit(data, e, s, spec, device=device, log=log))
+        if f"{e}/seed{s}" in store:
+            continue
+        ck = ckdir / f"nas_{e}_seed{s}.pt"
+        if args.fresh and ck.exists():
+            ck.unlink()
+        data = data if data is not None else load_data(args.data)
+        store.put(f"{e}/seed{s}", run_unit(data, e, s, spec, device=device, log=log, checkpoint=ck))
+        ck.unlink(missing_ok=True)
     rows = summarise(store, estimators, spec["seeds"])
     text = format_rows(rows)
     preset = "full" if args.full else "short preset (smoke scale)"
