@@ -9,10 +9,10 @@ import statistics
 
 import pytest
 import torch
-from bench_cli import bench_args
+from bench_cli import bench_args, run_bench
 
 from quasigrad import registry
-from quasigrad.bench import BENCHMARKS, listops
+from quasigrad.bench import BENCHMARKS, listops, runner
 from quasigrad.bench.listops_data import (
     VOCAB,
     ListOpsConfig,
@@ -282,13 +282,16 @@ def test_score_function_gradient_matches_enumeration_over_all_merge_orders():
 
 def test_registered_and_bad_arguments(tmp_path):
     assert BENCHMARKS["listops"] == "quasigrad.bench.listops"
+    assert runner.benchmark_class("listops") is listops.ListOps
     with pytest.raises(BenchmarkError, match="--epochs"):
-        listops.run(bench_args("listops", ["--out", str(tmp_path), "--epochs", "0"]))
+        run_bench("listops", ["--out", str(tmp_path), "--epochs", "0"])
     with pytest.raises(BenchmarkError, match="sample-level"):
-        listops.run(bench_args("listops", ["--out", str(tmp_path), "--estimators", "reinforce"]))
+        run_bench("listops", ["--out", str(tmp_path), "--estimators", "reinforce"])
+    with pytest.raises(BenchmarkError, match="--threads"):
+        run_bench("listops", ["--out", str(tmp_path), "--threads", "0"])
     if not torch.cuda.is_available():
         with pytest.raises(BenchmarkError, match="CUDA is not available"):
-            listops.run(bench_args("listops", ["--out", str(tmp_path), "--device", "cuda"]))
+            run_bench("listops", ["--out", str(tmp_path), "--device", "cuda"])
     assert not (tmp_path / "listops.json").exists()
 
 
@@ -296,19 +299,21 @@ def test_short_run_beats_chance_and_resumes(tmp_path, monkeypatch):
     argv = ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--train", "500", "--valid", "100",
             "--test", "300", "--max-length", "6", "--epochs", "4", "--hidden", "16", "--batch", "32", "--lr", "0.02",
             "--seeds", "0", "--estimators", "reinmax", "--no-progress"]
-    assert listops.run(bench_args("listops", argv)) == 0
+    assert run_bench("listops", argv) == 0
     saved = json.loads((tmp_path / "out" / "listops.json").read_text())
     result = saved["results"]["reinmax/seed0"]
     assert len(result["history"]) == 4 and (tmp_path / "out" / "listops.png").exists()
+    assert result["steps"] == 4 * 16                                    # ceil(500 / 32) batches per epoch
+    assert not list((tmp_path / "out" / "checkpoints").glob("*.pt"))    # a stored unit leaves no checkpoint
     data = listops.load_data(listops.settings(bench_args("listops", argv)), 0, tmp_path)
     labels = data["test"][2]
     majority = 100.0 * float(torch.bincount(labels).max()) / labels.numel()
     # chance: the most frequent test label (12 % here); the tiny model reaches 29-34 % (measured
     # with each of ST, STGS, GR-MCK, GST-1.0, ReinMax and ZGR on this seed)
     assert result["test_acc"] > majority + 10, (result["test_acc"], majority)
-    assert saved["summary"][0]["estimator"] == "reinmax"
+    assert saved["summary"][0]["estimator"] == "reinmax" and saved["data"]["cache"].startswith(str(tmp_path))
     monkeypatch.setattr(listops, "train_unit", lambda *a, **k: pytest.fail("a finished unit was trained again"))
-    assert listops.run(bench_args("listops", argv)) == 0
+    assert run_bench("listops", argv) == 0
 
 
 def test_checkpoint_resumes_a_unit(tmp_path):
@@ -321,7 +326,7 @@ def test_checkpoint_resumes_a_unit(tmp_path):
     with pytest.raises(BenchmarkError, match="other settings"):
         listops.train_unit(data, "st", 0, spec, device=torch.device("cpu"), checkpoint=ck)
     state = torch.load(ck, weights_only=True)
-    state["spec"] = json.dumps(spec, sort_keys=True)
+    state["spec"] = json.dumps({"spec": spec, "estimator": "st", "seed": 0}, sort_keys=True)
     torch.save(state, ck)
     lines = []
     resumed = listops.train_unit(data, "st", 0, spec, device=torch.device("cpu"), checkpoint=ck, log=lines.append)
@@ -329,7 +334,7 @@ def test_checkpoint_resumes_a_unit(tmp_path):
     assert resumed["valid_acc"] == full["valid_acc"] and resumed["test_acc"] == full["test_acc"]
     assert resumed["history"] == full["history"]
     ck.write_bytes(b"garbage")
-    with pytest.raises(BenchmarkError, match="cannot be resumed"):
+    with pytest.raises(BenchmarkError, match="cannot be loaded"):
         listops.train_unit(data, "st", 0, spec, device=torch.device("cpu"), checkpoint=ck)
     assert encode([(3, "[ MAX 1 3 ]")])[0].tolist() == [[VOCAB.index("["), VOCAB.index("MAX"), VOCAB.index("1"),
                                                        VOCAB.index("3"), VOCAB.index("]")]]

@@ -7,10 +7,10 @@ import json
 
 import pytest
 import torch
-from bench_cli import bench_args
+from bench_cli import run_bench
 
 from quasigrad import registry
-from quasigrad.bench import BENCHMARKS, nas
+from quasigrad.bench import BENCHMARKS, nas, runner
 from quasigrad.bench.runner import BenchmarkError
 from quasigrad.models.nas import OPS, FixedCell, FixedNetwork, SearchCell, SearchNetwork, cell_edges
 
@@ -99,15 +99,16 @@ def test_fixed_cell_holds_only_its_operations():
 
 def test_registered_and_bad_arguments(tmp_path):
     assert BENCHMARKS["nas"] == "quasigrad.bench.nas"
+    assert runner.benchmark_class("nas") is nas.NAS
     for argv, message in ((["--search-epochs", "0"], "--search-epochs"), (["--search-size", "64"], "two batches"),
                           (["--estimators", "rloo"], "sample-level"), (["--test-size", "20000"], "--test-size")):
         with pytest.raises(BenchmarkError, match=message):
-            nas.run(bench_args("nas", ["--out", str(tmp_path)] + argv))
+            run_bench("nas", ["--out", str(tmp_path)] + argv)
     if not torch.cuda.is_available():
         with pytest.raises(BenchmarkError, match="CUDA is not available"):
-            nas.run(bench_args("nas", ["--out", str(tmp_path), "--device", "cuda"]))
+            run_bench("nas", ["--out", str(tmp_path), "--device", "cuda"])
     with pytest.raises(BenchmarkError, match="not a device"):
-        nas.run(bench_args("nas", ["--out", str(tmp_path), "--device", "gpu0"]))
+        run_bench("nas", ["--out", str(tmp_path), "--device", "gpu0"])
     assert not (tmp_path / "nas.json").exists()
     assert "gumbel_softmax" in registry.names(layer=1)
 
@@ -119,7 +120,7 @@ def test_short_search_and_retrain_beats_chance_and_resumes(tmp_path, monkeypatch
             "--retrain-size", "768", "--retrain-epochs", "2", "--valid-size", "500", "--test-size", "500",
             "--batch", "32",
             "--seeds", "0", "--estimators", "reinmax", "--no-progress"]
-    assert nas.run(bench_args("nas", argv)) == 0
+    assert run_bench("nas", argv) == 0
     saved = json.loads((tmp_path / "nas.json").read_text())
     result = saved["results"]["reinmax/seed0"]
     assert len(result["genotype"]) == 6 and all(g in OPS for g in result["genotype"])
@@ -131,7 +132,7 @@ def test_short_search_and_retrain_beats_chance_and_resumes(tmp_path, monkeypatch
     assert result["test_acc"] > 30.0 and result["valid_acc"] > 30.0
     assert (tmp_path / "nas.png").exists()
     monkeypatch.setattr(nas, "run_unit", lambda *a, **k: pytest.fail("a finished unit was run again"))
-    assert nas.run(bench_args("nas", argv)) == 0
+    assert run_bench("nas", argv) == 0
 
 
 @pytest.mark.parametrize("stop_after", [1, 3])        # saves: search epoch 1, 2, retrain epoch 1, 2
