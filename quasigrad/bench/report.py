@@ -13,22 +13,25 @@ The page is generated, never edited by hand; the same stores always give the sam
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from .._util.files import atomic_write_bytes
 from .._util.tables import mean_std
+from ._report_apps import listops_claim, nas_claim
+from ._report_claim import MIN_FRACTION, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim
+from ._report_claim import best as _best
+from ._report_claim import judge as _judge
+from ._report_claim import name as _name
+from ._report_claim import pct as _pct
+from ._report_claim import pm as _pm
 from ._report_stores import ReportError, Store, load_stores
 from .paper import (
-    DISPLAY_NAMES,
     PAPER_EFFICIENCY,
     PAPER_NEURALSORT_EXACT,
     PAPER_POLYNOMIAL_SPREAD,
     PAPER_SETTINGS,
-    PAPER_TABLE1_LISTOPS,
     PAPER_TABLE2,
-    PAPER_TABLE4_NAS,
     PAPER_TABLE6,
     TABLE6_QUOTED,
 )
@@ -37,44 +40,14 @@ __all__ = ["ReportError", "Store", "load_stores", "build_page", "write_report", 
 
 DESCRIPTION = "the reproduction page: each published claim beside our figure, with a verdict"
 PLOT_NAME = "reproduction.png"
-REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 TABLE2_ORDER = ["st", "stgs", "gumbel_rao", "gst", "reinmax", "zgr"]
 NEURALSORT_TOLERANCE = 0.03     # our exact-sort accuracy may fall this far below the paper's
 EFFICIENCY_LIMITS = (1.5, 2.0)  # ReinMax / ST time and peak memory that still count as "the same cost"
 SAME_SETTINGS = "the paper's optimiser and learning rate"
-MIN_FRACTION = 0.1              # a claim is judged only from a run with this share of the paper's training
-
-
-@dataclasses.dataclass
-class Claim:
-    """One published claim with our figures and the verdict."""
-
-    title: str
-    claim: str
-    verdict: str
-    reason: str
-    paper: str = "–"
-    ours: str = "–"
-    scale: str = "–"
-    table: Optional[Tuple[List[str], List[List[str]]]] = None
-    source: Optional[str] = None
-    points: List[Tuple[str, float, float]] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _pm(ms) -> str:
-    return f"{ms[0]:.2f} ± {ms[1]:.2f}"
-
-
-def _pct(fraction: float) -> str:
-    return f"{100 * fraction:.3g}%"
-
-
-def _name(label: str) -> str:
-    return DISPLAY_NAMES.get(label, label)
 
 
 def _grouped(store: Store, group: str) -> Dict[str, Dict[int, dict]]:
@@ -89,28 +62,6 @@ def _grouped(store: Store, group: str) -> Dict[str, Dict[int, dict]]:
 
 def _overrides(config: dict) -> List[str]:
     return [f"{k} {config[k]}" for k in ("lr", "tau", "optimizer") if config.get(k) is not None]
-
-
-def _scale_words(fraction: float, overrides: Sequence[str]) -> str:
-    words = "at the paper's training length" if fraction >= 1 else f"at {_pct(fraction)} of the paper's training"
-    return words + (f", with settings the paper does not use ({', '.join(overrides)})" if overrides else "")
-
-
-def _judge(out: Claim, holds: bool, lead: str, fraction: float, overrides: Sequence[str] = ()) -> Claim:
-    """Set the verdict: the outcome when the run is long enough to judge the claim, else not run."""
-    if fraction < MIN_FRACTION:
-        out.verdict = NOT_RUN
-        out.reason = (f"too short to judge: {_pct(fraction)} of the paper's training (claims are judged from "
-                      f"{_pct(MIN_FRACTION)}); at that length {lead}")
-    else:
-        out.verdict = REPRODUCED if holds else NOT_REPRODUCED
-        out.reason = f"{lead} ({_scale_words(fraction, overrides)})"
-    return out
-
-
-def _best(candidates):
-    """The candidate ``(fraction, count, store, ...)`` with the most training, then the most results."""
-    return max(candidates, key=lambda c: (c[0], c[1], c[2].path)) if candidates else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,14 +280,7 @@ def claims(stores: List[Store]) -> List[Claim]:
     out = [_table2(stores, cfg) for cfg in PAPER_TABLE2["reinmax"]]
     out += [_table6(stores, k) for k in (2, 3)]
     out += [_polynomial(stores, False), _polynomial(stores, True), _neuralsort(stores), _efficiency(stores)]
-    listops = any(s.benchmark == "listops" for s in stores)
-    out.append(Claim("Table 1, ListOps accuracy", "ReinMax reaches the best valid and test accuracy", NOT_RUN,
-                     "a listops store exists but this page does not read it yet" if listops
-                     else "no ListOps benchmark store", f"ReinMax test {_pm(PAPER_TABLE1_LISTOPS['reinmax']['test'])}"))
-    nas = PAPER_TABLE4_NAS["reinmax"]["cifar100"]["test"]
-    out.append(Claim("Table 4, architecture search (GDAS on NATS-Bench)", "GDAS with ReinMax beats GDAS with STGS",
-                     NOT_RUN, "architecture search is outside the library's benchmarks",
-                     f"CIFAR-100 test {_pm(nas)} (ReinMax)"))
+    out += [listops_claim(stores), nas_claim(stores)]
     return out
 
 
