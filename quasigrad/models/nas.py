@@ -2,21 +2,21 @@
 Neural Architecture in Four GPU Hours", CVPR), with any registered estimator on the
 architecture logits.
 
-The cell is the one of NAS-Bench-201 / NATS-Bench's topology space: ``nodes`` nodes (node 0 is
-the cell's input), an edge from every node ``i`` to every later node ``j``, node ``j`` the sum
+The cell is the one of NAS-Bench-201 / NATS-Bench's topology space: `nodes` nodes (node 0 is
+the cell's input), an edge from every node `i` to every later node `j`, node `j` the sum
 of its incoming edges, the cell's output the last node. Each edge applies one operation of
-:data:`OPS`: ``none`` (zero), ``skip_connect``, ``nor_conv_3x3`` and ``nor_conv_1x1``
-(ReLU → convolution → batch norm) and ``avg_pool_3x3``. With 4 nodes a cell has 6 edges and
+`OPS`: `none` (zero), `skip_connect`, `nor_conv_3x3` and `nor_conv_1x1`
+(ReLU → convolution → batch norm) and `avg_pool_3x3`. With 4 nodes a cell has 6 edges and
 5⁶ = 15,625 architectures; every cell of a network shares one architecture.
 
-:class:`SearchNetwork` holds one logit per (edge, operation). Each forward pass draws one
-operation per edge, ``D = estimator(logits)`` (one-hot; shared by all cells of the network), and
+`SearchNetwork` holds one logit per (edge, operation). Each forward pass draws one
+operation per edge, `D = estimator(logits)` (one-hot; shared by all cells of the network), and
 runs **only the drawn operation** of each edge. As in GDAS's code, the edge's output is
-``D_k · op_k(x) + Σ_{k' ≠ k} D_{k'}``: the other operations' entries of ``D`` (zero in the
+`D_k · op_k(x) + Σ_{k' ≠ k} D_{k'}`: the other operations' entries of `D` (zero in the
 forward pass) are added as constants, so that each gets the sum of the node's gradient. The
 architecture logits then get the estimator's gradient (GDAS uses straight-through
-Gumbel-softmax, ``gumbel_softmax`` with ``hard=True``). :meth:`SearchNetwork.genotype` is the
-argmax operation per edge; :class:`FixedNetwork` builds that architecture alone, to be trained
+Gumbel-softmax, `gumbel_softmax` with `hard=True`). `SearchNetwork.genotype` is the
+argmax operation per edge; `FixedNetwork` builds that architecture alone, to be trained
 from scratch.
 """
 
@@ -36,21 +36,21 @@ OPS: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_3x3", "nor_conv_1x1", 
 
 
 def cell_edges(nodes: int) -> List[Tuple[int, int]]:
-    """The edges ``(i, j)``, ``i < j``, of a cell with ``nodes`` nodes, ordered by target node."""
+    """The edges `(i, j)`, `i < j`, of a cell with `nodes` nodes, ordered by target node."""
     if not isinstance(nodes, int) or nodes < 2:
         raise ValueError(f"nodes must be an int >= 2, got {nodes!r}")
     return [(i, j) for j in range(1, nodes) for i in range(j)]
 
 
 class Zero(nn.Module):
-    """The ``none`` operation: zeros shaped like the input."""
+    """The `none` operation: zeros shaped like the input."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mul(0.0)
 
 
 class ReLUConvBN(nn.Sequential):
-    """ReLU, a ``k × k`` convolution (no bias) and batch norm."""
+    """ReLU, a `k × k` convolution (no bias) and batch norm."""
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, *, affine: bool = True):
         super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
@@ -58,10 +58,10 @@ class ReLUConvBN(nn.Sequential):
 
 
 def make_op(name: str, channels: int, *, affine: bool = True) -> nn.Module:
-    """The operation ``name`` of :data:`OPS` on ``channels`` channels, stride 1.
+    """The operation `name` of `OPS` on `channels` channels, stride 1.
 
     Args:
-        name: one of :data:`OPS`.
+        name: one of `OPS`.
         channels: input and output channels.
         affine: learn the batch norm's scale and shift and keep running statistics (False in the
             supernet, as in NAS-Bench-201's search).
@@ -89,7 +89,7 @@ class SearchCell(nn.Module):
             nn.ModuleList(make_op(o, channels, affine=False) for o in self.ops) for _ in self.edges)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
-        """``weights``: ``(edges, ops)`` one-hot rows (with the estimator's gradient); ``index``:
+        """`weights`: `(edges, ops)` one-hot rows (with the estimator's gradient); `index`:
         the drawn operation per edge."""
         states = [x]
         for j in range(1, self.nodes):
@@ -105,7 +105,7 @@ class SearchCell(nn.Module):
 
 
 class FixedCell(nn.Module):
-    """The cell of one architecture: only its operations, ``none`` edges dropped."""
+    """The cell of one architecture: only its operations, `none` edges dropped."""
 
     def __init__(self, channels: int, genotype: Sequence[str], nodes: int = 4):
         super().__init__()
@@ -128,7 +128,7 @@ class FixedCell(nn.Module):
 
 
 class _Backbone(nn.Module):
-    """Stem (a 3 × 3 convolution of stride ``stem_stride``), ``stages`` stages of ``cells`` cells with a stride-2 convolution doubling the channels
+    """Stem (a 3 × 3 convolution of stride `stem_stride`), `stages` stages of `cells` cells with a stride-2 convolution doubling the channels
     between stages, global average pooling and a linear classifier."""
 
     def __init__(self, make_cell, channels: int, cells: int, stages: int, num_classes: int, in_channels: int,
@@ -158,18 +158,20 @@ class _Backbone(nn.Module):
 
 
 class SearchNetwork(nn.Module):
-    """The GDAS supernet: a :class:`_Backbone` of :class:`SearchCell` s sharing one set of
+    """The GDAS supernet: a `_Backbone` of `SearchCell`s sharing one set of
     architecture logits, sampled once per forward pass.
 
     Args:
         channels: channels of the first stage (doubled at each later stage).
-        cells: cells per stage; stages: number of stages.
+        cells: cells per stage.
+        stages: number of stages.
         nodes: nodes per cell.
+        num_classes: classes of the data.
+        in_channels: channels of the input images.
         stem_stride: stride of the stem convolution (2 halves the images' size before the cells).
-        num_classes, in_channels: of the data.
         estimator: registered name of a sample-level estimator for the architecture logits
-            (``"gumbel_softmax"``, with ``hard=True`` from the registry's defaults, is GDAS).
-        tau: initial temperature for estimators that take one (change it with :attr:`tau`).
+            (`"gumbel_softmax"`, with `hard=True` from the registry's defaults, is GDAS).
+        tau: initial temperature for estimators that take one (change it with `tau`).
         estimator_kwargs: further keyword arguments for the estimator.
     """
 
@@ -201,8 +203,8 @@ class SearchNetwork(nn.Module):
         self._tau = float(value)
 
     def sample(self, index: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[int]]:
-        """One operation per edge: one-hot ``(edges, ops)`` weights with the estimator's gradient
-        and the drawn indices (``index`` given: those)."""
+        """One operation per edge: one-hot `(edges, ops)` weights with the estimator's gradient
+        and the drawn indices (`index` given: those)."""
         kwargs = dict(self.estimator_kwargs)
         if self._has_tau:
             kwargs["tau"] = self._tau
@@ -210,8 +212,8 @@ class SearchNetwork(nn.Module):
         return weights, weights.detach().argmax(-1).tolist()
 
     def forward(self, x: torch.Tensor, *, argmax: bool = False) -> torch.Tensor:
-        """Class logits, for one architecture drawn for the whole batch (``argmax``: the current
-        best one, :meth:`genotype`)."""
+        """Class logits, for one architecture drawn for the whole batch (`argmax`: the current
+        best one, `genotype`)."""
         weights, index = self.sample(self.arch_logits.detach().argmax(-1) if argmax else None)
         return self.backbone.run(x, lambda cell, h: cell(h, weights, index))
 
@@ -220,13 +222,13 @@ class SearchNetwork(nn.Module):
         return list(self.backbone.parameters())
 
     def genotype(self) -> Tuple[str, ...]:
-        """The argmax operation of each edge (in the order of :func:`cell_edges`)."""
+        """The argmax operation of each edge (in the order of `cell_edges`)."""
         return tuple(OPS[k] for k in self.arch_logits.detach().argmax(-1).tolist())
 
 
 class FixedNetwork(nn.Module):
-    """The network of one architecture (``genotype``: one operation name per edge), the same
-    backbone as :class:`SearchNetwork`, trained from scratch."""
+    """The network of one architecture (`genotype`: one operation name per edge), the same
+    backbone as `SearchNetwork`, trained from scratch."""
 
     def __init__(self, genotype: Sequence[str], channels: int = 16, cells: int = 1, stages: int = 2, nodes: int = 4,
                  num_classes: int = 10, in_channels: int = 1, *, stem_stride: int = 1):

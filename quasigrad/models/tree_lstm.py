@@ -1,28 +1,30 @@
 r"""A Gumbel tree-LSTM (Choi, Yoo and Lee 2018, "Learning to Compose Task-Specific Tree
 Structures", AAAI) whose merge choices get their gradient from any registered estimator.
 
-A sentence of ``n`` tokens becomes ``n`` leaves (the states of a left-to-right LSTM over the
-word vectors). At each of the ``n − 1`` steps every adjacent pair of nodes ``(l, r)`` gets a
+A sentence of `n` tokens becomes `n` leaves (the states of a left-to-right LSTM over the
+word vectors). At each of the `n − 1` steps every adjacent pair of nodes `(l, r)` gets a
 candidate parent from a binary Tree-LSTM cell (Tai, Socher and Manning 2015),
 
-.. math:: [i; f_l; f_r; u; o] = W [h_l; h_r] + b,\quad
-          c = c_l\,\sigma(f_l + 1) + c_r\,\sigma(f_r + 1) + \tanh(u)\,\sigma(i),\quad
-          h = \sigma(o) \tanh(c),
+$$
+[i; f_l; f_r; u; o] = W [h_l; h_r] + b,\quad
+c = c_l\,\sigma(f_l + 1) + c_r\,\sigma(f_r + 1) + \tanh(u)\,\sigma(i),\quad
+h = \sigma(o) \tanh(c),
+$$
 
-each candidate a score ``s_j = q·h_j / \sqrt{H}``, and one pair is chosen,
-``D ~ Categorical(softmax(s))``, as a hard one-hot sample from the estimator's sample-level
-function (``quasigrad.registry.get(name).function("categorical")``): its forward value is the
+each candidate a score `s_j = q·h_j / \sqrt{H}`, and one pair is chosen,
+`D ~ Categorical(softmax(s))`, as a hard one-hot sample from the estimator's sample-level
+function (`quasigrad.registry.get(name).function("categorical")`): its forward value is the
 sample, its backward pass the estimator. The chosen pair is replaced by its parent through
-masks built from ``D`` (cumulative sums, as in Choi et al.), so that ``D`` enters the new node
+masks built from `D` (cumulative sums, as in Choi et al.), so that `D` enters the new node
 list linearly and the estimator's gradient reaches the scores. The root after the last merge
 represents the sentence. In evaluation mode the highest-scoring pair is merged.
 
-Sentences of different lengths are processed together: a sentence of length ``n`` in a batch
-padded to ``L`` takes part in steps ``0 … n − 2`` only (padding pairs get logit ``−∞``) and
+Sentences of different lengths are processed together: a sentence of length `n` in a batch
+padded to `L` takes part in steps `0 … n − 2` only (padding pairs get logit `−∞`) and
 keeps its root through the remaining steps.
 
-``estimator=None`` draws the choices without a gradient through them; the log-probability of
-the choices (:attr:`TreeOutput.log_prob`, always returned) then lets a caller build a
+`estimator=None` draws the choices without a gradient through them; the log-probability of
+the choices (`TreeOutput.log_prob`, always returned) then lets a caller build a
 score-function estimator.
 """
 
@@ -46,11 +48,11 @@ class TreeOutput:
     """What the encoder did for each sentence of a batch.
 
     Attributes:
-        root: ``(B, H)`` hidden state of each sentence's root.
-        choices: ``(B, L − 1)`` int64: at step ``t`` the position of the left node of the merged
-            pair among the sentence's current nodes, ``−1`` for steps after the sentence's last
-            merge (so a sentence of length ``n`` has exactly ``n − 1`` choices ``≥ 0``).
-        log_prob: ``(B,)`` log-probability of the sentence's merge sequence under the model's
+        root: `(B, H)` hidden state of each sentence's root.
+        choices: `(B, L − 1)` int64: at step `t` the position of the left node of the merged
+            pair among the sentence's current nodes, `−1` for steps after the sentence's last
+            merge (so a sentence of length `n` has exactly `n − 1` choices `≥ 0`).
+        log_prob: `(B,)` log-probability of the sentence's merge sequence under the model's
             scores (0 for a sentence of one or two tokens, whose tree is forced).
     """
 
@@ -60,12 +62,12 @@ class TreeOutput:
 
     @property
     def merges(self) -> torch.Tensor:
-        """``(B,)`` number of merges made in each sentence."""
+        """`(B,)` number of merges made in each sentence."""
         return (self.choices >= 0).sum(1)
 
 
 class TreeLSTMCell(nn.Module):
-    """Binary Tree-LSTM cell: ``(h_l, c_l), (h_r, c_r) → (h, c)``, on any leading shape."""
+    """Binary Tree-LSTM cell: `(h_l, c_l), (h_r, c_r) → (h, c)`, on any leading shape."""
 
     def __init__(self, hidden_dim: int):
         super().__init__()
@@ -81,7 +83,7 @@ class TreeLSTMCell(nn.Module):
 
 
 def _check_estimator(estimator: Optional[str]):
-    """The sample-level function and default keyword arguments for ``estimator``."""
+    """The sample-level function and default keyword arguments for `estimator`."""
     if estimator is None:
         return None, {}, False
     if not isinstance(estimator, str):
@@ -95,17 +97,17 @@ def _check_estimator(estimator: Optional[str]):
 
 
 class GumbelTreeEncoder(nn.Module):
-    """Leaves by a left-to-right LSTM, then ``n − 1`` sampled merges (see the module docstring).
+    """Leaves by a left-to-right LSTM, then `n − 1` sampled merges (see the module docstring).
 
     Args:
         word_dim: size of the input vectors.
-        hidden_dim: size ``H`` of the node states.
+        hidden_dim: size `H` of the node states.
         estimator: registered name of the estimator that gives the merge choices their
-            gradient (``"reinmax"``, ``"st"``, ``"gumbel_softmax"``, …), or None for choices
+            gradient (`"reinmax"`, `"st"`, `"gumbel_softmax"`, …), or None for choices
             without a gradient through them.
         tau: temperature passed to estimators that take one.
         estimator_kwargs: further keyword arguments for the estimator (over the registry's
-            defaults, e.g. ``{"k": 100}`` for ``gumbel_rao``).
+            defaults, e.g. `{"k": 100}` for `gumbel_rao`).
     """
 
     def __init__(self, word_dim: int, hidden_dim: int, *, estimator: Optional[str] = "reinmax", tau: float = 1.0,
@@ -131,7 +133,7 @@ class GumbelTreeEncoder(nn.Module):
         nn.init.normal_(self.query, mean=0.0, std=0.01)
 
     def leaves(self, x: torch.Tensor):
-        """``(h, c)``, each ``(B, L, H)``: the LSTM's states after each word (padding comes last,
+        """`(h, c)`, each `(B, L, H)`: the LSTM's states after each word (padding comes last,
         so it never reaches a real word's state)."""
         b, n, _ = x.shape
         h = c = x.new_zeros(b, self.hidden_dim)
@@ -156,14 +158,14 @@ class GumbelTreeEncoder(nn.Module):
         """Encode a padded batch.
 
         Args:
-            x: ``(B, L, word_dim)`` word vectors, padded after each sentence's end.
-            lengths: ``(B,)`` int64 sentence lengths, each in ``1 … L``.
-            index: optional ``(B, L − 1)`` int64 merge choices to make instead of sampling (the
-                layout of :attr:`TreeOutput.choices`; entries after a sentence's last merge are
+            x: `(B, L, word_dim)` word vectors, padded after each sentence's end.
+            lengths: `(B,)` int64 sentence lengths, each in `1 … L`.
+            index: optional `(B, L − 1)` int64 merge choices to make instead of sampling (the
+                layout of `TreeOutput.choices`; entries after a sentence's last merge are
                 ignored). The estimator still gives them its gradient.
 
         Returns:
-            A :class:`TreeOutput`.
+            A `TreeOutput`.
 
         Raises:
             ValueError: bad lengths or an index that names a pair a sentence does not have.
@@ -219,16 +221,19 @@ class GumbelTreeEncoder(nn.Module):
 
 
 class GumbelTreeClassifier(nn.Module):
-    """Word embeddings, :class:`GumbelTreeEncoder` and an MLP classifier of the root (the model
+    """Word embeddings, `GumbelTreeEncoder` and an MLP classifier of the root (the model
     of Choi et al. 2018 as the ReinMax paper trains it on ListOps).
 
     Args:
         vocab_size: number of token ids (id 0 is padding).
         num_classes: number of classes.
-        word_dim, hidden_dim: sizes of the word vectors and the node states.
+        word_dim: size of the word vectors.
+        hidden_dim: size of the node states.
         clf_hidden_dim: size of the classifier's hidden layer.
         dropout: dropout on the word vectors and the classifier's input and hidden layer.
-        estimator, tau, estimator_kwargs: as in :class:`GumbelTreeEncoder`.
+        estimator: as in `GumbelTreeEncoder`: the registered name of a sample-level estimator, or None.
+        tau: as in `GumbelTreeEncoder`: temperature for estimators that take one.
+        estimator_kwargs: as in `GumbelTreeEncoder`: further keyword arguments for the estimator.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, *, word_dim: int = 300, hidden_dim: int = 300,
@@ -250,12 +255,12 @@ class GumbelTreeClassifier(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, *, index: Optional[torch.Tensor] = None):
-        """Class logits ``(B, num_classes)`` and the encoder's :class:`TreeOutput`.
+        """Class logits `(B, num_classes)` and the encoder's `TreeOutput`.
 
         Args:
-            tokens: ``(B, L)`` int64 token ids, padded with 0 after each sentence.
-            lengths: ``(B,)`` int64 sentence lengths.
-            index: optional forced merge choices (see :meth:`GumbelTreeEncoder.forward`).
+            tokens: `(B, L)` int64 token ids, padded with 0 after each sentence.
+            lengths: `(B,)` int64 sentence lengths.
+            index: optional forced merge choices (see `GumbelTreeEncoder.forward`).
         """
         tree = self.encoder(self.dropout(self.embedding(tokens)), lengths, index=index)
         hidden = torch.relu(self.hidden(self.dropout(tree.root)))
