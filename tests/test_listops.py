@@ -338,3 +338,36 @@ def test_checkpoint_resumes_a_unit(tmp_path):
         listops.train_unit(data, "st", 0, spec, device=torch.device("cpu"), checkpoint=ck)
     assert encode([(3, "[ MAX 1 3 ]")])[0].tolist() == [[VOCAB.index("["), VOCAB.index("MAX"), VOCAB.index("1"),
                                                        VOCAB.index("3"), VOCAB.index("]")]]
+
+
+def test_an_interrupted_command_resumes_from_the_runners_checkpoint(tmp_path, monkeypatch):
+    """Stopped after its first epoch, the command started again trains only the later epochs (from
+    the checkpoint the runner names) and stores what an uninterrupted run stores."""
+    argv = ["--data-dir", str(tmp_path), "--train", "64", "--valid", "32", "--test", "32", "--max-length", "8",
+            "--epochs", "3", "--hidden", "8", "--batch", "16", "--seeds", "0", "--estimators", "st", "--no-progress"]
+    assert run_bench("listops", ["--out", str(tmp_path / "whole")] + argv) == 0
+    whole = json.loads((tmp_path / "whole" / "listops.json").read_text())["results"]["st/seed0"]
+    original = runner.save_checkpoint
+    saved = []
+
+    def save_then_stop(state, path):
+        original(state, path)
+        saved.append(state["epoch"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench("listops", ["--out", str(tmp_path / "split")] + argv)
+    assert saved == [1] and len(list((tmp_path / "split" / "checkpoints").glob("*.pt"))) == 1
+
+    def save_and_count(state, path):
+        original(state, path)
+        saved.append(state["epoch"])
+
+    monkeypatch.setattr(runner, "save_checkpoint", save_and_count)
+    assert run_bench("listops", ["--out", str(tmp_path / "split")] + argv) == 0
+    assert saved == [1, 2, 3]                                           # epoch 1 was not trained again
+    split = json.loads((tmp_path / "split" / "listops.json").read_text())["results"]["st/seed0"]
+    for key in ("valid_acc", "test_acc", "history", "steps"):
+        assert split[key] == whole[key], key
+    assert not list((tmp_path / "split" / "checkpoints").glob("*.pt"))
