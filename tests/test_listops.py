@@ -127,8 +127,9 @@ def test_cache_is_reused_and_a_damaged_cache_gives_one_clear_line(tmp_path):
 def test_benchmark_reports_a_damaged_cache_before_training(tmp_path, capsys):
     from quasigrad.cli import main
 
-    argv = ["bench", "listops", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--train", "300",
-            "--valid", "100", "--test", "100", "--max-length", "40", "--data-seed", "3", "--no-progress"]
+    argv = ["bench", "listops", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path),
+            "--train-size", "300", "--valid-size", "100", "--test-size", "100", "--max-length", "40",
+            "--data-seed", "3", "--no-progress"]
     _, path, _ = load_or_generate(SMALL, tmp_path)
     path.write_text("{not json")
     assert main(argv) == 2
@@ -296,9 +297,9 @@ def test_registered_and_bad_arguments(tmp_path):
 
 
 def test_short_run_beats_chance_and_resumes(tmp_path, monkeypatch):
-    argv = ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--train", "500", "--valid", "100",
-            "--test", "300", "--max-length", "6", "--epochs", "4", "--hidden", "16", "--batch", "32", "--lr", "0.02",
-            "--seeds", "0", "--estimators", "reinmax", "--no-progress"]
+    argv = ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--train-size", "500",
+            "--valid-size", "100", "--test-size", "300", "--max-length", "6", "--epochs", "4", "--hidden", "16",
+            "--batch-size", "32", "--lr", "0.02", "--seeds", "0", "--estimators", "reinmax", "--no-progress"]
     assert run_bench("listops", argv) == 0
     saved = json.loads((tmp_path / "out" / "listops.json").read_text())
     result = saved["results"]["reinmax/seed0"]
@@ -343,8 +344,9 @@ def test_checkpoint_resumes_a_unit(tmp_path):
 def test_an_interrupted_command_resumes_from_the_runners_checkpoint(tmp_path, monkeypatch):
     """Stopped after its first epoch, the command started again trains only the later epochs (from
     the checkpoint the runner names) and stores what an uninterrupted run stores."""
-    argv = ["--data-dir", str(tmp_path), "--train", "64", "--valid", "32", "--test", "32", "--max-length", "8",
-            "--epochs", "3", "--hidden", "8", "--batch", "16", "--seeds", "0", "--estimators", "st", "--no-progress"]
+    argv = ["--data-dir", str(tmp_path), "--train-size", "64", "--valid-size", "32", "--test-size", "32",
+            "--max-length", "8", "--epochs", "3", "--hidden", "8", "--batch-size", "16", "--seeds", "0",
+            "--estimators", "st", "--no-progress"]
     assert run_bench("listops", ["--out", str(tmp_path / "whole")] + argv) == 0
     whole = json.loads((tmp_path / "whole" / "listops.json").read_text())["results"]["st/seed0"]
     original = runner.save_checkpoint

@@ -118,7 +118,7 @@ def test_short_search_and_retrain_beats_chance_and_resumes(tmp_path, monkeypatch
     and its held-out accuracy beats chance."""
     argv = ["--out", str(tmp_path), "--search-size", "512", "--search-epochs", "1",
             "--retrain-size", "768", "--retrain-epochs", "2", "--valid-size", "500", "--test-size", "500",
-            "--batch", "32",
+            "--batch-size", "32",
             "--seeds", "0", "--estimators", "reinmax", "--no-progress"]
     assert run_bench("nas", argv) == 0
     saved = json.loads((tmp_path / "nas.json").read_text())

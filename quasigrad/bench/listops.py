@@ -55,6 +55,13 @@ FULL: Dict[str, Any] = dict(train=90_000, valid=10_000, test=10_000, max_length=
                             word_dim=300, hidden=300, clf_hidden=300, dropout=0.5, lr=7e-4, tau=1.1,
                             seeds=[0, 1, 2, 3, 4])
 _OVERRIDES = ("train", "valid", "test", "max_length", "epochs", "batch", "hidden", "lr", "tau")
+# The override's option, where it is not the setting's name: the split sizes and the batch are
+# spelled as in every benchmark (--train-size, --batch-size).
+_FLAGS = {"train": "--train-size", "valid": "--valid-size", "test": "--test-size", "batch": "--batch-size"}
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 RESULT_FIELDS = ("valid_acc", "test_acc", "history", "seconds_per_epoch", "steps")
 
 
@@ -78,10 +85,10 @@ def settings(args: argparse.Namespace) -> Dict[str, Any]:
             spec[name] = v
     for name in ("train", "valid", "test", "max_length", "epochs", "batch", "hidden"):
         if spec[name] < 1:
-            raise runner.BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {spec[name]}")
+            raise runner.BenchmarkError(f"{_flag(name)} must be >= 1, got {spec[name]}")
     for name in ("lr", "tau"):
         if not (spec[name] > 0 and math.isfinite(spec[name])):
-            raise runner.BenchmarkError(f"--{name} must be a positive number, got {spec[name]}")
+            raise runner.BenchmarkError(f"{_flag(name)} must be a positive number, got {spec[name]}")
     if args.hidden is not None:
         spec["word_dim"] = spec["clf_hidden"] = args.hidden
     spec["optimizer"] = "radam" if args.full else "adam"
@@ -257,10 +264,12 @@ class ListOps(runner.Benchmark):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        what = {"train": "training sentences", "valid": "validation sentences", "test": "test sentences",
+                "max_length": "most tokens per sentence", "batch": "sentences per step", "hidden": "model width"}
         for name in _OVERRIDES:
             kind = float if name in ("lr", "tau") else int
-            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                                help=f"override the preset's {name} (short: {SHORT[name]}, full: {FULL[name]})")
+            parser.add_argument(_flag(name), dest=name, type=kind, default=None,
+                                help=f"{what.get(name, name)} (short preset: {SHORT[name]}, full: {FULL[name]})")
         parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set (default 0)")
         parser.add_argument("--data-dir", default=None,
                             help="cache of the generated data (default: $QUASIGRAD_DATA/listops or "

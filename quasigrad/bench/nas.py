@@ -58,9 +58,15 @@ FULL: Dict[str, Any] = dict(channels=16, cells=2, stages=3, stem_stride=1, searc
                             w_lr=0.025, arch_lr=3e-4, tau_max=10.0, tau_min=0.1, seeds=[0, 1, 2, 3, 4])
 _OVERRIDES = ("channels", "search_size", "search_epochs", "retrain_size", "retrain_epochs", "valid_size", "test_size",
               "batch", "arch_lr", "tau_max", "tau_min")
+# The batch is spelled as in every benchmark; the other overrides' options are their names.
+_FLAGS = {"batch": "--batch-size"}
 VALID_SIZE = 5000       # the last training images: validation of the retrained network, never searched on
 RESULT_FIELDS = ("genotype", "arch_probs", "search_history", "search_seconds", "valid_acc", "test_acc",
                  "retrain_history", "retrain_seconds")
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def settings(args: argparse.Namespace) -> Dict[str, Any]:
@@ -84,9 +90,9 @@ def settings(args: argparse.Namespace) -> Dict[str, Any]:
     for name in ("channels", "search_size", "search_epochs", "retrain_size", "retrain_epochs", "valid_size",
                  "test_size", "batch"):
         if spec[name] < 1:
-            raise runner.BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {spec[name]}")
+            raise runner.BenchmarkError(f"{_flag(name)} must be >= 1, got {spec[name]}")
     if spec["search_size"] < 2 * spec["batch"]:
-        raise runner.BenchmarkError(f"--search-size must hold two batches (>= {2 * spec['batch']}), "
+        raise runner.BenchmarkError(f"--search-size must hold two batches of --batch-size (>= {2 * spec['batch']}), "
                                     f"got {spec['search_size']}")
     if max(spec["search_size"], spec["retrain_size"]) > 60_000 - VALID_SIZE:
         raise runner.BenchmarkError(f"--search-size and --retrain-size must be <= {60_000 - VALID_SIZE} (the last "
@@ -329,7 +335,7 @@ class NAS(runner.Benchmark):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         for name in _OVERRIDES:
             kind = float if name in ("arch_lr", "tau_max", "tau_min") else int
-            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+            parser.add_argument(_flag(name), dest=name, type=kind, default=None,
                                 help=f"override the preset's {name} (short: {SHORT[name]}, full: {FULL[name]})")
         parser.add_argument("--data", default=None,
                             help="MNIST directory (default: $QUASIGRAD_MNIST, the user cache, then "
