@@ -265,7 +265,9 @@ class ListOps(runner.Benchmark):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         what = {"train": "training sentences", "valid": "validation sentences", "test": "test sentences",
-                "max_length": "most tokens per sentence", "batch": "sentences per step", "hidden": "model width"}
+                "max_length": "most tokens per sentence", "batch": "sentences per step",
+                "hidden": "width of the word vectors, the node states and the classifier", "lr": "learning rate",
+                "tau": "temperature of the estimators that take one"}
         for name in _OVERRIDES:
             kind = float if name in ("lr", "tau") else int
             parser.add_argument(_flag(name), dest=name, type=kind, default=None,
