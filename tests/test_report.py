@@ -217,7 +217,8 @@ def test_listops_and_nas_claims(tmp_path):
     text = report.build_page(report.load_stores(_apps_stores(tmp_path / "a", lead, short=short)))
     listops = _section(text, "Table 1, ListOps accuracy")
     assert "*Ours:* `docs/results/listops-medium/listops.json`; 10 epochs on 20,000 generated sentences of at most " \
-           "50 tokens, 64-dimensional model (11.1% of 20 epochs on 90,000)" in listops
+           "50 tokens, 64-dimensional model (11.1% of the paper's 20 epochs on 90,000 released sentences of at most " \
+           "99 tokens, 300-dimensional); seeds as listed." in listops
     assert "| ReinMax | 0, 1 | 61.00 ± 1.41 | 62.00 ± 1.41 | 67.65 ± 1.25 | 68.07 ± 1.18 |" in listops
     assert "| ZGR | 0 | 70.00 ± 0.00 | 70.00 ± 0.00 | – | – |" in listops          # not in the paper's table
     assert ("**Verdict: reproduced**, ReinMax has the best mean valid and test accuracy (not run: GR-MCK, GST-1.0) "

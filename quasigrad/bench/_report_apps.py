@@ -81,8 +81,9 @@ def listops_claim(stores: List[Store]) -> Claim:
     differs = [f"{k} {cfg.get(k)} (the paper's {full[k]})" for k in ("hidden", "max_length", "batch", "lr",
                                                                        "optimizer", "tau") if cfg.get(k) != full[k]]
     scale = (f"{cfg.get('epochs')} epochs on {int(cfg.get('train', 0)):,} generated sentences of at most "
-             f"{cfg.get('max_length')} tokens, {cfg.get('hidden')}-dimensional model ({pct(frac)} of 20 epochs on "
-             f"90,000); seeds as listed")
+             f"{cfg.get('max_length')} tokens, {cfg.get('hidden')}-dimensional model ({pct(frac)} of the paper's "
+             f"{full['epochs']} epochs on {full['train_sentences']:,} released sentences of at most "
+             f"{full['max_length']} tokens, {full['hidden']}-dimensional); seeds as listed")
     out = Claim(title, claim, NOT_RUN, "", paper, scale=scale, source=store.path,
                 table=(["estimator", "seeds", "valid acc % (ours)", "test acc % (ours)", "valid acc % (paper's)",
                         "test acc % (paper's)"], rows))
