@@ -105,6 +105,12 @@ PUBLIC_API = {
         'GumbelTopK', 'gumbel_topk', 'neural_sort', 'plackett_luce_log_prob', 'relaxed_topk', 'soft_rank',
         'soft_sort', 'soft_sort_permutation'
     ],
+    'quasigrad.models.nas': [
+        'FixedCell', 'FixedNetwork', 'OPS', 'SearchCell', 'SearchNetwork', 'cell_edges', 'make_op'
+    ],
+    'quasigrad.models.tree_lstm': [
+        'GumbelTreeClassifier', 'GumbelTreeEncoder', 'TreeLSTMCell', 'TreeOutput'
+    ],
     'quasigrad.vae': [
         'BernoulliVAE', 'CATEGORICAL_CONFIGS', 'CategoricalVAE', 'DISPLAY_NAMES', 'PAPER_TABLE2', 'RunSpec',
         'TrainResult', 'VAEError', 'distributed_context', 'estimator_step', 'evaluate',

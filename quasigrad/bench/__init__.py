@@ -36,6 +36,8 @@ for _name, _module in [
     ("polynomial", "polynomial"),
     ("quality", "quality"),
     ("objective-poly", "objective_poly"),
+    ("listops", "listops"),
+    ("nas", "nas"),
 ]:
     BENCHMARKS.register(_name, f"{__name__}.{_module}")
 del _name, _module

@@ -49,7 +49,13 @@ def _need(mapping, key: str, where: str):
 
 
 _KEYS = {"vae": r"[^/]+/[^/]+/seed\d+", "binary-vae": r"K\d+/[^/]+/seed\d+", "polynomial": r".+/seed=\d+",
-         "mnist-sort": r"[^/]+/n=\d+/seed=\d+", "efficiency": r"\d+(x\d+)*/.+"}
+         "mnist-sort": r"[^/]+/n=\d+/seed=\d+", "efficiency": r"\d+(x\d+)*/.+", "listops": r"[^/]+/seed\d+",
+         "nas": r"[^/]+/seed\d+"}
+
+
+# Settings the page reads from a store's config, as numbers.
+_CONFIG_NUMBERS = {"listops": ("epochs", "train", "hidden", "max_length"),
+                   "nas": ("search_epochs", "search_size", "retrain_epochs", "retrain_size")}
 
 
 def _validate(store: Store) -> None:
@@ -58,6 +64,8 @@ def _validate(store: Store) -> None:
         return                                  # a store this page does not read: only its shape is checked
     where = store.path
     n_p = len(_need(store.config, "p", where)) if store.benchmark == "polynomial" else None
+    for field in _CONFIG_NUMBERS.get(store.benchmark, ()):
+        _number(_need(store.config, field, f"{where}: config"), f"{where}: config {field}")
     for key, value in store.results.items():
         at = f"{where}: result {key!r}"
         if not re.fullmatch(pattern, key):
@@ -78,6 +86,14 @@ def _validate(store: Store) -> None:
                     raise ReportError(f"{at}: {field} must hold one value per p ({n_p})")
                 for v in vals:
                     _number(v, f"{at} {field}")
+        elif store.benchmark in ("listops", "nas"):
+            for field in ("valid_acc", "test_acc"):
+                if not 0 <= _number(_need(value, field, at), f"{at} {field}") <= 100:
+                    raise ReportError(f"{at}: {field} must be a percentage in [0, 100]")
+            if store.benchmark == "nas":
+                genotype = _need(value, "genotype", at)
+                if not (isinstance(genotype, list) and all(isinstance(g, str) for g in genotype)):
+                    raise ReportError(f"{at}: genotype must be a list of operation names")
         elif store.benchmark == "mnist-sort":
             for field in ("exact", "elementwise"):
                 if not 0 <= _number(_need(value, field, at), f"{at} {field}") <= 1:

@@ -1,9 +1,9 @@
-"""`quasigrad report`: every published claim beside our figure, on one generated page.
+"""``quasigrad report``: every published claim beside our figure, on one generated page.
 
-Reads the committed result stores (`docs/results/**/*.json`, the JSON the benchmarks write),
-validates them, and writes `docs/reproduction.md` with its plot: for each claim of the papers
+Reads the committed result stores (``docs/results/**/*.json``, the JSON the benchmarks write),
+validates them, and writes ``docs/reproduction.md`` with its plot: for each claim of the papers
 (ReinMax Tables 1, 2, 4, 6, its efficiency table and polynomial targets; NeuralSort's accuracy)
-the paper's figure (from [`quasigrad.bench.paper`][quasigrad.bench.paper], labelled as the paper's), ours, how much
+the paper's figure (from :mod:`quasigrad.bench.paper`, labelled as the paper's), ours, how much
 of the paper's training ours represents, and a verdict in words: reproduced, not reproduced, or
 not run (with the reason). Where several stores hold a claim, the one with the most training is
 used. A store still being written is read as it is: the page shows the seeds present.
@@ -13,22 +13,25 @@ The page is generated, never edited by hand; the same stores always give the sam
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from .._util.files import atomic_write_bytes
 from .._util.tables import mean_std
+from ._report_apps import listops_claim, nas_claim
+from ._report_claim import MIN_FRACTION, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim
+from ._report_claim import best as _best
+from ._report_claim import judge as _judge
+from ._report_claim import name as _name
+from ._report_claim import pct as _pct
+from ._report_claim import pm as _pm
 from ._report_stores import ReportError, Store, load_stores
 from .paper import (
-    DISPLAY_NAMES,
     PAPER_EFFICIENCY,
     PAPER_NEURALSORT_EXACT,
     PAPER_POLYNOMIAL_SPREAD,
     PAPER_SETTINGS,
-    PAPER_TABLE1_LISTOPS,
     PAPER_TABLE2,
-    PAPER_TABLE4_NAS,
     PAPER_TABLE6,
     TABLE6_QUOTED,
 )
@@ -37,49 +40,18 @@ __all__ = ["ReportError", "Store", "load_stores", "build_page", "write_report", 
 
 DESCRIPTION = "the reproduction page: each published claim beside our figure, with a verdict"
 PLOT_NAME = "reproduction.png"
-REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 TABLE2_ORDER = ["st", "stgs", "gumbel_rao", "gst", "reinmax", "zgr"]
 NEURALSORT_TOLERANCE = 0.03     # our exact-sort accuracy may fall this far below the paper's
 EFFICIENCY_LIMITS = (1.5, 2.0)  # ReinMax / ST time and peak memory that still count as "the same cost"
 SAME_SETTINGS = "the paper's optimiser and learning rate"
-MIN_FRACTION = 0.1              # a claim is judged only from a run with this share of the paper's training
-
-
-@dataclasses.dataclass
-class Claim:
-    """One published claim with our figures and the verdict."""
-
-    title: str
-    claim: str
-    verdict: str
-    reason: str
-    paper: str = "–"
-    ours: str = "–"
-    scale: str = "–"
-    table: Optional[Tuple[List[str], List[List[str]]]] = None
-    source: Optional[str] = None
-    points: List[Tuple[str, float, float]] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
 
-def _pm(ms, n: int = 0) -> str:
-    """`mean ± std`; a single run (`n = 1`) has no spread to show."""
-    return f"{ms[0]:.2f} (n = 1)" if n == 1 else f"{ms[0]:.2f} ± {ms[1]:.2f}"
-
-
-def _pct(fraction: float) -> str:
-    return f"{100 * fraction:.3g}%"
-
-
-def _name(label: str) -> str:
-    return DISPLAY_NAMES.get(label, label)
-
-
 def _grouped(store: Store, group: str) -> Dict[str, Dict[int, dict]]:
-    """`{estimator: {seed: result}}` of a VAE store's `group` (`8x4`, `K2`)."""
+    """``{estimator: {seed: result}}`` of a VAE store's ``group`` (``8x4``, ``K2``)."""
     out: Dict[str, Dict[int, dict]] = {}
     for key, value in store.results.items():
         g, est, seed = key.split("/")
@@ -90,28 +62,6 @@ def _grouped(store: Store, group: str) -> Dict[str, Dict[int, dict]]:
 
 def _overrides(config: dict) -> List[str]:
     return [f"{k} {config[k]}" for k in ("lr", "tau", "optimizer") if config.get(k) is not None]
-
-
-def _scale_words(fraction: float, overrides: Sequence[str]) -> str:
-    words = "at the paper's training length" if fraction >= 1 else f"at {_pct(fraction)} of the paper's training"
-    return words + (f", with settings the paper does not use ({', '.join(overrides)})" if overrides else "")
-
-
-def _judge(out: Claim, holds: bool, lead: str, fraction: float, overrides: Sequence[str] = ()) -> Claim:
-    """Set the verdict: the outcome when the run is long enough to judge the claim, else not run."""
-    if fraction < MIN_FRACTION:
-        out.verdict = NOT_RUN
-        out.reason = (f"too short to judge: {_pct(fraction)} of the paper's training (claims are judged from "
-                      f"{_pct(MIN_FRACTION)}); at that length {lead}")
-    else:
-        out.verdict = REPRODUCED if holds else NOT_REPRODUCED
-        out.reason = f"{lead} ({_scale_words(fraction, overrides)})"
-    return out
-
-
-def _best(candidates):
-    """The candidate `(fraction, count, store, ...)` with the most training, then the most results."""
-    return max(candidates, key=lambda c: (c[0], c[1], c[2].path)) if candidates else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,25 +270,18 @@ def _efficiency(stores: List[Store]) -> Claim:
 
 
 def claims(stores: List[Store]) -> List[Claim]:
-    """Every published claim, in page order, with our figures from `stores` and the verdict.
+    """Every published claim, in page order, with our figures from ``stores`` and the verdict.
 
     Args:
-        stores: validated result stores (`load_stores`).
+        stores: validated result stores (:func:`load_stores`).
 
     Returns:
-        One `Claim` per published claim (Tables 2 and 6 one per configuration).
+        One :class:`Claim` per published claim (Tables 2 and 6 one per configuration).
     """
     out = [_table2(stores, cfg) for cfg in PAPER_TABLE2["reinmax"]]
     out += [_table6(stores, k) for k in (2, 3)]
     out += [_polynomial(stores, False), _polynomial(stores, True), _neuralsort(stores), _efficiency(stores)]
-    listops = any(s.benchmark == "listops" for s in stores)
-    out.append(Claim("Table 1, ListOps accuracy", "ReinMax reaches the best valid and test accuracy", NOT_RUN,
-                     "a listops store exists but this page does not read it yet" if listops
-                     else "no ListOps benchmark store", f"ReinMax test {_pm(PAPER_TABLE1_LISTOPS['reinmax']['test'])}"))
-    nas = PAPER_TABLE4_NAS["reinmax"]["cifar100"]["test"]
-    out.append(Claim("Table 4, architecture search (GDAS on NATS-Bench)", "GDAS with ReinMax beats GDAS with STGS",
-                     NOT_RUN, "architecture search is outside the library's benchmarks",
-                     f"CIFAR-100 test {_pm(nas)} (ReinMax)"))
+    out += [listops_claim(stores), nas_claim(stores)]
     return out
 
 
@@ -353,10 +296,10 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str
 
 
 def build_page(stores: List[Store], *, results_label: str = "docs/results", plot: Optional[str] = None) -> str:
-    """The Markdown page for `stores`: deterministic (the same stores give the same text).
+    """The Markdown page for ``stores``: deterministic (the same stores give the same text).
 
     Args:
-        stores: validated result stores (`load_stores`).
+        stores: validated result stores (:func:`load_stores`).
         results_label: how the page names the results directory.
         plot: the plot's file name relative to the page, or None for no plot.
 
@@ -423,7 +366,7 @@ def _plot(cs: List[Claim], path: Path) -> bool:
 
 def _label(results_dir, page: Path) -> str:
     """How the page names the results directory: relative to the folder above the page's (the
-    repository root for `docs/reproduction.md`), else as given."""
+    repository root for ``docs/reproduction.md``), else as given."""
     try:
         return Path(results_dir).resolve().relative_to(page.resolve().parent.parent).as_posix()
     except ValueError:
@@ -431,11 +374,11 @@ def _label(results_dir, page: Path) -> str:
 
 
 def write_report(results_dir, page) -> str:
-    """Read the stores under `results_dir`, write `page` (Markdown) and its plot beside it.
+    """Read the stores under ``results_dir``, write ``page`` (Markdown) and its plot beside it.
 
     Args:
-        results_dir: the directory searched for `*.json` result stores.
-        page: the Markdown file to write (atomically); the plot goes beside it as `reproduction.png`.
+        results_dir: the directory searched for ``*.json`` result stores.
+        page: the Markdown file to write (atomically); the plot goes beside it as ``reproduction.png``.
 
     Returns:
         The page's text.
@@ -449,10 +392,10 @@ def write_report(results_dir, page) -> str:
 
 
 def add_arguments(parser) -> None:
-    """`quasigrad report` options: `--results DIR`, `--out PAGE`, `--check`.
+    """``quasigrad report`` options: ``--results DIR``, ``--out PAGE``, ``--check``.
 
     Args:
-        parser: the `report` subcommand's parser.
+        parser: the ``report`` subcommand's parser.
     """
     parser.add_argument("--results", default="docs/results", help="directory of result stores (default docs/results)")
     parser.add_argument("--out", default="docs/reproduction.md", help="the page to write (default docs/reproduction.md)")
@@ -461,16 +404,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """Write (or with `--check` compare) the page.
+    """Write (or with ``--check`` compare) the page.
 
     Args:
-        args: parsed options of `add_arguments`.
+        args: parsed options of :func:`add_arguments`.
 
     Returns:
-        0 on success, 1 when `--check` finds the page differs from what the stores give.
+        0 on success, 1 when ``--check`` finds the page differs from what the stores give.
 
     Raises:
-        ReportError: a store that cannot be read or fails validation (a `BenchmarkError`, which
+        ReportError: a store that cannot be read or fails validation (a ``BenchmarkError``, which
             the command line prints as one line).
     """
     if args.check:

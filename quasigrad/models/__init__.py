@@ -2,8 +2,11 @@
 
 `vae`: the categorical and Bernoulli MNIST VAEs of the estimator literature, with the
 loss of one step under any registered estimator
-([estimator_step][quasigrad.models.vae.estimator_step]). May import the estimators, the
-objective layer and `quasigrad._util`; nothing above.
+([estimator_step][quasigrad.models.vae.estimator_step]). `tree_lstm`: the Gumbel tree-LSTM
+that parses ListOps, and `nas`: the GDAS supernet over the NAS-Bench-201 cell and the fixed
+network it derives (the ReinMax paper's downstream experiments), both taking any sample-level
+estimator by name. May import the estimators, the objective layer and `quasigrad._util`;
+nothing above.
 """
 
 from .vae import BernoulliVAE, CategoricalVAE, estimator_step, evaluate
