@@ -1,6 +1,6 @@
 """The reproduction page's claims of the ReinMax paper's two downstream experiments: Table 1
-(ListOps parsing with a Gumbel tree-LSTM, ``quasigrad bench listops``) and Table 4 (GDAS
-architecture search, ``quasigrad bench nas``).
+(ListOps parsing with a Gumbel tree-LSTM, `quasigrad bench listops`) and Table 4 (GDAS
+architecture search, `quasigrad bench nas`).
 
 ListOps is judged like the other claims: from the store with the most training (epochs × training
 sentences against the paper's 20 × 90,000), once it has a tenth of the paper's, with every
@@ -25,7 +25,7 @@ ORDER = ["st", "stgs", "gumbel_softmax", "gumbel_rao", "gst", "gapped_st", "rein
 
 
 def _runs(store: Store) -> Dict[str, Dict[int, dict]]:
-    """``{estimator: {seed: result}}`` of a store keyed ``ESTIMATOR/seedN``."""
+    """`{estimator: {seed: result}}` of a store keyed `ESTIMATOR/seedN`."""
     out: Dict[str, Dict[int, dict]] = {}
     for key, value in store.results.items():
         est, seed = key.rsplit("/", 1)
@@ -38,7 +38,7 @@ def _order(estimators) -> List[str]:
 
 
 def _paper_key(table: dict, est: str) -> Optional[str]:
-    """The key under which ``table`` holds ``est`` (any spelling of the same estimator), or None."""
+    """The key under which `table` holds `est` (any spelling of the same estimator), or None."""
     value = by_estimator(table, est)
     return next((k for k, v in table.items() if v is value), None) if value is not None else None
 
@@ -47,7 +47,7 @@ def listops_claim(stores: List[Store]) -> Claim:
     """Table 1: ReinMax reaches the best validation and test accuracy on ListOps.
 
     Args:
-        stores: validated result stores; those of ``listops`` are read.
+        stores: validated result stores; those of `listops` are read.
 
     Returns:
         The claim with our figures from the listops store with the most training.
@@ -108,7 +108,7 @@ def nas_claim(stores: List[Store]) -> Claim:
     our search and retraining run on MNIST; our figures are shown with that said.
 
     Args:
-        stores: validated result stores; those of ``nas`` are read.
+        stores: validated result stores; those of `nas` are read.
 
     Returns:
         The claim (verdict *not run*) with our figures from the nas store with the most search.

@@ -1,6 +1,6 @@
-"""What every claim of the reproduction page shares: the :class:`Claim` record, the three
+"""What every claim of the reproduction page shares: the `Claim` record, the three
 verdicts, the rule that judges a claim only from a long enough run, and the cell formats
-(:mod:`quasigrad.bench.report` and :mod:`quasigrad.bench._report_apps` build claims from them)."""
+(`quasigrad.bench.report` and `quasigrad.bench._report_apps` build claims from them)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def pct(fraction: float) -> str:
 
 
 def name(label: str) -> str:
-    """An estimator's name as the papers' tables spell it (``stgs`` → ``STGS``)."""
+    """An estimator's name as the papers' tables spell it (`stgs` → `STGS`)."""
     return DISPLAY_NAMES.get(label, label)
 
 
@@ -64,7 +64,7 @@ def judge(out: Claim, holds: bool, lead: str, fraction: float, overrides: Sequen
         overrides: settings of ours that the paper does not use, in words.
 
     Returns:
-        ``out``.
+        `out`.
     """
     if fraction < MIN_FRACTION:
         out.verdict = NOT_RUN
@@ -77,5 +77,5 @@ def judge(out: Claim, holds: bool, lead: str, fraction: float, overrides: Sequen
 
 
 def best(candidates: Sequence[Tuple[Any, ...]]) -> Any:
-    """The candidate ``(fraction, count, store, ...)`` with the most training, then the most results."""
+    """The candidate `(fraction, count, store, ...)` with the most training, then the most results."""
     return max(candidates, key=lambda c: (c[0], c[1], c[2].path)) if candidates else None

@@ -1,34 +1,34 @@
-"""``quasigrad bench listops``: unsupervised parsing on ListOps with a Gumbel tree-LSTM, the
+"""`quasigrad bench listops`: unsupervised parsing on ListOps with a Gumbel tree-LSTM, the
 experiment of the ReinMax paper's Table 1 (Liu et al. 2023, NeurIPS).
 
-For each estimator and seed, trains :class:`quasigrad.models.tree_lstm.GumbelTreeClassifier`
+For each estimator and seed, trains `quasigrad.models.tree_lstm.GumbelTreeClassifier`
 (leaf LSTM, Tree-LSTM composition, one sampled merge per step whose gradient is the
 estimator's, MLP classifier; argmax merges at evaluation) to predict the value of a ListOps
 expression, and reports the validation and test accuracy of the final model, mean ± std over
 seeds, beside the paper's Table 1 (labelled as the paper's).
 
-The data are **generated** by :mod:`quasigrad.bench.listops_data` (the original generator's
+The data are **generated** by `quasigrad.bench.listops_data` (the original generator's
 grammar and limits; the ReinMax code's filter of fewer than 100 tokens), not read from the
-original release, and cached on disk (``--data-dir``).
+original release, and cached on disk (`--data-dir`).
 
 Short preset (default; minutes on a small CPU): 2,000 / 500 / 500 sentences of at most 20
 tokens, 32-dimensional model, 4 epochs, τ = 1.1, seeds 0 1. Its accuracies are far below the
 paper's. (At τ = 1 ReinMax's gradient equals ZGR's on every draw, so τ = 1.1, the paper's
 value, also keeps the two apart.)
 
-``--full``: the paper's setting as its code runs it (github.com/LiyuanLucasLiu/ReinMax,
-``listops/README.md``): 300-dimensional words, states and classifier, dropout 0.5, batch 16,
+`--full`: the paper's setting as its code runs it (github.com/LiyuanLucasLiu/ReinMax,
+`listops/README.md`): 300-dimensional words, states and classifier, dropout 0.5, batch 16,
 20 epochs, RAdam with learning rate 7e-4 halved when the validation accuracy stalls, gradient
 norm clipped at 5, τ = 1.1, sentences of fewer than 100 tokens; 90,000 / 10,000 / 10,000
 generated sentences, seeds 0–4. Differences that remain: generated rather than released data,
-no GloVe initialisation (the paper's command passes ``--pretrained glove.840B.300d``, which
+no GloVe initialisation (the paper's command passes `--pretrained glove.840B.300d`, which
 covers no ListOps token but the brackets and digits), validation once per epoch rather than
 twice, and the same learning rate and τ for every estimator.
 
-One unit is one estimator and one seed, stored as ``ESTIMATOR/seedN`` in ``--out/listops.json``;
-it checkpoints after each epoch to ``--out/checkpoints`` and resumes there (the runner,
-:mod:`quasigrad.bench.runner`, owns the store, resuming, ``--device``, ``--threads`` and the
-progress bar). The plot goes to ``--out/listops.png``.
+One unit is one estimator and one seed, stored as `ESTIMATOR/seedN` in `--out/listops.json`;
+it checkpoints after each epoch to `--out/checkpoints` and resumes there (the runner,
+`quasigrad.bench.runner`, owns the store, resuming, `--device`, `--threads` and the
+progress bar). The plot goes to `--out/listops.png`.
 """
 
 from __future__ import annotations
@@ -66,13 +66,13 @@ RESULT_FIELDS = ("valid_acc", "test_acc", "history", "seconds_per_epoch", "steps
 
 
 def settings(args: argparse.Namespace) -> Dict[str, Any]:
-    """The preset chosen by ``--full`` with the command line's overrides, checked.
+    """The preset chosen by `--full` with the command line's overrides, checked.
 
     Args:
-        args: the parsed arguments of ``quasigrad bench listops``.
+        args: the parsed arguments of `quasigrad bench listops`.
 
     Returns:
-        The training settings (the keys of :data:`SHORT` but ``seeds``, and ``optimizer``).
+        The training settings (the keys of `SHORT` but `seeds`, and `optimizer`).
 
     Raises:
         BenchmarkError: an override that is not a positive number.
@@ -99,12 +99,12 @@ def load_data(spec: Dict[str, Any], data_seed: int, data_dir: Any) -> Dict[str, 
     """The generated splits as tensors, with the cache path.
 
     Args:
-        spec: the settings (:func:`settings`): split sizes and ``max_length``.
+        spec: the settings (`settings`): split sizes and `max_length`.
         data_seed: the generator's seed.
-        data_dir: the cache directory (``None``: :func:`quasigrad.bench.listops_data.default_cache_dir`).
+        data_dir: the cache directory (`None`: `quasigrad.bench.listops_data.default_cache_dir`).
 
     Returns:
-        ``train``, ``valid``, ``test`` as ``(ids, lengths, labels)`` and ``meta`` (the data's
+        `train`, `valid`, `test` as `(ids, lengths, labels)` and `meta` (the data's
         configuration, the cache file, whether it was generated now).
 
     Raises:
@@ -126,11 +126,11 @@ def load_data(spec: Dict[str, Any], data_seed: int, data_dir: Any) -> Dict[str, 
 
 
 def accuracy(model: torch.nn.Module, split: Any, batch: int, device: torch.device) -> float:
-    """Accuracy (%) of ``model`` in evaluation mode (argmax merges).
+    """Accuracy (%) of `model` in evaluation mode (argmax merges).
 
     Args:
-        model: a :class:`~quasigrad.models.tree_lstm.GumbelTreeClassifier`.
-        split: ``(ids, lengths, labels)`` from :func:`load_data`.
+        model: a `quasigrad.models.tree_lstm.GumbelTreeClassifier`.
+        split: `(ids, lengths, labels)` from `load_data`.
         batch: sentences per forward pass.
         device: where the model is.
 
@@ -153,7 +153,7 @@ def accuracy(model: torch.nn.Module, split: Any, batch: int, device: torch.devic
 
 
 def steps_per_epoch(spec: Dict[str, Any]) -> int:
-    """Optimiser steps in one epoch (batches of :func:`quasigrad.bench.listops_data.batches`)."""
+    """Optimiser steps in one epoch (batches of `quasigrad.bench.listops_data.batches`)."""
     return math.ceil(spec["train"] / spec["batch"])
 
 
@@ -163,18 +163,18 @@ def train_unit(data: Dict[str, Any], estimator: str, seed: int, spec: Dict[str, 
     """Train one model (one estimator, one seed) and return its accuracies and history.
 
     Args:
-        data: splits from :func:`load_data`.
+        data: splits from `load_data`.
         estimator: registered name of a sample-level estimator.
         seed: seed of the initialisation, the batches and the estimator's draws.
-        spec: the settings (:func:`settings`).
+        spec: the settings (`settings`).
         device: where to train.
         checkpoint: file to save after each epoch and resume from (None: no checkpoints).
         log: called with a line after each epoch.
         on_step: called after each optimiser step (with a running figure, or None).
 
     Returns:
-        ``valid_acc``, ``test_acc`` (%), ``history`` (per epoch: train loss and accuracy,
-        validation accuracy, learning rate), ``seconds_per_epoch``, ``steps``.
+        `valid_acc`, `test_acc` (%), `history` (per epoch: train loss and accuracy,
+        validation accuracy, learning rate), `seconds_per_epoch`, `steps`.
 
     Raises:
         BenchmarkError: a checkpoint written under other settings or damaged, or a training
@@ -324,13 +324,13 @@ def summarise(store: Any, estimators: List[str], seeds: List[int]) -> List[Dict[
     """One row per estimator: mean ± std over the seeds present, and the paper's values.
 
     Args:
-        store: the result store (or any mapping with ``in`` and ``[]`` by key).
+        store: the result store (or any mapping with `in` and `[]` by key).
         estimators: names as the keys spell them.
         seeds: the seeds to average.
 
     Returns:
-        Rows with ``estimator``, ``seeds``, ``valid``, ``test`` (mean, std), ``seconds_per_epoch``
-        and the paper's ``paper_valid``, ``paper_test`` (or None).
+        Rows with `estimator`, `seeds`, `valid`, `test` (mean, std), `seconds_per_epoch`
+        and the paper's `paper_valid`, `paper_test` (or None).
     """
     rows = []
     for e in estimators:
@@ -346,7 +346,7 @@ def summarise(store: Any, estimators: List[str], seeds: List[int]) -> List[Dict[
 
 
 def format_rows(rows: List[Dict[str, Any]]) -> str:
-    """The table of :func:`summarise`'s rows (the paper's columns labelled as the paper's)."""
+    """The table of `summarise`'s rows (the paper's columns labelled as the paper's)."""
     def pm(v):
         return f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"
 

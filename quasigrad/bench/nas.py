@@ -1,13 +1,13 @@
-"""``quasigrad bench nas``: GDAS-style architecture search (Dong and Yang 2019) with each
+"""`quasigrad bench nas`: GDAS-style architecture search (Dong and Yang 2019) with each
 estimator on the architecture logits, the experiment of the ReinMax paper's Table 4, on MNIST.
 
-For each estimator and seed: search with :class:`quasigrad.models.nas.SearchNetwork` (the
+For each estimator and seed: search with `quasigrad.models.nas.SearchNetwork` (the
 NAS-Bench-201 cell: 4 nodes, 6 edges, each edge one of none, skip, 3×3 conv, 1×1 conv, 3×3
 average pooling; one operation drawn per edge and per forward pass, only it runs), alternating
 a step on the network's weights (SGD on one half of the search images) and a step on the
-architecture logits (Adam on the other half), τ decaying linearly from ``--tau-max`` to
-``--tau-min`` as in GDAS; derive the argmax architecture; train it from scratch
-(:class:`quasigrad.models.nas.FixedNetwork`; SGD with Nesterov momentum, learning rate 0.1 on a
+architecture logits (Adam on the other half), τ decaying linearly from `--tau-max` to
+`--tau-min` as in GDAS; derive the argmax architecture; train it from scratch
+(`quasigrad.models.nas.FixedNetwork`; SGD with Nesterov momentum, learning rate 0.1 on a
 cosine schedule, as NATS-Bench trains its networks) and report its validation accuracy (on images
 from the last 5,000 training images, never searched or trained on) and test accuracy (the MNIST
 test set), mean ± std over seeds.
@@ -20,15 +20,15 @@ has); the paper's Table 4 is printed beside ours for orientation only (another d
 Short preset (default; minutes on a small CPU): 8 channels, a stem of stride 2 (the cells see
 14 × 14, 7 × 7 and 4 × 4 maps), one cell per stage and three stages, search on 2 × 2,000 images
 for 3 epochs, retrain on 5,000 images for 2 epochs, validate and test on 2,000 each; seeds 0 1.
-``--full``: 16 channels, two cells per stage, three stages, search on 2 × 25,000 images for 50
+`--full`: 16 channels, two cells per stage, three stages, search on 2 × 25,000 images for 50
 epochs, retrain on 55,000 images for 20 epochs, all 10,000 test images, seeds 0–4 (our choice
 of sizes: MNIST needs far less than CIFAR's 250 search epochs).
 
-One unit is one estimator and one seed, stored as ``ESTIMATOR/seedN`` in ``--out/nas.json``; it
-checkpoints after each search and retraining epoch to ``--out/checkpoints`` and resumes there
-(the runner, :mod:`quasigrad.bench.runner`, owns the store, resuming, ``--device``,
-``--threads`` and the progress bar). MNIST is read only when a unit is left to run. The plot
-goes to ``--out/nas.png``.
+One unit is one estimator and one seed, stored as `ESTIMATOR/seedN` in `--out/nas.json`; it
+checkpoints after each search and retraining epoch to `--out/checkpoints` and resumes there
+(the runner, `quasigrad.bench.runner`, owns the store, resuming, `--device`,
+`--threads` and the progress bar). MNIST is read only when a unit is left to run. The plot
+goes to `--out/nas.png`.
 """
 
 from __future__ import annotations
@@ -70,13 +70,13 @@ def _flag(name: str) -> str:
 
 
 def settings(args: argparse.Namespace) -> Dict[str, Any]:
-    """The preset chosen by ``--full`` with the command line's overrides, checked.
+    """The preset chosen by `--full` with the command line's overrides, checked.
 
     Args:
-        args: the parsed arguments of ``quasigrad bench nas``.
+        args: the parsed arguments of `quasigrad bench nas`.
 
     Returns:
-        The settings (the keys of :data:`SHORT` but ``seeds``).
+        The settings (the keys of `SHORT` but `seeds`).
 
     Raises:
         BenchmarkError: a size that is not positive or exceeds what MNIST holds, or a rate or
@@ -108,13 +108,13 @@ def settings(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def load_data(path: Optional[str]) -> Dict[str, torch.Tensor]:
-    """MNIST images ``uint8 (N, 28, 28)`` and labels; :func:`prep` makes a batch the networks' input.
+    """MNIST images `uint8 (N, 28, 28)` and labels; `prep` makes a batch the networks' input.
 
     Args:
-        path: the MNIST directory (``None``: the loader's search path).
+        path: the MNIST directory (`None`: the loader's search path).
 
     Returns:
-        ``train_x``, ``train_y``, ``test_x``, ``test_y``.
+        `train_x`, `train_y`, `test_x`, `test_y`.
 
     Raises:
         BenchmarkError: missing or damaged MNIST files.
@@ -125,14 +125,14 @@ def load_data(path: Optional[str]) -> Dict[str, torch.Tensor]:
 
 
 def prep(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch of ``uint8`` images as normalised ``(B, 1, 28, 28)`` floats on ``device``."""
+    """A batch of `uint8` images as normalised `(B, 1, 28, 28)` floats on `device`."""
     return ((images.to(device).float() / 255.0 - 0.1307) / 0.3081).unsqueeze(1)
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int = 500,
              **kw: Any) -> float:
-    """Accuracy (%) of ``model`` in evaluation mode on ``uint8`` images ``x`` with labels ``y``
-    (``kw`` goes to the model's forward, e.g. ``argmax=True`` for the supernet)."""
+    """Accuracy (%) of `model` in evaluation mode on `uint8` images `x` with labels `y`
+    (`kw` goes to the model's forward, e.g. `argmax=True` for the supernet)."""
     was = model.training
     model.eval()
     correct = 0
@@ -171,7 +171,7 @@ class _Checkpoint:
 
 
 def _restoring(checkpoint: Optional[_Checkpoint]) -> Any:
-    """Failures while restoring from ``checkpoint`` as one :class:`BenchmarkError` naming the file."""
+    """Failures while restoring from `checkpoint` as one `BenchmarkError` naming the file."""
     path = checkpoint.path if checkpoint is not None and checkpoint.path is not None else Path("checkpoint")
     return runner.restoring_checkpoint(path)
 
@@ -180,7 +180,7 @@ def search(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dict[
            log: Optional[Callable[[str], None]] = None, checkpoint: Optional[_Checkpoint] = None,
            state: Optional[Dict[str, Any]] = None, on_step: Optional[Callable[[Optional[str]], None]] = None
            ) -> Dict[str, Any]:
-    """GDAS search (resumed from ``state``, a search-phase checkpoint, if given); returns the
+    """GDAS search (resumed from `state`, a search-phase checkpoint, if given); returns the
     genotype, the final architecture probabilities, a history and the seconds it took."""
     from ..models.nas import SearchNetwork
 
@@ -249,8 +249,8 @@ def retrain(data: Dict[str, torch.Tensor], genotype, seed: int, spec: Dict[str, 
             log: Optional[Callable[[str], None]] = None, checkpoint: Optional[_Checkpoint] = None,
             state: Optional[Dict[str, Any]] = None, found: Optional[Dict[str, Any]] = None,
             on_step: Optional[Callable[[Optional[str]], None]] = None) -> Dict[str, Any]:
-    """Train the architecture ``genotype`` from scratch (resumed from ``state``, a retrain-phase
-    checkpoint, if given; ``found``, the search's result, is kept in the checkpoints);
+    """Train the architecture `genotype` from scratch (resumed from `state`, a retrain-phase
+    checkpoint, if given; `found`, the search's result, is kept in the checkpoints);
     validation and test accuracy (%), history and seconds."""
     from ..models.nas import FixedNetwork
 
@@ -305,8 +305,8 @@ def run_unit(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dic
              device: torch.device, log: Optional[Callable[[str], None]] = None,
              checkpoint: Optional[Path] = None, on_step: Optional[Callable[[Optional[str]], None]] = None
              ) -> Dict[str, Any]:
-    """One unit of the benchmark: search with ``estimator``, derive, retrain; all results.
-    With ``checkpoint``, the unit's state is saved after every epoch and resumed from there."""
+    """One unit of the benchmark: search with `estimator`, derive, retrain; all results.
+    With `checkpoint`, the unit's state is saved after every epoch and resumed from there."""
     ck = _Checkpoint(checkpoint, json.dumps({"spec": spec, "estimator": estimator, "seed": seed}, sort_keys=True))
     state = ck.load()
     if state is not None and state["phase"] == "retrain":
@@ -396,13 +396,13 @@ def summarise(store: Any, estimators: List[str], seeds: List[int]) -> List[Dict[
     paper's CIFAR-10 figures.
 
     Args:
-        store: the result store (or any mapping with ``in`` and ``[]`` by key).
+        store: the result store (or any mapping with `in` and `[]` by key).
         estimators: names as the keys spell them.
         seeds: the seeds to average.
 
     Returns:
-        Rows with ``estimator``, ``seeds``, ``valid``, ``test`` (mean, std), ``genotypes``,
-        ``seconds`` (per unit) and ``paper_valid``, ``paper_test`` (the paper's CIFAR-10, or None).
+        Rows with `estimator`, `seeds`, `valid`, `test` (mean, std), `genotypes`,
+        `seconds` (per unit) and `paper_valid`, `paper_test` (the paper's CIFAR-10, or None).
     """
     rows = []
     for e in estimators:
@@ -419,7 +419,7 @@ def summarise(store: Any, estimators: List[str], seeds: List[int]) -> List[Dict[
 
 
 def format_rows(rows: List[Dict[str, Any]]) -> str:
-    """The table of :func:`summarise`'s rows (the paper's column labelled as the paper's, on CIFAR-10)."""
+    """The table of `summarise`'s rows (the paper's column labelled as the paper's, on CIFAR-10)."""
     def pm(v):
         return f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"
 

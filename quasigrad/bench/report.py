@@ -1,9 +1,9 @@
-"""``quasigrad report``: every published claim beside our figure, on one generated page.
+"""`quasigrad report`: every published claim beside our figure, on one generated page.
 
-Reads the committed result stores (``docs/results/**/*.json``, the JSON the benchmarks write),
-validates them, and writes ``docs/reproduction.md`` with its plot: for each claim of the papers
+Reads the committed result stores (`docs/results/**/*.json`, the JSON the benchmarks write),
+validates them, and writes `docs/reproduction.md` with its plot: for each claim of the papers
 (ReinMax Tables 1, 2, 4, 6, its efficiency table and polynomial targets; NeuralSort's accuracy)
-the paper's figure (from :mod:`quasigrad.bench.paper`, labelled as the paper's), ours, how much
+the paper's figure (from `quasigrad.bench.paper`, labelled as the paper's), ours, how much
 of the paper's training ours represents, and a verdict in words: reproduced, not reproduced, or
 not run (with the reason). Where several stores hold a claim, the one with the most training is
 used. A store still being written is read as it is: the page shows the seeds present.
@@ -51,7 +51,7 @@ SAME_SETTINGS = "the paper's optimiser and learning rate"
 
 
 def _grouped(store: Store, group: str) -> Dict[str, Dict[int, dict]]:
-    """``{estimator: {seed: result}}`` of a VAE store's ``group`` (``8x4``, ``K2``)."""
+    """`{estimator: {seed: result}}` of a VAE store's `group` (`8x4`, `K2`)."""
     out: Dict[str, Dict[int, dict]] = {}
     for key, value in store.results.items():
         g, est, seed = key.split("/")
@@ -270,13 +270,13 @@ def _efficiency(stores: List[Store]) -> Claim:
 
 
 def claims(stores: List[Store]) -> List[Claim]:
-    """Every published claim, in page order, with our figures from ``stores`` and the verdict.
+    """Every published claim, in page order, with our figures from `stores` and the verdict.
 
     Args:
-        stores: validated result stores (:func:`load_stores`).
+        stores: validated result stores (`load_stores`).
 
     Returns:
-        One :class:`Claim` per published claim (Tables 2 and 6 one per configuration).
+        One `Claim` per published claim (Tables 2 and 6 one per configuration).
     """
     out = [_table2(stores, cfg) for cfg in PAPER_TABLE2["reinmax"]]
     out += [_table6(stores, k) for k in (2, 3)]
@@ -296,10 +296,10 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str
 
 
 def build_page(stores: List[Store], *, results_label: str = "docs/results", plot: Optional[str] = None) -> str:
-    """The Markdown page for ``stores``: deterministic (the same stores give the same text).
+    """The Markdown page for `stores`: deterministic (the same stores give the same text).
 
     Args:
-        stores: validated result stores (:func:`load_stores`).
+        stores: validated result stores (`load_stores`).
         results_label: how the page names the results directory.
         plot: the plot's file name relative to the page, or None for no plot.
 
@@ -366,7 +366,7 @@ def _plot(cs: List[Claim], path: Path) -> bool:
 
 def _label(results_dir, page: Path) -> str:
     """How the page names the results directory: relative to the folder above the page's (the
-    repository root for ``docs/reproduction.md``), else as given."""
+    repository root for `docs/reproduction.md`), else as given."""
     try:
         return Path(results_dir).resolve().relative_to(page.resolve().parent.parent).as_posix()
     except ValueError:
@@ -374,11 +374,11 @@ def _label(results_dir, page: Path) -> str:
 
 
 def write_report(results_dir, page) -> str:
-    """Read the stores under ``results_dir``, write ``page`` (Markdown) and its plot beside it.
+    """Read the stores under `results_dir`, write `page` (Markdown) and its plot beside it.
 
     Args:
-        results_dir: the directory searched for ``*.json`` result stores.
-        page: the Markdown file to write (atomically); the plot goes beside it as ``reproduction.png``.
+        results_dir: the directory searched for `*.json` result stores.
+        page: the Markdown file to write (atomically); the plot goes beside it as `reproduction.png`.
 
     Returns:
         The page's text.
@@ -392,10 +392,10 @@ def write_report(results_dir, page) -> str:
 
 
 def add_arguments(parser) -> None:
-    """``quasigrad report`` options: ``--results DIR``, ``--out PAGE``, ``--check``.
+    """`quasigrad report` options: `--results DIR`, `--out PAGE`, `--check`.
 
     Args:
-        parser: the ``report`` subcommand's parser.
+        parser: the `report` subcommand's parser.
     """
     parser.add_argument("--results", default="docs/results", help="directory of result stores (default docs/results)")
     parser.add_argument("--out", default="docs/reproduction.md", help="the page to write (default docs/reproduction.md)")
@@ -404,16 +404,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """Write (or with ``--check`` compare) the page.
+    """Write (or with `--check` compare) the page.
 
     Args:
-        args: parsed options of :func:`add_arguments`.
+        args: parsed options of `add_arguments`.
 
     Returns:
-        0 on success, 1 when ``--check`` finds the page differs from what the stores give.
+        0 on success, 1 when `--check` finds the page differs from what the stores give.
 
     Raises:
-        ReportError: a store that cannot be read or fails validation (a ``BenchmarkError``, which
+        ReportError: a store that cannot be read or fails validation (a `BenchmarkError`, which
             the command line prints as one line).
     """
     if args.check:
