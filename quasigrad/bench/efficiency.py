@@ -279,7 +279,7 @@ def _plot(store, shapes, labels, ctx, skipped=(), max_work=None) -> None:
     handles: list = [Patch(color=colors[i], label=f"shape {tuple(shape)}") for i, shape in enumerate(shapes)]
     handles += [Line2D([], [], color="k", lw=0.8, label="1×: as fast / as small as softmax"),
                 Line2D([], [], color="r", lw=0.8, ls=":",
-                       label="2×: twice softmax's (the straight-through family stays under it)")]
+                       label="2×: twice softmax's")]
     if skipped:
         handles.append(Line2D([], [], color="gray", marker="x", ls="none", mew=1.5,
                               label=f"not run ({reason}; raise --max-gr-work)"))
