@@ -220,7 +220,7 @@ def test_listops_and_nas_claims(tmp_path):
            "50 tokens, 64-dimensional model (11.1% of the paper's 20 epochs on 90,000 released sentences of at most " \
            "99 tokens, 300-dimensional); seeds as listed." in listops
     assert "| ReinMax | 0, 1 | 61.00 ± 1.41 | 62.00 ± 1.41 | 67.65 ± 1.25 | 68.07 ± 1.18 |" in listops
-    assert "| ZGR | 0 | 70.00 ± 0.00 | 70.00 ± 0.00 | – | – |" in listops          # not in the paper's table
+    assert "| ZGR | 0 | 70.00 (n = 1) | 70.00 (n = 1) | – | – |" in listops          # not in the paper's table
     assert ("**Verdict: reproduced**, ReinMax has the best mean valid and test accuracy (not run: GR-MCK, GST-1.0) "
             "(at 11.1% of the paper's training, with settings the paper does not use (generated data, hidden 64 "
             "(the paper's 300), max_length 50 (the paper's 99), batch 32 (the paper's 16), lr 0.003 (the paper's "

@@ -43,6 +43,23 @@ def _paper_key(table: dict, est: str) -> Optional[str]:
     return next((k for k, v in table.items() if v is value), None) if value is not None else None
 
 
+def _accuracies(store: Store, table: dict):
+    """For each estimator of `store`, in table order: `(estimator, seeds, valid, test, paper)` with
+    the mean ± std accuracies over its seeds and its entry of the paper's `table` (or None), and
+    the paper key of each estimator the table holds mapped to its `(valid, test)` means."""
+    runs = _runs(store)
+    out, means = [], {}
+    for est in _order(runs):
+        seeds = sorted(runs[est])
+        va = mean_std([runs[est][s]["valid_acc"] for s in seeds])
+        te = mean_std([runs[est][s]["test_acc"] for s in seeds])
+        key = _paper_key(table, est)
+        if key is not None:
+            means[key] = (va[0], te[0])
+        out.append((est, seeds, va, te, table.get(key) if key else None))
+    return out, means
+
+
 def listops_claim(stores: List[Store]) -> Claim:
     """Table 1: ReinMax reaches the best validation and test accuracy on ListOps.
 
@@ -66,18 +83,10 @@ def listops_claim(stores: List[Store]) -> Claim:
     if chosen is None:
         return Claim(title, claim, NOT_RUN, "no ListOps benchmark store", paper)
     frac, _, store = chosen
-    cfg, runs = store.config, _runs(store)
-    rows, means = [], {}
-    for est in _order(runs):
-        seeds = sorted(runs[est])
-        va = mean_std([runs[est][s]["valid_acc"] for s in seeds])
-        te = mean_std([runs[est][s]["test_acc"] for s in seeds])
-        key = _paper_key(PAPER_TABLE1_LISTOPS, est)
-        if key is not None:
-            means[key] = (va[0], te[0])
-        p = PAPER_TABLE1_LISTOPS.get(key) if key else None
-        rows.append([name(est), ", ".join(map(str, seeds)), pm(va), pm(te), pm(p["valid"]) if p else "–",
-                     pm(p["test"]) if p else "–"])
+    cfg = store.config
+    found, means = _accuracies(store, PAPER_TABLE1_LISTOPS)
+    rows = [[name(est), ", ".join(map(str, seeds)), pm(va, len(seeds)), pm(te, len(seeds)),
+             pm(p["valid"]) if p else "–", pm(p["test"]) if p else "–"] for est, seeds, va, te, p in found]
     differs = [f"{k} {cfg.get(k)} (the paper's {full[k]})" for k in ("hidden", "max_length", "batch", "lr",
                                                                        "optimizer", "tau") if cfg.get(k) != full[k]]
     scale = (f"{cfg.get('epochs')} epochs on {int(cfg.get('train', 0)):,} generated sentences of at most "
@@ -123,18 +132,12 @@ def nas_claim(stores: List[Store]) -> Claim:
     if chosen is None:
         return Claim(title, claim, NOT_RUN, "no architecture-search (nas) benchmark store", paper)
     _, _, store = chosen
-    cfg, runs = store.config, _runs(store)
-    rows, means = [], {}
-    for est in _order(runs):
-        seeds = sorted(runs[est])
-        va = mean_std([runs[est][s]["valid_acc"] for s in seeds])
-        te = mean_std([runs[est][s]["test_acc"] for s in seeds])
-        key = _paper_key(PAPER_TABLE4_NAS, est)
-        if key is not None:
-            means[key] = te[0]
-        p = PAPER_TABLE4_NAS.get(key) if key else None
-        rows.append([f"GDAS + {name(est)}", ", ".join(map(str, seeds)), pm(va), pm(te),
-                     pm(p["cifar10"]["test"]) if p else "–", pm(p["cifar100"]["test"]) if p else "–"])
+    cfg = store.config
+    found, both = _accuracies(store, PAPER_TABLE4_NAS)
+    means = {k: v[1] for k, v in both.items()}   # test accuracy
+    rows = [[f"GDAS + {name(est)}", ", ".join(map(str, seeds)), pm(va, len(seeds)), pm(te, len(seeds)),
+             pm(p["cifar10"]["test"]) if p else "–", pm(p["cifar100"]["test"]) if p else "–"]
+            for est, seeds, va, te, p in found]
     full = PAPER_SETTINGS["table4"]
     scale = (f"search {cfg.get('search_epochs')} epochs on 2 × {int(cfg.get('search_size', 0)) // 2:,} MNIST images, "
              f"the found cell retrained {cfg.get('retrain_epochs')} epochs on {int(cfg.get('retrain_size', 0)):,}; "

@@ -128,3 +128,29 @@ def mean_pm(values: Iterable[Optional[float]], fmt: str = ".5f") -> str:
         return "n/a"
     m, s = mean_std(vals)
     return f"{m:{fmt}} (n = 1)" if len(vals) == 1 else f"{m:{fmt}} ± {s:{fmt}}"
+
+
+def sample_level_names(requested: Optional[Sequence[str]], *, default: Sequence[str], model: str) -> List[str]:
+    """`--estimators` for a model that draws categorical samples itself: the names as typed, each
+    required to have a sample-level (layer-1) categorical function.
+
+    Args:
+        requested: the user's names (`None`: `default`).
+        default: the benchmark's list.
+        model: what needs them, for the message ("the tree model").
+
+    Returns:
+        The names, as typed.
+
+    Raises:
+        BenchmarkError: a registered estimator without a sample-level categorical function.
+    """
+    from .. import registry
+
+    names = registry.resolve_names(requested, default=default)
+    for e in names:
+        if registry.get(e).categorical is None:
+            raise BenchmarkError(f"--estimators: {e!r} has no sample-level function for categorical variables; "
+                                 f"{model} needs one of {registry.names(variable='categorical', layer=1)}")
+    return names
+

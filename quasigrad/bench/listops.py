@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from . import runner
+from .common import sample_level_names
 from .paper import PAPER_TABLE1_LISTOPS, by_estimator, display_name
 
 DESCRIPTION = "ListOps parsing with a Gumbel tree-LSTM (ReinMax paper, Table 1): valid/test accuracy per estimator"
@@ -278,15 +279,8 @@ class ListOps(runner.Benchmark):
                                  "~/.cache/quasigrad/listops)")
 
     def plan(self, args: argparse.Namespace, ctx: runner.Context) -> runner.Plan:
-        from .. import registry
-
         self.spec = spec = settings(args)
-        self.names = registry.resolve_names(args.estimators, default=DEFAULT_ESTIMATORS)
-        for e in self.names:
-            if registry.get(e).categorical is None:
-                raise runner.BenchmarkError(
-                    f"--estimators: {e!r} has no sample-level function for categorical variables; the tree model "
-                    f"needs one of {registry.names(variable='categorical', layer=1)}")
+        self.names = sample_level_names(args.estimators, default=DEFAULT_ESTIMATORS, model="the tree model")
         # Read (or generate) the data now: a damaged cache stops the run before anything is written.
         self.data = load_data(spec, args.data_seed, args.data_dir)
         meta = self.data["meta"]

@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from . import runner
+from .common import sample_level_names
 from .paper import PAPER_TABLE4_NAS, by_estimator
 
 DESCRIPTION = ("GDAS-style architecture search on MNIST (ReinMax paper, Table 4's method): retrained accuracy "
@@ -342,15 +343,8 @@ class NAS(runner.Benchmark):
                                  "../shared/data/mnist)")
 
     def plan(self, args: argparse.Namespace, ctx: runner.Context) -> runner.Plan:
-        from .. import registry
-
         self.spec = spec = settings(args)
-        self.names = registry.resolve_names(args.estimators, default=DEFAULT_ESTIMATORS)
-        for e in self.names:
-            if registry.get(e).categorical is None:
-                raise runner.BenchmarkError(
-                    f"--estimators: {e!r} has no sample-level function for categorical variables; the supernet "
-                    f"needs one of {registry.names(variable='categorical', layer=1)}")
+        self.names = sample_level_names(args.estimators, default=DEFAULT_ESTIMATORS, model="the supernet")
         self.preset = "full" if args.full else (
             "short preset" + (" with overrides" if any(getattr(args, n) is not None for n in _OVERRIDES) else ""))
         print("data: MNIST (CIFAR-10/100, ImageNet-16-120 and NATS-Bench, on which the paper measures, are not "
