@@ -341,10 +341,10 @@ def summarise(store: Any, estimators: List[str], seeds: List[int]) -> List[Dict[
 
 def format_rows(rows: List[Dict[str, Any]]) -> str:
     """The table of `summarise`'s rows (the paper's columns labelled as the paper's)."""
-    def pm(v):
-        return f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"
+    def pm(v, n=0):   # a single seed has no spread to show
+        return "n/a" if not v else f"{v[0]:.2f} (n = 1)" if n == 1 else f"{v[0]:.2f} ± {v[1]:.2f}"
 
-    table = [[display_name(r["estimator"]), r["seeds"], pm(r["valid"]), pm(r["test"]),
+    table = [[display_name(r["estimator"]), r["seeds"], pm(r["valid"], r["seeds"]), pm(r["test"], r["seeds"]),
               pm(r["paper_valid"]), pm(r["paper_test"]), f"{r['seconds_per_epoch']:.1f}"] for r in rows]
     return runner.format_table(table, ["estimator", "seeds", "valid acc %", "test acc %", "paper's valid (Table 1)",
                                        "paper's test (Table 1)", "s/epoch"])

@@ -414,10 +414,11 @@ def summarise(store: Any, estimators: List[str], seeds: List[int]) -> List[Dict[
 
 def format_rows(rows: List[Dict[str, Any]]) -> str:
     """The table of `summarise`'s rows (the paper's column labelled as the paper's, on CIFAR-10)."""
-    def pm(v):
-        return f"{v[0]:.2f} ± {v[1]:.2f}" if v else "n/a"
+    def pm(v, n=0):   # a single seed has no spread to show
+        return "n/a" if not v else f"{v[0]:.2f} (n = 1)" if n == 1 else f"{v[0]:.2f} ± {v[1]:.2f}"
 
-    table = [[_display(r["estimator"]), r["seeds"], pm(r["valid"]), pm(r["test"]), pm(r["paper_test"]),
+    table = [[_display(r["estimator"]), r["seeds"], pm(r["valid"], r["seeds"]), pm(r["test"], r["seeds"]),
+              pm(r["paper_test"]),
               f"{r['seconds']:.0f}"] for r in rows]
     return runner.format_table(table, ["estimator", "seeds", "MNIST valid acc %", "MNIST test acc %",
                                        "paper's CIFAR-10 test (Table 4)", "s/unit"])
