@@ -177,6 +177,20 @@ def _restoring(checkpoint: Optional[_Checkpoint]) -> Any:
     return runner.restoring_checkpoint(path)
 
 
+def _states(gen: torch.Generator, **parts: Any) -> Dict[str, Any]:
+    """What a checkpoint holds of a phase: each part's `state_dict()` under its name, the data
+    order generator's state and the global RNG state."""
+    return {**{k: v.state_dict() for k, v in parts.items()}, "gen": gen.get_state(), "rng": torch.get_rng_state()}
+
+
+def _restore(state: Dict[str, Any], gen: torch.Generator, **parts: Any) -> None:
+    """Load what [`_states`][quasigrad.bench.nas._states] saved back into `parts` and `gen`."""
+    for k, v in parts.items():
+        v.load_state_dict(state[k])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["rng"])
+
+
 def search(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dict[str, Any], *, device: torch.device,
            log: Optional[Callable[[str], None]] = None, checkpoint: Optional[_Checkpoint] = None,
            state: Optional[Dict[str, Any]] = None, on_step: Optional[Callable[[Optional[str]], None]] = None
@@ -201,12 +215,7 @@ def search(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dict[
     start, step, elapsed = 0, 0, 0.0
     if state is not None:
         with _restoring(checkpoint):
-            net.load_state_dict(state["net"])
-            w_opt.load_state_dict(state["w_opt"])
-            a_opt.load_state_dict(state["a_opt"])
-            sched.load_state_dict(state["sched"])
-            gen.set_state(state["gen"])
-            torch.set_rng_state(state["rng"])
+            _restore(state, gen, net=net, w_opt=w_opt, a_opt=a_opt, sched=sched)
             history, start = list(state["history"]), int(state["epoch"])
             step, elapsed = int(state["step"]), float(state["elapsed"])
     for epoch in range(start, spec["search_epochs"]):
@@ -240,8 +249,7 @@ def search(data: Dict[str, torch.Tensor], estimator: str, seed: int, spec: Dict[
                 f"accuracy {acc:.2f}% on the architecture half, {'|'.join(net.genotype())}")
         if checkpoint is not None:
             checkpoint.save(phase="search", epoch=epoch + 1, step=step, elapsed=elapsed, history=history,
-                            net=net.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
-                            sched=sched.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state())
+                            **_states(gen, net=net, w_opt=w_opt, a_opt=a_opt, sched=sched))
     return {"genotype": list(net.genotype()), "arch_probs": torch.softmax(net.arch_logits.detach(), -1).tolist(),
             "search_history": history, "search_seconds": elapsed}
 
@@ -268,11 +276,7 @@ def retrain(data: Dict[str, torch.Tensor], genotype, seed: int, spec: Dict[str, 
     start, elapsed = 0, 0.0
     if state is not None:
         with _restoring(checkpoint):
-            net.load_state_dict(state["net"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            gen.set_state(state["gen"])
-            torch.set_rng_state(state["rng"])
+            _restore(state, gen, net=net, opt=opt, sched=sched)
             history, start, elapsed = list(state["history"]), int(state["epoch"]), float(state["elapsed"])
     for epoch in range(start, spec["retrain_epochs"]):
         t0 = time.perf_counter()
@@ -293,8 +297,7 @@ def retrain(data: Dict[str, torch.Tensor], genotype, seed: int, spec: Dict[str, 
             log(f"  retrain epoch {epoch + 1}/{spec['retrain_epochs']}: train loss {loss_sum / n:.4f}")
         if checkpoint is not None:
             checkpoint.save(phase="retrain", found=found, epoch=epoch + 1, elapsed=elapsed, history=history,
-                            net=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            gen=gen.get_state(), rng=torch.get_rng_state())
+                            **_states(gen, net=net, opt=opt, sched=sched))
     vx, vy = data["train_x"][-VALID_SIZE:][:spec["valid_size"]], data["train_y"][-VALID_SIZE:][:spec["valid_size"]]
     t = spec["test_size"]
     return {"valid_acc": accuracy(net, vx, vy, device), "test_acc": accuracy(net, data["test_x"][:t],
