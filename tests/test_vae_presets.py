@@ -1,10 +1,16 @@
 """The VAE benchmarks' named presets: what they plan, and the paper's column they print."""
 
+from pathlib import Path
+
 import pytest
 from bench_cli import bench_args, run_bench
 
 from quasigrad.bench import runner
 from quasigrad.bench.paper import CATEGORICAL_CONFIGS, PAPER_TABLE6
+
+# the presets load MNIST while planning (and the last test trains on it)
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 
 
 def _plan(name, argv):
