@@ -4,6 +4,7 @@ short search-derive-retrain run of the benchmark trains the derived network from
 beat chance on held-out MNIST."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,10 @@ from quasigrad import registry
 from quasigrad.bench import BENCHMARKS, nas, runner
 from quasigrad.bench.runner import BenchmarkError
 from quasigrad.models.nas import OPS, FixedCell, FixedNetwork, SearchCell, SearchNetwork, cell_edges
+
+# the training tests read MNIST; like the other MNIST tests they skip where it is absent
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+needs_mnist = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +118,7 @@ def test_registered_and_bad_arguments(tmp_path):
     assert "gumbel_softmax" in registry.names(layer=1)
 
 
+@needs_mnist
 def test_short_search_and_retrain_beats_chance_and_resumes(tmp_path, monkeypatch):
     """Search, derive, retrain the derived architecture from scratch (it trains: its loss falls),
     and its held-out accuracy beats chance."""
@@ -135,6 +141,7 @@ def test_short_search_and_retrain_beats_chance_and_resumes(tmp_path, monkeypatch
     assert run_bench("nas", argv) == 0
 
 
+@needs_mnist
 @pytest.mark.parametrize("stop_after", [1, 3])        # saves: search epoch 1, 2, retrain epoch 1, 2
 def test_an_interrupted_unit_resumes_to_the_same_result(tmp_path, monkeypatch, stop_after):
     spec = dict(nas.SHORT, channels=4, stages=2, search_size=128, search_epochs=2, retrain_size=128,
