@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 
 import quasigrad
-from quasigrad.estimators import _native, _ops, _streams
+from quasigrad.estimators import _eager, _native, _ops, _streams
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason=f"no fused kernels: {_native.status()}")
 
@@ -155,8 +155,9 @@ def test_fused_gradient_equals_pytorch_path_on_the_same_draw(name, n, dtype):
 
 def test_fused_operator_is_called_on_cpu_floats_only(monkeypatch):
     calls = []
-    real = _native.sample
-    monkeypatch.setattr(_native, "sample", lambda *a: calls.append(1) or real(*a))
+    for name in ("sample", "sample_keep"):   # without and with the exponentials kept for the backward pass
+        real = getattr(_native, name)
+        monkeypatch.setattr(_native, name, lambda *a, real=real: calls.append(1) or real(*a))
     x = torch.randn(6, 10, requires_grad=True)
     quasigrad.zgr(x)
     quasigrad.zgr(x.t(), dim=0)                    # any layout and dim: moved to the last dimension
@@ -343,3 +344,58 @@ def test_fused_eager_path_reads_a_moved_dimension_through_its_contiguous_copy():
     for x in (a, b):
         (quasigrad.reinmax(x.t(), dim=0, generator=torch.Generator().manual_seed(5)) * g.t()).sum().backward()
     torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 10, 17, 64, 1000])
+def test_kept_exponentials_give_the_same_draw_and_gradients(dtype, n):
+    # sample_keep/backward_kept against sample/backward: bit for bit, every backward formula,
+    # masked categories included (scalar rows below 8 categories, vector rows from 8 up)
+    x = torch.randn(40, n, dtype=dtype, generator=torch.Generator().manual_seed(n)) * 3
+    if n > 2:
+        x[:, 1] = float("-inf")
+    g = torch.randn(40, n, dtype=dtype)
+    d, index, row_max, bad = _native.sample(x, 77)
+    d2, e, index2, bad2 = _native.sample_keep(x, 77)
+    assert bad == bad2 == 0 and torch.equal(d, d2) and torch.equal(index, index2)
+    for mode, cap in [(_native.ST, 0.0), (_native.ZGR, 0.0), (_native.DARN, 0.0), (_native.GST, 0.37)]:
+        assert torch.equal(_native.backward(mode, g, x, row_max, index, cap),
+                           _native.backward_kept(mode, g, e, index2, cap))
+
+
+@pytest.mark.parametrize("name", ["st", "reinmax", "zgr", "darn", "gapped_st"])
+def test_estimators_agree_with_and_without_kept_exponentials(name, monkeypatch):
+    # eager kernel calls keep the exponentials up to _native.KEEP_MAX_BYTES; past it (forced here
+    # with 0) they are recomputed: the same sample and the same gradient
+    fn = getattr(quasigrad, name)
+    x = torch.randn(5, 7, 12, dtype=torch.float64)
+    w = torch.randn(5, 7, 12, dtype=torch.float64)
+    out = []
+    for limit in (_native.KEEP_MAX_BYTES, 0):
+        monkeypatch.setattr(_native, "KEEP_MAX_BYTES", limit)
+        leaf = x.clone().requires_grad_()
+        y = fn(leaf, generator=torch.Generator().manual_seed(3))
+        (y * w).sum().backward()
+        out.append((y.detach(), leaf.grad))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+@pytest.mark.parametrize("name", ["st", "reinmax", "zgr", "darn", "gapped_st"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shortest_route_agrees_with_the_general_route(name, dtype, monkeypatch):
+    fn = getattr(quasigrad, name)
+    x = torch.randn(3, 11, 9, dtype=dtype)
+    x[..., 2] = float("-inf")
+    w = torch.randn(3, 11, 9, dtype=dtype)
+    taken = []
+    real = _eager.shortest
+    monkeypatch.setattr(_eager, "shortest", lambda *a: taken.append(real(*a)) or taken[-1])
+    out = []
+    for route in ("shortest", "general"):
+        leaf = torch.nn.Parameter(x.clone())       # a Parameter takes the shortest route too
+        y = fn(leaf, generator=torch.Generator().manual_seed(11))
+        (y * w).sum().backward()
+        out.append((y.detach(), leaf.grad))
+        monkeypatch.setattr(_eager, "shortest", lambda *a: None)
+    assert len(taken) == 1 and taken[0] is not None
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])

@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define QG_ABI 4
+#define QG_ABI 5
 
 int qg_abi_version(void) { return QG_ABI; }
 

@@ -34,6 +34,10 @@
    in two sweeps per row: q (stored in out) with its sum and <q, g>, then out = q (a g + b), plus
    a term at k.
 
+   qg_sample_keep_* / qg_backward_kept_*: the same pair with e_j = exp(x_j - m) kept from the draw
+   (one more tensor of x's size) instead of recomputed from x and m: the backward pass then costs
+   what softmax's does. Every value is the same as qg_sample's and qg_backward's.
+
    qg_gumbel_*: Gumbel-softmax with its sample drawn first: k as in qg_sample (or given), then the
    Gumbel noise conditioned on argmax(x + G) = k (Maddison et al. 2014), which together are
    exactly unconditioned Gumbel noise. With E_j = -log U_j, a = sum e / E_k and
@@ -150,11 +154,11 @@ QG_COEFFICIENTS(float, f32)
 QG_COEFFICIENTS(double, f64)
 
 #define QG_SCALAR_ROWS(T, SUF, EXP, LOG)                                                          \
-static inline void qg_backward_row_##SUF##s(const T *xr, const T *gr, T m, int64_t k, T *o, int64_t n, \
-                                            int mode, T cap) {                                    \
+static inline void qg_backward_row_##SUF##s(const T *xr, const T *er, const T *gr, T m, int64_t k, T *o, \
+                                            int64_t n, int mode, T cap) {                         \
     T s = 0, dot = 0;                                                                             \
     for (int64_t j = 0; j < n; ++j) {                                                             \
-        T q = EXP(xr[j] - m);                                                                     \
+        T q = er ? er[j] : EXP(xr[j] - m);                                                        \
         if (mode == QG_GST) q = q < cap ? q : cap;                                                \
         o[j] = q; s += q; dot += q * gr[j];                                                       \
     }                                                                                             \
@@ -253,28 +257,29 @@ static inline int64_t qg_search_f32v(const float *e, int64_t n, float v) {
     return k;
 }
 
-static inline void qg_backward_row_f32v(const float *xr, const float *gr, float m, int64_t k, float *o, int64_t n,
-                                        int mode, float cap) {
+static inline void qg_backward_row_f32v(const float *xr, const float *er, const float *gr, float m, int64_t k,
+                                        float *o, int64_t n, int mode, float cap) {
     const int64_t full = n - n % QG_VL;
     const qv vmax = qv_splat(m), vcap = qv_splat(cap);
     qv vs = qv_splat(0.0f), vdot = qv_splat(0.0f);
     int64_t j;
     for (j = 0; j < full; j += QG_VL) {
-        qv q = qv_exp_nonpos(qv_load(xr + j) - vmax);
+        qv q = er ? qv_load(er + j) : qv_exp_nonpos(qv_load(xr + j) - vmax);
         if (mode == QG_GST) q = qv_min(q, vcap);
         qv_store(o + j, q);
         vs += q;
         vdot += q * qv_load(gr + j);
     }
     if (j < n && n >= QG_VL) {
-        qv q = qv_exp_nonpos(qv_load(xr + n - QG_VL) - vmax);
+        qv q = er ? qv_load(er + n - QG_VL) : qv_exp_nonpos(qv_load(xr + n - QG_VL) - vmax);
         if (mode == QG_GST) q = qv_min(q, vcap);
         qv_store(o + n - QG_VL, q);
         q = qv_keep_last(q, n - j, 0.0f);
         vs += q;
         vdot += q * qv_load(gr + n - QG_VL);
     } else if (j < n) {
-        qv q = qv_exp_nonpos(qv_load_part(xr + j, n - j, -INFINITY) - vmax);
+        qv q = er ? qv_load_part(er + j, n - j, 0.0f)
+                   : qv_exp_nonpos(qv_load_part(xr + j, n - j, -INFINITY) - vmax);
         if (mode == QG_GST) q = qv_min(q, vcap);
         qv_store_part(o + j, q, n - j);
         vs += q;
@@ -349,9 +354,10 @@ static inline float qg_expsum_f32(const float *x, float m, float *e, int64_t n) 
     return n < 8 ? qg_expsum_f32s(x, m, e, n) : qg_expsum_f32v(x, m, e, n);
 }
 static inline int64_t qg_search_f32(const float *e, int64_t n, float v) { return n < 8 ? qg_search_f32s(e, n, v) : qg_search_f32v(e, n, v); }
-static inline void qg_backward_row_f32(const float *x, const float *g, float m, int64_t k, float *o, int64_t n, int mode, float cap) {
-    if (n < 8) qg_backward_row_f32s(x, g, m, k, o, n, mode, cap);
-    else qg_backward_row_f32v(x, g, m, k, o, n, mode, cap);
+static inline void qg_backward_row_f32(const float *x, const float *e, const float *g, float m, int64_t k, float *o,
+                                       int64_t n, int mode, float cap) {
+    if (n < 8) qg_backward_row_f32s(x, e, g, m, k, o, n, mode, cap);
+    else qg_backward_row_f32v(x, e, g, m, k, o, n, mode, cap);
 }
 static inline float qg_relax_row_f32(const float *e, float *y, const float *u, const float *g, float *dot, int64_t k,
                                      float a, float tau, int64_t n) {
@@ -374,9 +380,9 @@ static inline float qg_dot_f32(const float *a, const float *b, int64_t n) {
 static inline int qg_max_f64(const double *x, int64_t n, double *m) { return qg_max_f64s(x, n, m); }
 static inline double qg_expsum_f64(const double *x, double m, double *e, int64_t n) { return qg_expsum_f64s(x, m, e, n); }
 static inline int64_t qg_search_f64(const double *e, int64_t n, double v) { return qg_search_f64s(e, n, v); }
-static inline void qg_backward_row_f64(const double *x, const double *g, double m, int64_t k, double *o, int64_t n, int mode,
-                                       double cap) {
-    qg_backward_row_f64s(x, g, m, k, o, n, mode, cap);
+static inline void qg_backward_row_f64(const double *x, const double *e, const double *g, double m, int64_t k, double *o,
+                                       int64_t n, int mode, double cap) {
+    qg_backward_row_f64s(x, e, g, m, k, o, n, mode, cap);
 }
 static inline double qg_relax_row_f64(const double *e, double *y, const double *u, const double *g, double *dot,
                                       int64_t k, double a, double tau, int64_t n) {
@@ -423,7 +429,35 @@ void QG_FN(qg_backward_##SUF)(const T *x, const T *m, const int64_t *idx, const 
     (void)nthreads;                                                                               \
     QG_PARALLEL_FOR                                                                               \
     for (int64_t r = 0; r < rows; ++r)                                                            \
-        qg_backward_row_##SUF(x + r * n, g + r * n, m[r], idx[r], out + r * n, n, mode, cap);     \
+        qg_backward_row_##SUF(x + r * n, NULL, g + r * n, m[r], idx[r], out + r * n, n, mode, cap); \
+}                                                                                                 \
+                                                                                                  \
+/* qg_sample with e_j = exp(x_j - m) kept in e for qg_backward_kept (no row max written). */      \
+int64_t QG_FN(qg_sample_keep_##SUF)(const T *x, T *d, T *e, int64_t *idx, uint64_t key, int64_t rows, \
+                                    int64_t n, int nthreads) {                                    \
+    (void)nthreads;                                                                               \
+    int64_t bad = 0;                                                                              \
+    QG_PARALLEL_FOR_COUNT_BAD                                                                     \
+    for (int64_t r = 0; r < rows; ++r) {                                                          \
+        const T *xr = x + r * n;                                                                  \
+        T *dr = d + r * n, *er = e + r * n, m;                                                    \
+        memset(dr, 0, (size_t)n * sizeof(T));                                                     \
+        if (qg_max_##SUF(xr, n, &m)) { memset(er, 0, (size_t)n * sizeof(T)); idx[r] = 0; ++bad; continue; } \
+        T s = qg_expsum_##SUF(xr, m, er, n);                                                      \
+        int64_t k = qg_search_##SUF(er, n, qg_row_u_##SUF(key, r) * s);                           \
+        dr[k] = 1;                                                                                \
+        idx[r] = k;                                                                               \
+    }                                                                                             \
+    return bad;                                                                                   \
+}                                                                                                 \
+                                                                                                  \
+/* qg_backward from the e that qg_sample_keep kept: no exponential is recomputed. */              \
+void QG_FN(qg_backward_kept_##SUF)(const T *e, const int64_t *idx, const T *g, T *out, int mode, T cap, \
+                                   int64_t rows, int64_t n, int nthreads) {                       \
+    (void)nthreads;                                                                               \
+    QG_PARALLEL_FOR                                                                               \
+    for (int64_t r = 0; r < rows; ++r)                                                            \
+        qg_backward_row_##SUF(NULL, e + r * n, g + r * n, 0, idx[r], out + r * n, n, mode, cap);  \
 }                                                                                                 \
                                                                                                   \
 /* One row of qg_gumbel: y (and the one-hot d, if given) for the drawn or the given k. */         \

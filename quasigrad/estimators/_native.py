@@ -37,14 +37,21 @@ import torch
 
 from . import _build
 
-__all__ = ["available", "status", "info", "usable", "sample", "backward", "gumbel", "gumbel_rao_backward",
-           "softmax_backward", "uniform", "isotonic", "isotonic_backward", "soft_backward", "ST", "ZGR", "DARN", "GST"]
+__all__ = ["available", "status", "info", "usable", "sample", "backward", "sample_keep", "backward_kept", "gumbel",
+           "gumbel_rao_backward", "softmax_backward", "uniform", "isotonic", "isotonic_backward", "soft_backward", "ST", "ZGR", "DARN", "GST"]
 
-ABI = 4
+ABI = 5
 # The backward formulas (the kernel's mode argument).
 ST, ZGR, DARN, GST = 0, 1, 2, 3
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _VARIANT_RANK = {"generic": 0, "avx2": 1, "avx512": 2}
+
+# The straight-through family's eager calls keep the draw's exponentials for the backward pass
+# (one more tensor of the logits' size; the backward then does a softmax backward's work instead
+# of recomputing them) up to this many bytes of logits. Beyond it, measured at (256, 50257)
+# float32, writing and reading the extra tensor (allocated afresh on every call, past the C
+# allocator's reuse) costs more than the exponentials.
+KEEP_MAX_BYTES = 16 << 20
 
 _P, _I64, _U64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int
 _F = {"f32": ctypes.c_float, "f64": ctypes.c_double}
@@ -55,6 +62,8 @@ def _signatures(suffix: str) -> Dict[str, Tuple[list, object]]:
     return {
         "qg_sample": ([_P, _P, _P, _P, _U64, _I64, _I64, _INT], _I64),
         "qg_backward": ([_P, _P, _P, _P, _P, _INT, f, _I64, _I64, _INT], None),
+        "qg_sample_keep": ([_P, _P, _P, _P, _U64, _I64, _I64, _INT], _I64),
+        "qg_backward_kept": ([_P, _P, _P, _P, _INT, f, _I64, _I64, _INT], None),
         "qg_gumbel": ([_P, _P, _P, _P, _P, _U64, _U64, f, _I64, _I64, _INT], _I64),
         "qg_gumbel_rao_backward": ([_P, _P, _P, _P, _U64, f, _I64, _I64, _I64, _INT], _I64),
         "qg_uniform": ([_U64, _I64, _I64, _P, _INT], None),
@@ -332,19 +341,30 @@ def backward(mode: int, grad: torch.Tensor, x: torch.Tensor, row_max: torch.Tens
     return out
 
 
-def backward_own(mode: int, grad: torch.Tensor, x: torch.Tensor, row_max: torch.Tensor, index: torch.Tensor,
-                 cap: float = 0.0) -> torch.Tensor:
-    """[`backward`][quasigrad.estimators._native.backward] for `x`, `row_max` and `index` as
-    [`sample`][quasigrad.estimators._native.sample] left them (already plain and contiguous);
-    only the upstream `grad` is made so."""
-    if grad.dtype != x.dtype:
-        grad = grad.to(x.dtype)
+def sample_keep(x: torch.Tensor, key: int):
+    """`(one_hot, e, index, bad)`: [`sample`][quasigrad.estimators._native.sample]'s draw with
+    `e = exp(x - row max)` kept for [`backward_kept`][quasigrad.estimators._native.backward_kept]
+    instead of the row max; `x` plain and contiguous, categories last."""
+    rows, n = _rows(x)
+    d, e = torch.empty_like(x), torch.empty_like(x)
+    index = torch.empty(x.shape[:-1], dtype=torch.int64)
+    bad = _fn("qg_sample_keep", x.dtype)(x.data_ptr(), d.data_ptr(), e.data_ptr(), index.data_ptr(), key, rows, n,
+                                         _threads())
+    return d, e, index, bad
+
+
+def backward_kept(mode: int, grad: torch.Tensor, e: torch.Tensor, index: torch.Tensor, cap: float = 0.0) -> torch.Tensor:
+    """[`backward`][quasigrad.estimators._native.backward] from the `e` and `index` that
+    [`sample_keep`][quasigrad.estimators._native.sample_keep] gave: the same values, with no
+    exponential recomputed."""
+    if grad.dtype != e.dtype:
+        grad = grad.to(e.dtype)
     if not grad.is_contiguous() or grad.is_neg() or grad.is_conj():
         grad = _plain(grad)
-    out = torch.empty_like(x)
-    n = x.shape[-1]
-    _fn("qg_backward", x.dtype)(x.data_ptr(), row_max.data_ptr(), index.data_ptr(), grad.data_ptr(), out.data_ptr(),
-                                mode, cap, x.numel() // n, n, _threads())
+    out = torch.empty_like(e)
+    n = e.shape[-1]
+    _fn("qg_backward_kept", e.dtype)(e.data_ptr(), index.data_ptr(), grad.data_ptr(), out.data_ptr(), mode, cap,
+                                     e.numel() // n, n, _threads())
     return out
 
 

@@ -345,32 +345,41 @@ class _Categorical(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, seed, mode, cap, dim):
         ctx.direct = isinstance(seed, int)
+        ctx.mode, ctx.cap = mode, cap
+        ctx.kept = False
         if ctx.direct:
-            x = _native._plain(logits)   # what the backward kernel reads: the logits or their contiguous copy
-            d, index, row_max, bad = _native.sample(x, seed)
+            x = _native._plain(logits)
+            ctx.kept = x.numel() * x.element_size() <= _native.KEEP_MAX_BYTES
+            if ctx.kept:
+                d, e, index, bad = _native.sample_keep(x, seed)
+                saved = (e, index)
+            else:
+                d, index, row_max, bad = _native.sample(x, seed)
+                saved = (x, index, row_max)
             if bad:
                 _raise_bad(logits, dim)
+            ctx.save_for_backward(*saved)
         else:
-            x = logits
             d, index, row_max = _categorical(logits, seed, mode, cap, dim)
-        ctx.mode, ctx.cap = mode, cap
-        ctx.save_for_backward(x, index, row_max)
+            ctx.save_for_backward(logits, index, row_max)
         return d
 
     @staticmethod
     def backward(ctx, grad):
         if torch.is_grad_enabled():   # create_graph: a result that refuses to be differentiated again
-            return _categorical_grad_once(ctx, grad)
-        logits, index, row_max = ctx.saved_tensors
-        if ctx.direct:
-            return _native.backward_own(ctx.mode, grad, logits, row_max, index, ctx.cap), None, None, None, None
-        return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
+            return _eager_grad_once(ctx, grad)
+        return _eager_grad(ctx, grad)
 
 
-@torch.autograd.function.once_differentiable
-def _categorical_grad_once(ctx, grad):
+def _eager_grad(ctx, grad):
+    if ctx.kept:
+        e, index = ctx.saved_tensors
+        return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap), None, None, None, None
     logits, index, row_max = ctx.saved_tensors
     return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
+
+
+_eager_grad_once = torch.autograd.function.once_differentiable(_eager_grad)
 
 
 def categorical_eager(logits: torch.Tensor, generator: Optional[torch.Generator], mode: int, cap: float,

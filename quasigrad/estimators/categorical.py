@@ -30,7 +30,7 @@ import torch
 
 from .. import registry
 from .._util import validate as V
-from . import _native, _ops, _streams
+from . import _eager, _native, _ops, _streams
 from ._backward import _k_darn, _k_reinmax, _k_st, _k_zgr
 from ._sampling import compute_dtype, draw, is_compiling, seed
 
@@ -185,6 +185,10 @@ def st(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Optional
         >>> [round(v, 4) for v in logits.grad[0].tolist()]   # J(π) g: sums to zero
         [-0.1418, -0.1408, 0.2826]
     """
+    if index is None and type(tau) is float and tau == 1.0:
+        fast = _eager.shortest(logits, dim, generator, _native.ST, 0.0)
+        if fast is not None:
+            return fast
     dim, tau = _prepare(logits, dim, generator, tau)
     return _estimate(logits, dim, tau, index, generator, _native.ST, _k_st,
                      lambda probs, q: (functools.partial(_k_st, scale=1.0 / tau), q))
@@ -213,6 +217,10 @@ def reinmax(logits: torch.Tensor, *, tau: float = 1.0, dim: int = -1, index: Opt
     Returns:
         The one-hot sample `D`, shaped like `logits`, in its dtype.
     """
+    if index is None and type(tau) is float and tau == 1.0:
+        fast = _eager.shortest(logits, dim, generator, _native.ZGR, 0.0)
+        if fast is not None:
+            return fast
     dim, tau = _prepare(logits, dim, generator, tau)
     # At τ = 1, 2 J(½(π + D)) g − ½ J(π) g reduces to ZGR's kernel (same values, fewer passes).
     return _estimate(logits, dim, tau, index, generator, _native.ZGR, _k_zgr,
@@ -239,6 +247,10 @@ def zgr(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] = 
     Returns:
         The one-hot sample `D`, shaped like `logits`, in its dtype.
     """
+    if index is None:
+        fast = _eager.shortest(logits, dim, generator, _native.ZGR, 0.0)
+        if fast is not None:
+            return fast
     dim, _ = _prepare(logits, dim, generator)
     return _estimate(logits, dim, 1.0, index, generator, _native.ZGR, _k_zgr)
 
@@ -264,6 +276,10 @@ def darn(logits: torch.Tensor, *, dim: int = -1, index: Optional[torch.Tensor] =
     Returns:
         The one-hot sample `D`, shaped like `logits`, in its dtype.
     """
+    if index is None:
+        fast = _eager.shortest(logits, dim, generator, _native.DARN, 0.0)
+        if fast is not None:
+            return fast
     dim, _ = _prepare(logits, dim, generator)
     return _estimate(logits, dim, 1.0, index, generator, _native.DARN, _k_darn)
 
@@ -290,6 +306,10 @@ def gapped_st(logits: torch.Tensor, *, gap: float = 1.0, tau: float = 1.0, dim: 
     Returns:
         The one-hot sample `D`, shaped like `logits`, in its dtype.
     """
+    if index is None and type(tau) is float and tau == 1.0 and type(gap) is float and 0.0 < gap < math.inf:
+        fast = _eager.shortest(logits, dim, generator, _native.GST, math.exp(-gap))
+        if fast is not None:
+            return fast
     dim, tau = _prepare(logits, dim, generator, tau)
     gap = V.check_positive(gap, "gap")
     fused = _fused(logits, dim, index, generator, _native.GST, math.exp(-gap)) if tau == 1.0 else None

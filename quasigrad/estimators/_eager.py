@@ -1,0 +1,65 @@
+"""The shortest route to the straight-through family's fused kernels, for the commonest call: an
+eager CPU call on float32/float64 logits, contiguous, categories last, a fresh draw and a
+gradient wanted. It skips the general route's layers (the full argument checks, moving `dim`,
+the operator's seed tensor) and keeps the draw's exponentials for the backward kernel, which
+then does a softmax backward's work; every other call takes the general route, with the same
+sample and the same gradient."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _native, _ops, _streams
+
+__all__ = ["shortest"]
+
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def shortest(logits, dim, generator, mode: int, cap: float) -> Optional[torch.Tensor]:
+    """The straight-through family's estimator with formula `mode` by the shortest route, for the
+    commonest call (eager, CPU, float32/float64, contiguous, categories last, a fresh draw, a
+    gradient wanted, and nothing a full check could refuse); None for every other call, which
+    then takes the general route (the same sample and gradient; every argument checked)."""
+    if (type(logits) not in _PLAIN_TYPES or logits.dtype not in _KERNEL_DTYPES or logits.device.type != "cpu"
+            or type(dim) is not int or logits.dim() == 0 or (dim != -1 and dim != logits.dim() - 1)
+            or not logits.requires_grad or not torch.is_grad_enabled() or not logits.is_contiguous()
+            or logits.is_neg() or logits.is_conj() or logits.numel() == 0
+            or logits.numel() * logits.element_size() > _native.KEEP_MAX_BYTES):
+        return None
+    if generator is not None and (type(generator) is not torch.Generator or generator.device.type != "cpu"):
+        return None
+    if _ops.dynamo_compiling() or _ops.functorch_active() or not _ops._kernels_loaded():
+        return None
+    return _Kept.apply(logits, _streams.seed_int(generator), mode, cap)
+
+
+class _Kept(torch.autograd.Function):
+    """[`shortest`][quasigrad.estimators._eager.shortest]'s autograd node: the kernels called
+    directly, the draw's exponentials kept for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, logits, key, mode, cap):
+        d, e, index, bad = _native.sample_keep(logits, key)
+        if bad:
+            _ops._raise_bad(logits, logits.dim() - 1)
+        ctx.mode, ctx.cap = mode, cap
+        ctx.save_for_backward(e, index)
+        return d
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():   # create_graph: a result that refuses to be differentiated again
+            return _kept_grad_once(ctx, grad)
+        return _kept_grad(ctx, grad)
+
+
+def _kept_grad(ctx, grad):
+    e, index = ctx.saved_tensors
+    return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap), None, None, None
+
+
+_kept_grad_once = torch.autograd.function.once_differentiable(_kept_grad)
