@@ -251,3 +251,20 @@ def test_damaged_listops_and_nas_stores(tmp_path, kind, config, results, match):
     with pytest.raises(ReportError, match=match) as info:
         report.load_stores(res)
     assert str(info.value).startswith(f"bad/{kind}.json") and "\n" not in str(info.value)
+
+
+def test_sorting_history_says_whether_accuracy_stopped_rising(tmp_path):
+    rising = [[1000 * i, 0.5 + 0.02 * i, 0.8] for i in range(1, 10)] + [[10000, 0.72, 0.9]]
+    flat = [[1000 * i, min(0.9, 0.7 + 0.05 * i), 0.95] for i in range(1, 10)] + [[10000, 0.905, 0.95]]
+    store = {"benchmark": "mnist-sort", "config": {"steps": 10000},
+             "results": {"neural_sort/n=3/seed=0": {"exact": 0.905, "elementwise": 0.95, "history": flat},
+                         "neural_sort/n=5/seed=0": {"exact": 0.72, "elementwise": 0.9, "history": rising}}}
+    text = report.build_page(report.load_stores(_write(tmp_path, store, "sort/mnist-sort.json")))
+    assert ("exact accuracy over the run's last half (seed 0): n = 3: stopped rising (+0.005 from step 5,000 to "
+            "10,000); n = 5: still rising (+0.120 from step 5,000 to 10,000)") in text
+    # six of the ten evaluations: the first, the last and evenly between
+    assert "| 3 | 1 | 0.905 ± 0.000 | 1,000: 0.750, 3,000: 0.850, 5,000: 0.900, 6,000: 0.900, 8,000: 0.900, " \
+           "10,000: 0.905 | 0.930 |" in text
+    bad = dict(store, results={"neural_sort/n=3/seed=0": {"exact": 0.5, "elementwise": 0.5, "history": [[1, 2.0, 0.5]]}})
+    with pytest.raises(ReportError, match="history"):
+        report.load_stores(_write(tmp_path / "bad", bad, "sort/mnist-sort.json"))

@@ -87,16 +87,22 @@ def test_mnist_sort_resumes_from_checkpoint(tmp_path, monkeypatch):
     test = mnist_sort.make_sequences(mnist.test_images, mnist.test_labels, 8, 3, torch.Generator().manual_seed(0))
     ckpt = tmp_path / "ck.pt"
 
-    def interrupted(*args):
-        raise KeyboardInterrupt
+    make = mnist_sort.make_sequences
+    calls = []
 
-    monkeypatch.setattr(mnist_sort, "_evaluate", interrupted)
+    def interrupted(*args):   # the third step's batch: interrupted after the checkpoint at step 2
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return make(*args)
+
+    monkeypatch.setattr(mnist_sort, "make_sequences", interrupted)
     with pytest.raises(KeyboardInterrupt):
         mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, ckpt, 2)
-    assert torch.load(ckpt, weights_only=True)["step"] == 2
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["step"] == 2 and [row[0] for row in saved["history"]] == [2]
     monkeypatch.undo()
     drawn = []
-    make = mnist_sort.make_sequences
     monkeypatch.setattr(mnist_sort, "make_sequences", lambda *a: (drawn.append(1), make(*a))[1])
     result = mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, ckpt, 2)
     assert len(drawn) == 1                                 # only the third step was run
@@ -104,3 +110,5 @@ def test_mnist_sort_resumes_from_checkpoint(tmp_path, monkeypatch):
     whole = mnist_sort.train_one("neural_sort", 3, 0, cfg, mnist, test, tmp_path / "other.pt", 2)
     assert {k: v for k, v in result.items() if k != "train_seconds"} == \
         {k: v for k, v in whole.items() if k != "train_seconds"}
+    assert [row[0] for row in result["history"]] == [2, 3]      # evaluated at the checkpoint and at the end
+    assert result["history"][-1][1:] == [result["exact"], result["elementwise"]]

@@ -93,14 +93,26 @@ def _evaluate(model, pictures, values, chunk=200):
     return accuracies(scores, values)
 
 
+def _history(value, where) -> list:
+    """A checkpoint's accuracy history, checked: `[step, exact, elementwise]` rows."""
+    ok = isinstance(value, list) and all(
+        isinstance(row, list) and len(row) == 3 and isinstance(row[0], int) and not isinstance(row[0], bool)
+        and all(isinstance(a, float) and 0.0 <= a <= 1.0 for a in row[1:]) for row in value)
+    if not ok:
+        raise runner.BenchmarkError(f"{where}: 'history' must be a list of [step, exact, elementwise] rows")
+    return [list(row) for row in value]
+
+
 def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, ctx=None, device="cpu"):
-    """Train one scorer with `method` on sequences of `n` and return its test accuracies;
-    checkpoints to `ckpt_path` every `checkpoint_every` steps and resumes from it."""
+    """Train one scorer with `method` on sequences of `n` and return its test accuracies, with
+    their history (`[step, exact, elementwise]` at every `checkpoint_every` steps and at the
+    end, so that a run shows whether its accuracy has stopped rising); checkpoints to
+    `ckpt_path` every `checkpoint_every` steps and resumes from it."""
     torch.manual_seed(seed)
     model = Scorer(cfg["channels"], cfg["hidden"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     gen = torch.Generator().manual_seed(1000 + seed)
-    step, elapsed = 0, 0.0
+    step, elapsed, history = 0, 0.0, []
     if ckpt_path.exists():
         state = runner.load_checkpoint(ckpt_path, required=("model", "opt", "gen", "step", "elapsed"),
                                        map_location="cpu")
@@ -109,6 +121,7 @@ def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, ct
             opt.load_state_dict(state["opt"])
             gen.set_state(state["gen"])
             step, elapsed = state["step"], state["elapsed"]
+            history = _history(state.get("history", []), ckpt_path)
     relax = _relaxation(method)
     tiny = torch.finfo(torch.float32).tiny
     start = time.time()
@@ -123,13 +136,15 @@ def train_one(method, n, seed, cfg, mnist, test, ckpt_path, checkpoint_every, ct
         loss.backward()
         opt.step()
         if (step + 1) % checkpoint_every == 0 and step + 1 < cfg["steps"]:
+            history.append([step + 1, *_evaluate(model, *test)])   # no random numbers: training is unchanged
             runner.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                                    "step": step + 1, "elapsed": elapsed + time.time() - start}, ckpt_path)
+                                    "step": step + 1, "elapsed": elapsed + time.time() - start,
+                                    "history": history}, ckpt_path)
         if ctx is not None:
             ctx.step()
     exact, elementwise = _evaluate(model, *test)
     return {"exact": exact, "elementwise": elementwise, "final_loss": float(loss.detach()),
-            "train_seconds": elapsed + time.time() - start}
+            "train_seconds": elapsed + time.time() - start, "history": history + [[cfg["steps"], exact, elementwise]]}
 
 
 class MnistSort(runner.Benchmark):
@@ -202,6 +217,10 @@ class MnistSort(runner.Benchmark):
                                          "NeuralSort exact acc, Grover et al. 2019"]))
         print(f"ours: {cfg['steps']} steps, batch {cfg['batch']}, CNN channels {cfg['channels']}, "
               f"{cfg['test_sequences']} test sequences; paper: its full protocol")
+        keys = [f"{m}/n={n}/seed={s}" for n in cfg["sizes"] for m in self.methods for s in ctx.seeds]
+        for key in [k for k in keys if k in store and len(store[k].get("history", [])) > 1]:
+            print(f"{key}: exact accuracy by step: "
+                  + ", ".join(f"{step}: {exact:.3f}" for step, exact, _ in store[key]["history"]))
         _plot(summary, cfg["sizes"], self.methods, ctx,
               title=f"ours: {cfg['steps']} steps, CNN {cfg['channels']}; paper: its full protocol")
         return {"summary": summary, "paper_neuralsort_exact": PAPER_NEURALSORT}
