@@ -399,3 +399,24 @@ def test_shortest_route_agrees_with_the_general_route(name, dtype, monkeypatch):
         monkeypatch.setattr(_eager, "shortest", lambda *a: None)
     assert len(taken) == 1 and taken[0] is not None
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+def test_kept_exponentials_share_the_one_hots_allocation_without_overlapping_it():
+    x = torch.randn(37, 13)
+    d, e, index, _ = _native.sample_keep(x, 9)
+    assert d.untyped_storage().data_ptr() == e.untyped_storage().data_ptr() == index.untyped_storage().data_ptr()
+    spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in (d, e, index))
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    # writing into the one-hot (an in-place op on the estimator's output) leaves the gradient alone
+    w = torch.randn(37, 13)
+    grads = []
+    for touch in (False, True):
+        leaf = x.clone().requires_grad_()
+        y = quasigrad.st(leaf, generator=torch.Generator().manual_seed(4))
+        if touch:
+            y.mul_(3.0).add_(1.0)
+            (y * w / 3.0).sum().backward()
+        else:
+            (y * w).sum().backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[0], grads[1])
