@@ -46,20 +46,11 @@ class _Kept(torch.autograd.Function):
         d, e, index, bad = _native.sample_keep(logits, key)
         if bad:
             _ops._raise_bad(logits, logits.dim() - 1)
-        ctx.mode, ctx.cap = mode, cap
+        ctx.mode, ctx.cap, ctx.kept = mode, cap, True
         ctx.save_for_backward(e, index)
         return d
 
     @staticmethod
     def backward(ctx, grad):
-        if torch.is_grad_enabled():   # create_graph: a result that refuses to be differentiated again
-            return _kept_grad_once(ctx, grad)
-        return _kept_grad(ctx, grad)
-
-
-def _kept_grad(ctx, grad):
-    e, index = ctx.saved_tensors
-    return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap), None, None, None
-
-
-_kept_grad_once = torch.autograd.function.once_differentiable(_kept_grad)
+        # the general route's eager backward, which reads the kept exponentials (ctx.kept)
+        return _ops._Categorical.backward(ctx, grad)[:4]
