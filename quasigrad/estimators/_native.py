@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import sys
 import tempfile
@@ -290,23 +291,29 @@ def _rows(x: torch.Tensor) -> Tuple[int, int]:
     return x.numel() // n, n
 
 
+def _packed(*parts: Tuple[torch.dtype, torch.Size]) -> Tuple[torch.Tensor, ...]:
+    """Contiguous tensors of the given `(dtype, shape)`s back to back in one allocation, each
+    from an 8-byte boundary. None is a view of another (each has its own version counter) and
+    none overlaps another."""
+    offsets, end = [], 0
+    for dtype, shape in parts:
+        offsets.append(end)
+        end += -(-math.prod(shape) * dtype.itemsize // 8) * 8
+    storage = torch.empty(end, dtype=torch.uint8).untyped_storage()
+    return tuple(torch.empty(0, dtype=dtype).set_(storage, at // dtype.itemsize, shape)  # type: ignore[call-overload]
+                 for (dtype, shape), at in zip(parts, offsets))
+
+
 def _outputs(x: torch.Tensor):
     """The one-hot, index and row-max tensors for `sample`. From rows of 16 categories up,
-    the three share one allocation (the one-hot's storage, extended), which saves two allocator
-    calls and keeps small blocks from sitting between large ones: with them apart, glibc's heap
-    was trimmed and regrown on most calls at (4096, 64), a page fault per 4 KiB written. The
-    tensors are not views of one another (each has its own version counter) and do not overlap;
-    the one-hot's storage is larger than the one-hot by at most 12/64 (float32, n = 16)."""
+    the three share one allocation (`_packed`), which saves two allocator calls and keeps small
+    blocks from sitting between large ones: with them apart, glibc's heap was trimmed and
+    regrown on most calls at (4096, 64), a page fault per 4 KiB written. The one-hot's storage
+    is larger than the one-hot by at most 12/64 (float32, n = 16), plus 4 bytes of padding."""
     n, batch = x.shape[-1], x.shape[:-1]
     if n < 16:
         return torch.empty_like(x), torch.empty(batch, dtype=torch.int64), torch.empty(batch, dtype=x.dtype)
-    rows, size = x.numel() // n, x.element_size()
-    at_index = -(-x.numel() * size // 8)             # in int64 elements, after the one-hot
-    at_max = (at_index + rows) * 8 // size           # in x.dtype elements, after the index
-    storage = torch.empty((at_max + rows) * size, dtype=torch.uint8).untyped_storage()
-    return (torch.empty(0, dtype=x.dtype).set_(storage, 0, x.shape),  # type: ignore[call-overload]
-            torch.empty(0, dtype=torch.int64).set_(storage, at_index, batch),  # type: ignore[call-overload]
-            torch.empty(0, dtype=x.dtype).set_(storage, at_max, batch))  # type: ignore[call-overload]
+    return _packed((x.dtype, x.shape), (torch.int64, batch), (x.dtype, batch))
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -346,19 +353,12 @@ def sample_keep(x: torch.Tensor, key: int):
     `e = exp(x - row max)` kept for [`backward_kept`][quasigrad.estimators._native.backward_kept]
     instead of the row max; `x` plain and contiguous, categories last.
 
-    The three share one allocation (the one-hot's storage, extended; none overlaps another and
-    each has its own version counter), so the exponentials' memory is returned with the
-    one-hot's. Apart, their allocations and frees left glibc's heap top past its trim threshold
-    on some calls and not others, depending on what came before: at (4096, 64) float32, 0 to 60
-    page faults a call and up to 1.4× the time, where one allocation gave none."""
+    The three share one allocation, so the exponentials' memory is returned with the one-hot's
+    (`_packed`). Apart, their allocations and frees left glibc's heap top past its
+    trim threshold on some calls and not others, depending on what came before: at (4096, 64)
+    float32, 0 to 60 page faults a call and up to 1.4× the time, where one allocation gave none."""
     rows, n = _rows(x)
-    size = x.element_size()
-    at_e = -(-x.numel() * size // 64) * 64                      # bytes, 64-byte aligned
-    at_index = at_e + -(-x.numel() * size // 64) * 64
-    storage = torch.empty(at_index + rows * 8, dtype=torch.uint8).untyped_storage()
-    d = torch.empty(0, dtype=x.dtype).set_(storage, 0, x.shape)  # type: ignore[call-overload]
-    e = torch.empty(0, dtype=x.dtype).set_(storage, at_e // size, x.shape)  # type: ignore[call-overload]
-    index = torch.empty(0, dtype=torch.int64).set_(storage, at_index // 8, x.shape[:-1])  # type: ignore[call-overload]
+    d, e, index = _packed((x.dtype, x.shape), (x.dtype, x.shape), (torch.int64, x.shape[:-1]))
     bad = _fn("qg_sample_keep", x.dtype)(x.data_ptr(), d.data_ptr(), e.data_ptr(), index.data_ptr(), key, rows, n,
                                          _threads())
     return d, e, index, bad
