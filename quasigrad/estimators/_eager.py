@@ -27,8 +27,7 @@ def shortest(logits, dim, generator, mode: int, cap: float) -> Optional[torch.Te
     if (type(logits) not in _PLAIN_TYPES or logits.dtype not in _KERNEL_DTYPES or logits.device.type != "cpu"
             or type(dim) is not int or logits.dim() == 0 or (dim != -1 and dim != logits.dim() - 1)
             or not logits.requires_grad or not torch.is_grad_enabled() or not logits.is_contiguous()
-            or logits.is_neg() or logits.is_conj() or logits.numel() == 0
-            or logits.numel() * logits.element_size() > _native.KEEP_MAX_BYTES):
+            or logits.is_neg() or logits.is_conj() or logits.numel() == 0 or not _native.keeps(logits)):
         return None
     if generator is not None and (type(generator) is not torch.Generator or generator.device.type != "cpu"):
         return None

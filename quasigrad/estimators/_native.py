@@ -38,7 +38,7 @@ import torch
 
 from . import _build
 
-__all__ = ["available", "status", "info", "usable", "sample", "backward", "sample_keep", "backward_kept", "gumbel",
+__all__ = ["available", "status", "info", "usable", "sample", "backward", "sample_keep", "backward_kept", "keeps", "gumbel",
            "gumbel_rao_backward", "softmax_backward", "uniform", "isotonic", "isotonic_backward", "soft_backward", "ST", "ZGR", "DARN", "GST"]
 
 ABI = 5
@@ -53,6 +53,11 @@ _VARIANT_RANK = {"generic": 0, "avx2": 1, "avx512": 2}
 # float32, writing and reading the extra tensor (allocated afresh on every call, past the C
 # allocator's reuse) costs more than the exponentials.
 KEEP_MAX_BYTES = 16 << 20
+
+
+def keeps(x: torch.Tensor) -> bool:
+    """Whether an eager call on logits `x` keeps the draw's exponentials (`KEEP_MAX_BYTES`)."""
+    return x.numel() * x.element_size() <= KEEP_MAX_BYTES
 
 _P, _I64, _U64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int
 _F = {"f32": ctypes.c_float, "f64": ctypes.c_double}

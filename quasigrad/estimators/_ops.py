@@ -349,7 +349,7 @@ class _Categorical(torch.autograd.Function):
         ctx.kept = False
         if ctx.direct:
             x = _native._plain(logits)
-            ctx.kept = x.numel() * x.element_size() <= _native.KEEP_MAX_BYTES
+            ctx.kept = _native.keeps(x)
             if ctx.kept:
                 d, e, index, bad = _native.sample_keep(x, seed)
                 saved = (e, index)
