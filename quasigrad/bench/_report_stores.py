@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List
 
+from .mnist_sort import history_ok
 from .runner import BenchmarkError
 
 __all__ = ["ReportError", "Store", "load_stores", "MAX_STORE_BYTES"]
@@ -98,10 +99,7 @@ def _validate(store: Store) -> None:
             for field in ("exact", "elementwise"):
                 if not 0 <= _number(_need(value, field, at), f"{at} {field}") <= 1:
                     raise ReportError(f"{at}: {field} must be a proportion in [0, 1]")
-            history = value.get("history", [])
-            if not (isinstance(history, list) and all(
-                    isinstance(row, list) and len(row) == 3 and not isinstance(row[0], bool) and isinstance(row[0], int)
-                    and all(0 <= _number(a, f"{at} history") <= 1 for a in row[1:]) for row in history)):
+            if not history_ok(value.get("history", [])):
                 raise ReportError(f"{at}: history must be a list of [step, exact, elementwise] rows")
         else:
             for field in ("time_ms", "peak_mib"):

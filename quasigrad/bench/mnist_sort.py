@@ -93,12 +93,18 @@ def _evaluate(model, pictures, values, chunk=200):
     return accuracies(scores, values)
 
 
-def _history(value, where) -> list:
-    """A checkpoint's accuracy history, checked: `[step, exact, elementwise]` rows."""
-    ok = isinstance(value, list) and all(
+def history_ok(value) -> bool:
+    """Whether `value` is an accuracy history as `train_one` writes it, in a checkpoint or a
+    result store: a list of `[step, exact, elementwise]` rows, the step an integer and both
+    accuracies floats in [0, 1]."""
+    return isinstance(value, list) and all(
         isinstance(row, list) and len(row) == 3 and isinstance(row[0], int) and not isinstance(row[0], bool)
         and all(isinstance(a, float) and 0.0 <= a <= 1.0 for a in row[1:]) for row in value)
-    if not ok:
+
+
+def _history(value, where) -> list:
+    """A checkpoint's accuracy history, checked (`history_ok`)."""
+    if not history_ok(value):
         raise runner.BenchmarkError(f"{where}: 'history' must be a list of [step, exact, elementwise] rows")
     return [list(row) for row in value]
 
