@@ -106,6 +106,9 @@ def _table2(stores: List[Store], cfg: str) -> Claim:
     order = sorted(compared, key=lambda e: means[e])
     out.ours = f"ReinMax {means['reinmax']:.2f} (rank {order.index('reinmax') + 1} of {len(order)})"
     lead = "ReinMax is lowest" if order[0] == "reinmax" else f"{_name(order[0])} is lowest, not ReinMax"
+    lower = [e for e in sorted(means, key=lambda e: means[e]) if e not in compared and means[e] < means["reinmax"]]
+    if lower:
+        lead += "; lower still, outside the paper's table: " + ", ".join(f"{_name(e)} {means[e]:.2f}" for e in lower)
     return _judge(out, order[0] == "reinmax", lead, frac, _overrides(store.config))
 
 
