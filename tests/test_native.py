@@ -359,8 +359,11 @@ def test_kept_exponentials_give_the_same_draw_and_gradients(dtype, n):
     d2, e, index2, bad2 = _native.sample_keep(x, 77)
     assert bad == bad2 == 0 and torch.equal(d, d2) and torch.equal(index, index2)
     for mode, cap in [(_native.ST, 0.0), (_native.ZGR, 0.0), (_native.DARN, 0.0), (_native.GST, 0.37)]:
-        assert torch.equal(_native.backward(mode, g, x, row_max, index, cap),
-                           _native.backward_kept(mode, g, e, index2, cap))
+        want = _native.backward(mode, g, x, row_max, index, cap)
+        assert torch.equal(want, _native.backward_kept(mode, g, e, index2, cap))
+        spare = e.clone()      # written over in place: each row's e is read before it is overwritten
+        over = _native.backward_kept(mode, g, spare, index2, cap, into_e=True)
+        assert over is spare and torch.equal(over, want)
 
 
 @pytest.mark.parametrize("name", ["st", "reinmax", "zgr", "darn", "gapped_st"])
@@ -420,3 +423,41 @@ def test_kept_exponentials_share_the_one_hots_allocation_without_overlapping_it(
             (y * w).sum().backward()
         grads.append(leaf.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("name", ["st", "reinmax", "zgr", "darn", "gapped_st"])
+@pytest.mark.parametrize("route", ["shortest", "general"])
+def test_kept_exponentials_overwritten_once_then_recomputed(name, route, monkeypatch):
+    # The first backward pass writes the gradient over the kept exponentials; a second pass
+    # (retain_graph) recomputes them from the logits, and a pass that builds a graph
+    # (create_graph) leaves them: every pass gives the first pass's gradient, bit for bit.
+    fn = getattr(quasigrad, name)
+    if route == "general":
+        monkeypatch.setattr(_eager, "shortest", lambda *a: None)
+    x = torch.randn(6, 4, 9, dtype=torch.float64)
+    x[..., 3] = float("-inf")
+    w = torch.randn(6, 4, 9, dtype=torch.float64)
+    leaf = x.clone().requires_grad_()
+    y = fn(leaf, generator=torch.Generator().manual_seed(8))
+    (first,) = torch.autograd.grad(y, leaf, w, retain_graph=True)
+    (second,) = torch.autograd.grad(y, leaf, w, retain_graph=True)
+    (third,) = torch.autograd.grad(y, leaf, w, retain_graph=True, create_graph=True)
+    assert torch.equal(first, second) and torch.equal(first, third)
+    monkeypatch.setattr(_native, "KEEP_MAX_BYTES", 0)   # the recomputing pair throughout
+    leaf2 = x.clone().requires_grad_()
+    y2 = fn(leaf2, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(y.detach(), y2.detach())
+    assert torch.equal(first, torch.autograd.grad(y2, leaf2, w)[0])
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_logits_changed_in_place_before_backward_is_refused(keep, monkeypatch):
+    # the kept route saves the logits for a second pass, so an in-place edit between the forward
+    # and the backward pass is refused as it is on the recomputing route
+    if not keep:
+        monkeypatch.setattr(_native, "KEEP_MAX_BYTES", 0)
+    x = torch.randn(5, 12, requires_grad=True) * 1.0
+    y = quasigrad.st(x, generator=torch.Generator().manual_seed(1))
+    x.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()

@@ -46,7 +46,7 @@ class _Kept(torch.autograd.Function):
         if bad:
             _ops._raise_bad(logits, logits.dim() - 1)
         ctx.mode, ctx.cap, ctx.kept = mode, cap, True
-        ctx.save_for_backward(e, index)
+        ctx.save_for_backward(e, index, logits)
         return d
 
     @staticmethod

@@ -358,10 +358,9 @@ def sample_keep(x: torch.Tensor, key: int):
     `e = exp(x - row max)` kept for [`backward_kept`][quasigrad.estimators._native.backward_kept]
     instead of the row max; `x` plain and contiguous, categories last.
 
-    The three share one allocation, so the exponentials' memory is returned with the one-hot's
-    (`_packed`). Apart, their allocations and frees left glibc's heap top past its
-    trim threshold on some calls and not others, depending on what came before: at (4096, 64)
-    float32, 0 to 60 page faults a call and up to 1.4× the time, where one allocation gave none."""
+    The three share one allocation (`_packed`). Apart, their allocations and frees left glibc's
+    heap top past its trim threshold on some calls and not others: at (4096, 64) float32, 0 to
+    60 page faults a call and up to 1.4× the time, where one allocation gave none."""
     rows, n = _rows(x)
     d, e, index = _packed((x.dtype, x.shape), (x.dtype, x.shape), (torch.int64, x.shape[:-1]))
     bad = _fn("qg_sample_keep", x.dtype)(x.data_ptr(), d.data_ptr(), e.data_ptr(), index.data_ptr(), key, rows, n,
@@ -369,15 +368,17 @@ def sample_keep(x: torch.Tensor, key: int):
     return d, e, index, bad
 
 
-def backward_kept(mode: int, grad: torch.Tensor, e: torch.Tensor, index: torch.Tensor, cap: float = 0.0) -> torch.Tensor:
+def backward_kept(mode: int, grad: torch.Tensor, e: torch.Tensor, index: torch.Tensor, cap: float = 0.0,
+                  into_e: bool = False) -> torch.Tensor:
     """[`backward`][quasigrad.estimators._native.backward] from the `e` and `index` that
     [`sample_keep`][quasigrad.estimators._native.sample_keep] gave: the same values, with no
-    exponential recomputed."""
+    exponential recomputed. With `into_e` it is written over `e` (each row read before it is
+    overwritten), which is returned: no allocation, for a pass that reads `e` the last time."""
     if grad.dtype != e.dtype:
         grad = grad.to(e.dtype)
     if not grad.is_contiguous() or grad.is_neg() or grad.is_conj():
         grad = _plain(grad)
-    out = torch.empty_like(e)
+    out = e if into_e else torch.empty_like(e)
     n = e.shape[-1]
     _fn("qg_backward_kept", e.dtype)(e.data_ptr(), index.data_ptr(), grad.data_ptr(), out.data_ptr(), mode, cap,
                                      e.numel() // n, n, _threads())
