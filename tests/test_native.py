@@ -114,15 +114,16 @@ def test_uniform_kernel_matches_pytorch(dtype):
     assert 0 <= float(u.min()) and float(u.max()) < 1
 
 
+@pytest.mark.parametrize("n", [10, 67])       # rows drawn by blocks of rows (8 to 15) and one by one
 @pytest.mark.parametrize("variant", ["generic", "avx2", "avx512"])
-def test_every_cpu_target_draws_the_same_and_agrees(variant):
+def test_every_cpu_target_draws_the_same_and_agrees(variant, n):
     # The build for another target (generic vector code, AVX2 + FMA, AVX-512) against the one in
     # use: the same uniform numbers, so the same draws (bar a rounding tie, at most one row in
     # 4,000) and the same gradients and relaxed samples to float32 rounding.
     kernels = _native._load()
     if variant not in kernels.supported:
         pytest.skip(f"this CPU cannot run the {variant} kernels")
-    x = _logits((4000, 67), torch.float32, 11)
+    x = _logits((4000, n), torch.float32, 11)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
     ref_d, ref_index, ref_max, _ = _native.sample(x, 6)
     ref_y = _native.gumbel(x, 6, 7, 0.5, False, ref_index)[0]
@@ -461,3 +462,34 @@ def test_logits_changed_in_place_before_backward_is_refused(keep, monkeypatch):
     x.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+def _draw(x, key, keep):
+    """`(one_hot, index, e or the row max, bad)` from sample_keep or sample."""
+    if keep:
+        d, e, index, bad = _native.sample_keep(x, key)
+        return d, index, e, bad
+    d, index, row_max, bad = _native.sample(x, key)
+    return d, index, row_max.unsqueeze(-1), bad
+
+
+@pytest.mark.parametrize("n", [8, 10, 15, 16])
+@pytest.mark.parametrize("keep", [False, True])
+def test_short_rows_drawn_by_blocks_match_rows_drawn_one_by_one(n, keep):
+    # float32 rows of 8 to 15 categories are drawn a vector of rows at a time; a bad row sends its
+    # whole block through the row-by-row code, whose draws for the other rows must be the same
+    # (n = 16 is drawn row by row either way). 70 rows: whole blocks and a remainder.
+    x = torch.randn(70, n, generator=torch.Generator().manual_seed(n)) * 4
+    x[5, 2] = float("-inf")
+    x[40, :] = torch.tensor([0.0] + [float("-inf")] * (n - 1))     # one category left
+    d, index, extra, bad = _draw(x, 2024, keep)
+    assert bad == 0 and torch.equal(d, torch.nn.functional.one_hot(index, n).float())
+    assert index[40] == 0 and index[5] != 2
+    for row in (0, 3, 17, 33, 66):          # blocks of 8 and of 16 lanes, and the remainder
+        y = x.clone()
+        y[row, 0] = float("nan")
+        d2, index2, extra2, bad2 = _draw(y, 2024, keep)
+        assert bad2 == 1 and not d2[row].any()
+        others = torch.arange(70) != row
+        assert torch.equal(index2[others], index[others])
+        assert torch.equal(d2[others], d[others]) and torch.equal(extra2[others], extra[others])

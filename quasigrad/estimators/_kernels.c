@@ -34,6 +34,10 @@
    in two sweeps per row: q (stored in out) with its sum and <q, g>, then out = q (a g + b), plus
    a term at k.
 
+   float32 rows of 8 to 15 categories are drawn QG_VL rows at a time, one row per vector lane (no
+   horizontal reductions, which cost most of such a short row); their sums and running sums are
+   taken in order, j = 0, 1, ..., on that path and row by row alike, so both give the same draw.
+
    qg_sample_keep_* / qg_backward_kept_*: the same pair with e_j = exp(x_j - m) kept from the draw
    (one more tensor of x's size) instead of recomputed from x and m: the backward pass then costs
    what softmax's does. Every value is the same as qg_sample's and qg_backward's.
@@ -348,12 +352,82 @@ static inline void qg_scale_f32v(float *y, float c, int64_t n) {
     for (; j < n; ++j) y[j] *= c;
 }
 
-/* Row pieces by length: vectors from 8 categories up (float32), scalars otherwise. */
+/* Row pieces by length: vectors from 8 categories up (float32), scalars otherwise. Rows of
+   QG_SHORT_MIN to QG_SHORT_MAX categories take their exponentials from the vector code but sum
+   and search them in order, j = 0, 1, ..., as qg_sample_block_f32 does for QG_VL rows at once:
+   the same draw row by row or by blocks. */
+#define QG_SHORT_MIN 8
+#define QG_SHORT_MAX 15
+static inline int qg_short_f32(int64_t n) { return n >= QG_SHORT_MIN && n <= QG_SHORT_MAX; }
 static inline int qg_max_f32(const float *x, int64_t n, float *m) { return n < 8 ? qg_max_f32s(x, n, m) : qg_max_f32v(x, n, m); }
 static inline float qg_expsum_f32(const float *x, float m, float *e, int64_t n) {
-    return n < 8 ? qg_expsum_f32s(x, m, e, n) : qg_expsum_f32v(x, m, e, n);
+    if (n < 8) return qg_expsum_f32s(x, m, e, n);
+    float s = qg_expsum_f32v(x, m, e, n);
+    if (qg_short_f32(n)) {
+        s = 0;
+        for (int64_t j = 0; j < n; ++j) s += e[j];
+    }
+    return s;
 }
-static inline int64_t qg_search_f32(const float *e, int64_t n, float v) { return n < 8 ? qg_search_f32s(e, n, v) : qg_search_f32v(e, n, v); }
+static inline int64_t qg_search_f32(const float *e, int64_t n, float v) {
+    return n < 8 || qg_short_f32(n) ? qg_search_f32s(e, n, v) : qg_search_f32v(e, n, v);
+}
+
+/* The draw for QG_VL consecutive rows of QG_SHORT_MIN to QG_SHORT_MAX categories, lane L of each
+   vector holding row r0 + L: the row max, the exponentials, their sum and the running sums, each
+   in the order the row-by-row code uses, so each row gets the same k, e and m as there. Writes
+   the one-hot d, idx, and e (unless NULL) or the row max m (unless NULL); returns -1 and writes
+   nothing if a row is bad (the caller then takes the rows one by one). */
+static int qg_sample_block_f32(const float *x, float *d, float *e, int64_t *idx, float *m_out, uint64_t key,
+                               int64_t r0, int64_t n) {
+    float t[QG_SHORT_MAX][QG_VL] __attribute__((aligned(64)));
+    float lane[QG_VL] __attribute__((aligned(64)));
+    for (int64_t l = 0; l < QG_VL; ++l)
+        for (int64_t j = 0; j < n; ++j) t[j][l] = x[l * n + j];
+    qv m = qv_splat(-INFINITY);
+    qnan nan = qnan_none();
+    for (int64_t j = 0; j < n; ++j) {
+        qv v = qv_load(t[j]);
+        nan = qnan_add(nan, v);
+        m = qv_max(m, v);
+    }
+    if (qnan_any(nan)) return -1;
+    qv_store(lane, m);
+    for (int64_t l = 0; l < QG_VL; ++l)
+        if (isinf(lane[l])) return -1;
+    if (m_out) memcpy(m_out, lane, sizeof lane);
+    qv s = qv_splat(0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+        qv v = qv_exp_nonpos(qv_load(t[j]) - m);
+        qv_store(t[j], v);
+        s += v;
+    }
+    for (int64_t l = 0; l < QG_VL; ++l) lane[l] = qg_row_u_f32(key, r0 + l);
+    const qv v = qv_load(lane) * s, zero = qv_splat(0.0f), one = qv_splat(1.0f);
+    qv run = zero, count = zero;
+    for (int64_t j = 0; j < n; ++j) {          /* k = how many running sums are <= v */
+        run += qv_load(t[j]);
+        count += qv_lt_select(v, run, zero, one);
+    }
+    qv_store(lane, count);
+    memset(d, 0, (size_t)(QG_VL * n) * sizeof(float));
+    for (int64_t l = 0; l < QG_VL; ++l) {
+        int64_t k = (int64_t)lane[l];
+        if (k >= n)                              /* rounding: the last category of positive mass */
+            for (k = n - 1; k > 0 && !(t[k][l] > 0); --k) {}
+        d[l * n + k] = 1;
+        idx[l] = k;
+        if (e)
+            for (int64_t j = 0; j < n; ++j) e[l * n + j] = t[j][l];
+    }
+    return 0;
+}
+static inline int qg_short_f64(int64_t n) { (void)n; return 0; }
+static int qg_sample_block_f64(const double *x, double *d, double *e, int64_t *idx, double *m_out, uint64_t key,
+                               int64_t r0, int64_t n) {
+    (void)x; (void)d; (void)e; (void)idx; (void)m_out; (void)key; (void)r0; (void)n;
+    return -1;
+}
 static inline void qg_backward_row_f32(const float *x, const float *e, const float *g, float m, int64_t k, float *o,
                                        int64_t n, int mode, float cap) {
     if (n < 8) qg_backward_row_f32s(x, e, g, m, k, o, n, mode, cap);
@@ -414,14 +488,42 @@ static inline int qg_sample_row_##SUF(const T *xr, T *dr, int64_t *idx, T *mr, T
     return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-int64_t QG_FN(qg_sample_##SUF)(const T *x, T *d, int64_t *idx, T *m, uint64_t key, int64_t rows, int64_t n, \
-                               int nthreads) {                                                    \
+static inline int qg_sample_keep_row_##SUF(const T *xr, T *dr, T *er, int64_t *idx, T u, int64_t n) { \
+    T m;                                                                                          \
+    memset(dr, 0, (size_t)n * sizeof(T));                                                         \
+    if (qg_max_##SUF(xr, n, &m)) { memset(er, 0, (size_t)n * sizeof(T)); *idx = 0; return 1; }  \
+    T s = qg_expsum_##SUF(xr, m, er, n);                                                          \
+    int64_t k = qg_search_##SUF(er, n, u * s);                                                    \
+    dr[k] = 1;                                                                                    \
+    *idx = k;                                                                                     \
+    return 0;                                                                                     \
+}                                                                                                 \
+                                                                                                  \
+/* The rows of a draw: QG_VL at a time where n is short (unit b < blocks), then one by one;     \
+   e (kept exponentials) or m (row maxima), the other NULL. */                                    \
+static int64_t qg_sample_rows_##SUF(const T *x, T *d, T *e, int64_t *idx, T *m, uint64_t key, int64_t rows, \
+                                    int64_t n, int nthreads) {                                    \
     (void)nthreads;   /* unused when built without OpenMP */                                      \
+    const int64_t blocks = qg_short_##SUF(n) ? rows / QG_VL : 0;                                  \
+    const int64_t units = blocks + (rows - blocks * QG_VL);                                       \
     int64_t bad = 0;                                                                              \
     QG_PARALLEL_FOR_COUNT_BAD                                                                     \
-    for (int64_t r = 0; r < rows; ++r)                                                            \
-        bad += qg_sample_row_##SUF(x + r * n, d + r * n, idx + r, m + r, qg_row_u_##SUF(key, r), n); \
+    for (int64_t b = 0; b < units; ++b) {                                                         \
+        int64_t r0 = b < blocks ? b * QG_VL : blocks * QG_VL + (b - blocks);                     \
+        int64_t r1 = b < blocks ? r0 + QG_VL : r0 + 1;                                           \
+        if (b < blocks && qg_sample_block_##SUF(x + r0 * n, d + r0 * n, e ? e + r0 * n : NULL, idx + r0, \
+                                                 m ? m + r0 : NULL, key, r0, n) == 0)             \
+            continue;                                                                             \
+        for (int64_t r = r0; r < r1; ++r)                                                         \
+            bad += e ? qg_sample_keep_row_##SUF(x + r * n, d + r * n, e + r * n, idx + r, qg_row_u_##SUF(key, r), n) \
+                     : qg_sample_row_##SUF(x + r * n, d + r * n, idx + r, m + r, qg_row_u_##SUF(key, r), n); \
+    }                                                                                             \
     return bad;                                                                                   \
+}                                                                                                 \
+                                                                                                  \
+int64_t QG_FN(qg_sample_##SUF)(const T *x, T *d, int64_t *idx, T *m, uint64_t key, int64_t rows, int64_t n, \
+                               int nthreads) {                                                    \
+    return qg_sample_rows_##SUF(x, d, NULL, idx, m, key, rows, n, nthreads);                      \
 }                                                                                                 \
                                                                                                   \
 void QG_FN(qg_backward_##SUF)(const T *x, const T *m, const int64_t *idx, const T *g, T *out, int mode, T cap, \
@@ -435,20 +537,7 @@ void QG_FN(qg_backward_##SUF)(const T *x, const T *m, const int64_t *idx, const 
 /* qg_sample with e_j = exp(x_j - m) kept in e for qg_backward_kept (no row max written). */      \
 int64_t QG_FN(qg_sample_keep_##SUF)(const T *x, T *d, T *e, int64_t *idx, uint64_t key, int64_t rows, \
                                     int64_t n, int nthreads) {                                    \
-    (void)nthreads;                                                                               \
-    int64_t bad = 0;                                                                              \
-    QG_PARALLEL_FOR_COUNT_BAD                                                                     \
-    for (int64_t r = 0; r < rows; ++r) {                                                          \
-        const T *xr = x + r * n;                                                                  \
-        T *dr = d + r * n, *er = e + r * n, m;                                                    \
-        memset(dr, 0, (size_t)n * sizeof(T));                                                     \
-        if (qg_max_##SUF(xr, n, &m)) { memset(er, 0, (size_t)n * sizeof(T)); idx[r] = 0; ++bad; continue; } \
-        T s = qg_expsum_##SUF(xr, m, er, n);                                                      \
-        int64_t k = qg_search_##SUF(er, n, qg_row_u_##SUF(key, r) * s);                           \
-        dr[k] = 1;                                                                                \
-        idx[r] = k;                                                                               \
-    }                                                                                             \
-    return bad;                                                                                   \
+    return qg_sample_rows_##SUF(x, d, e, idx, NULL, key, rows, n, nthreads);                      \
 }                                                                                                 \
                                                                                                   \
 /* qg_backward from the e that qg_sample_keep kept: no exponential is recomputed. */              \
