@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 
 import quasigrad
-from quasigrad.estimators import _eager, _native, _ops, _streams
+from quasigrad.estimators import _buffers, _eager, _native, _ops, _streams
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason=f"no fused kernels: {_native.status()}")
 
@@ -284,7 +284,7 @@ def test_threads_do_not_change_results():
 
 def test_turned_off_by_environment():
     env = {**os.environ, "QUASIGRAD_NATIVE": "0"}
-    out = subprocess.run([sys.executable, "-c", "from quasigrad.estimators import _native; print(_native.status())"],
+    out = subprocess.run([sys.executable, "-c", "from quasigrad.estimators import _buffers, _native; print(_native.status())"],
                          capture_output=True, text=True, env=env, check=True, timeout=120)
     assert "not in use" in out.stdout and "QUASIGRAD_NATIVE" in out.stdout
 
@@ -405,14 +405,20 @@ def test_shortest_route_agrees_with_the_general_route(name, dtype, monkeypatch):
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
 
 
-def test_kept_exponentials_share_the_one_hots_allocation_without_overlapping_it():
-    x = torch.randn(37, 13)
+@pytest.mark.parametrize("rows", [37, 3000])
+def test_kept_exponentials_share_the_one_hots_allocation_without_overlapping_it(rows):
+    # side by side in one allocation from _buffers.PACK_MIN_BYTES of logits (3000 x 13 float32),
+    # apart below it
+    x = torch.randn(rows, 13)
     d, e, index, _ = _native.sample_keep(x, 9)
-    assert d.untyped_storage().data_ptr() == e.untyped_storage().data_ptr() == index.untyped_storage().data_ptr()
+    shared = x.numel() * 4 >= _buffers.PACK_MIN_BYTES
+    assert shared == (rows == 3000)
+    pointers = {t.untyped_storage().data_ptr() for t in (d, e, index)}
+    assert len(pointers) == (1 if shared else 3)
     spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in (d, e, index))
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     # writing into the one-hot (an in-place op on the estimator's output) leaves the gradient alone
-    w = torch.randn(37, 13)
+    w = torch.randn(rows, 13)
     grads = []
     for touch in (False, True):
         leaf = x.clone().requires_grad_()

@@ -18,7 +18,7 @@ import torch
 
 import quasigrad
 from quasigrad import bernoulli
-from quasigrad.estimators import _native
+from quasigrad.estimators import _native, _streams
 
 HAS_KERNELS = _native.available()
 
@@ -198,3 +198,16 @@ def test_inductor_gives_the_eager_samples_and_gradients():
     sample = torch.compile(lambda v, gen: quasigrad.st(v, generator=gen).argmax(-1))
     assert torch.equal(sample(xb, torch.Generator().manual_seed(1)),
                        quasigrad.st(xb, generator=torch.Generator().manual_seed(1)).argmax(-1))
+
+
+def test_eager_seed_is_the_seed_every_path_draws():
+    # _streams.seed_int (the eager CPU calls' seed, drawn into a reused tensor) consumes the
+    # generator as draw_seed does and gives the same 64-bit value, with a generator and without
+    for make in (lambda: torch.Generator().manual_seed(123), lambda: None):
+        torch.manual_seed(9)
+        g = make()
+        fast = [_streams.seed_int(g) for _ in range(50)]
+        torch.manual_seed(9)
+        g = make()
+        slow = [_streams.seed_value(_streams.draw_seed(g, "cpu")) for _ in range(50)]
+        assert fast == slow and len(set(fast)) == 50

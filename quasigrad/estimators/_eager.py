@@ -45,11 +45,15 @@ class _Kept(torch.autograd.Function):
         d, e, index, bad = _native.sample_keep(logits, key)
         if bad:
             _ops._raise_bad(logits, logits.dim() - 1)
-        ctx.mode, ctx.cap, ctx.kept = mode, cap, True
+        ctx.mode, ctx.cap, ctx.kept, ctx.spent = mode, cap, True, False
         ctx.save_for_backward(e, index, logits)
         return d
 
     @staticmethod
     def backward(ctx, grad):
-        # the general route's eager backward, which reads the kept exponentials (ctx.kept)
-        return _ops._Categorical.backward(ctx, grad)[:4]
+        if ctx.spent or torch.is_grad_enabled():
+            # a second pass, or one building a graph: the general route's eager backward
+            return _ops._Categorical.backward(ctx, grad)[:4]
+        ctx.spent = True      # the gradient is written over the kept exponentials
+        e, index, _ = ctx.saved_tensors
+        return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap, into_e=True), None, None, None

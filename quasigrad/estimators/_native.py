@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import math
 import os
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import _build
+from . import _buffers, _build
 
 __all__ = ["available", "status", "info", "usable", "sample", "backward", "sample_keep", "backward_kept", "keeps", "gumbel",
            "gumbel_rao_backward", "softmax_backward", "uniform", "isotonic", "isotonic_backward", "soft_backward", "ST", "ZGR", "DARN", "GST"]
@@ -296,31 +295,6 @@ def _rows(x: torch.Tensor) -> Tuple[int, int]:
     return x.numel() // n, n
 
 
-def _packed(*parts: Tuple[torch.dtype, torch.Size]) -> Tuple[torch.Tensor, ...]:
-    """Contiguous tensors of the given `(dtype, shape)`s back to back in one allocation, each
-    from an 8-byte boundary. None is a view of another (each has its own version counter) and
-    none overlaps another."""
-    offsets, end = [], 0
-    for dtype, shape in parts:
-        offsets.append(end)
-        end += -(-math.prod(shape) * dtype.itemsize // 8) * 8
-    storage = torch.empty(end, dtype=torch.uint8).untyped_storage()
-    return tuple(torch.empty(0, dtype=dtype).set_(storage, at // dtype.itemsize, shape)  # type: ignore[call-overload]
-                 for (dtype, shape), at in zip(parts, offsets))
-
-
-def _outputs(x: torch.Tensor):
-    """The one-hot, index and row-max tensors for `sample`. From rows of 16 categories up,
-    the three share one allocation (`_packed`), which saves two allocator calls and keeps small
-    blocks from sitting between large ones: with them apart, glibc's heap was trimmed and
-    regrown on most calls at (4096, 64), a page fault per 4 KiB written. The one-hot's storage
-    is larger than the one-hot by at most 12/64 (float32, n = 16), plus 4 bytes of padding."""
-    n, batch = x.shape[-1], x.shape[:-1]
-    if n < 16:
-        return torch.empty_like(x), torch.empty(batch, dtype=torch.int64), torch.empty(batch, dtype=x.dtype)
-    return _packed((x.dtype, x.shape), (torch.int64, batch), (x.dtype, batch))
-
-
 def _plain(x: torch.Tensor) -> torch.Tensor:
     """`x` contiguous with its negative and conjugate bits resolved: the kernels read raw memory."""
     if x.is_neg() or x.is_conj():
@@ -333,7 +307,7 @@ def sample(x: torch.Tensor, key: int):
     stream of seed `key`; `bad` counts rows with a NaN or +inf logit or only -inf logits."""
     x = _plain(x)
     rows, n = _rows(x)
-    d, index, row_max = _outputs(x)
+    d, index, row_max = _buffers.sample_outputs(x)
     bad = _fn("qg_sample", x.dtype)(x.data_ptr(), d.data_ptr(), index.data_ptr(), row_max.data_ptr(), key, rows, n,
                                     _threads())
     return d, index, row_max, bad
@@ -358,11 +332,9 @@ def sample_keep(x: torch.Tensor, key: int):
     `e = exp(x - row max)` kept for [`backward_kept`][quasigrad.estimators._native.backward_kept]
     instead of the row max; `x` plain and contiguous, categories last.
 
-    The three share one allocation (`_packed`). Apart, their allocations and frees left glibc's
-    heap top past its trim threshold on some calls and not others: at (4096, 64) float32, 0 to
-    60 page faults a call and up to 1.4× the time, where one allocation gave none."""
+    The outputs' memory: `_buffers.keep_outputs`."""
     rows, n = _rows(x)
-    d, e, index = _packed((x.dtype, x.shape), (x.dtype, x.shape), (torch.int64, x.shape[:-1]))
+    d, e, index = _buffers.keep_outputs(x)
     bad = _fn("qg_sample_keep", x.dtype)(x.data_ptr(), d.data_ptr(), e.data_ptr(), index.data_ptr(), key, rows, n,
                                          _threads())
     return d, e, index, bad

@@ -22,6 +22,7 @@ CPU and CUDA kernels do; right shifts are made logical by masking.
 
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 import torch
@@ -90,8 +91,16 @@ _draw_seed_eager = torch.compiler.disable(draw_seed)
 
 def seed_int(generator: Optional[torch.Generator]) -> int:
     """`seed_value(draw_seed(generator, "cpu"))` in one step: the same draw from `generator`
-    (eager CPU calls only)."""
-    return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, generator=generator)) & MASK64
+    (eager CPU calls only), by `random_` into this thread's 0-dim tensor, which is what
+    `torch.randint` does into a new one."""
+    box = getattr(_SEED_BOX, "t", None)
+    if box is None:
+        box = _SEED_BOX.t = torch.empty((), dtype=torch.int64)
+    return int(box.random_(_LOW, _HIGH, generator=generator)) & MASK64
+
+
+_SEED_BOX = threading.local()
+_LOW, _HIGH = -(1 << 63), (1 << 63) - 1
 
 
 def seed(generator: Optional[torch.Generator], device, compiling: bool) -> torch.Tensor:
