@@ -1,6 +1,7 @@
 """The lab's benchmarks: resumable after an interruption, clear errors before any work starts."""
 
 import json
+import math
 
 import pytest
 from bench_cli import run_bench
@@ -105,6 +106,15 @@ def test_efficiency_bench_runs_and_resumes(tmp_path, monkeypatch):
     for r in res.values():
         assert r["time_ratio"] > 0 and r["peak_mib"] >= 0
     assert (tmp_path / "efficiency.png").exists()
+
+
+def test_efficiency_median_round_pairs_each_round_with_its_softmax():
+    from quasigrad.bench.efficiency import paired_median
+    # rounds 2 and 3 disturbed: the ratio of the fastest rounds (1.0 / 2.0 = 0.5) misses that the
+    # estimator took 1.5x softmax's time within most rounds
+    r = {"time_ms_all": [3.0, 9.0, 1.0, 4.5, 6.0], "softmax_ms_all": [2.0, 2.0, 4.0, 3.0, 4.0]}
+    assert paired_median(r) == 1.5
+    assert math.isnan(paired_median({"time_ms": 1.0}))   # a store without the rounds
 
 
 def test_peak_memory_counts_an_allocation_made_during_the_call():

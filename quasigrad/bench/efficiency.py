@@ -9,8 +9,9 @@ batch 512; `(100, 30, 10)`: 30 latents of 10 categories, batch 100) and larger o
 
 **Time**: estimator and softmax are timed in alternation (blocks of calls, `--repeats`
 rounds), so that load from other processes affects both alike; the table shows the fastest
-round's time per call (the least disturbed, as `timeit` advises) and the ratio of those; the
-medians are in the JSON. Threads: `--threads` (default 2).
+round's time per call (the least disturbed, as `timeit` advises) and the ratio of those, and
+the median over rounds of the ratio within a round (`median round`, which a few disturbed
+rounds move less); every round's times are in the JSON. Threads: `--threads` (default 2).
 
 **Kernels**: on the CPU the straight-through family runs through the fused C kernels of
 `quasigrad.estimators._native` when they build (the header line says whether they did; run with
@@ -142,6 +143,15 @@ def measure(fn, shape, *, device, repeats, min_time, seed=0) -> dict:
             "memory_ratio": mem_est / mem_soft if mem_soft else float("nan")}
 
 
+def paired_median(result: dict) -> float:
+    """The median over rounds of the estimator's time over softmax's in the same round (each
+    round times softmax, then the estimator, back to back): a ratio that a few disturbed
+    rounds move less than the ratio of the fastest rounds; NaN without the rounds."""
+    est, soft = result.get("time_ms_all") or [], result.get("softmax_ms_all") or []
+    ratios = [a / b for a, b in zip(est, soft) if b > 0]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 class Efficiency(runner.Benchmark):
     name = "efficiency"
     description = DESCRIPTION
@@ -217,12 +227,13 @@ class Efficiency(runner.Benchmark):
             for label, _, _ in self.entries:
                 r = store.get(f"{sk}/{label}")
                 if r is None:
-                    rows.append((str(shape), label, "skipped", "", "", "", ""))
+                    rows.append((str(shape), label, "skipped", "", "", "", "", ""))
                     continue
                 rows.append((str(shape), label, _fmt(r["time_ms"], ".3g"), _fmt(r["softmax_ms"], ".3g"),
-                             _fmt(r["time_ratio"], ".2f"), _fmt(r["peak_mib"], ".3g"), _fmt(r["memory_ratio"], ".2f")))
+                             _fmt(r["time_ratio"], ".2f"), _fmt(paired_median(r), ".2f"), _fmt(r["peak_mib"], ".3g"),
+                             _fmt(r["memory_ratio"], ".2f")))
         table = runner.format_table(rows, ["shape", "estimator", "fwd+bwd ms", "softmax ms", "time / softmax",
-                                           "peak MiB", "peak / softmax"])
+                                           "median round", "peak MiB", "peak / softmax"])
         print(f"efficiency: {ctx.device}, {torch.get_num_threads()} threads, float32, fastest of {self.repeats} "
               f"rounds; torch {torch.__version__}; {self.kernels}")
         print(table)
