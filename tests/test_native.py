@@ -406,15 +406,15 @@ def test_shortest_route_agrees_with_the_general_route(name, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("rows", [37, 3000])
-def test_kept_exponentials_share_the_one_hots_allocation_without_overlapping_it(rows):
-    # side by side in one allocation from _buffers.PACK_MIN_BYTES of logits (3000 x 13 float32),
-    # apart below it
+def test_draw_outputs_allocation_and_in_place_writes_to_the_one_hot(rows):
+    # the one-hot and the index side by side from _buffers.PACK_MIN_BYTES of logits (3000 x 13
+    # float32), apart below it; the exponentials (the gradient's memory) always on their own
     x = torch.randn(rows, 13)
     d, e, index, _ = _native.sample_keep(x, 9)
     shared = x.numel() * 4 >= _buffers.PACK_MIN_BYTES
     assert shared == (rows == 3000)
-    pointers = {t.untyped_storage().data_ptr() for t in (d, e, index)}
-    assert len(pointers) == (1 if shared else 3)
+    assert (d.untyped_storage().data_ptr() == index.untyped_storage().data_ptr()) == shared
+    assert e.untyped_storage().nbytes() == e.numel() * 4
     spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in (d, e, index))
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     # writing into the one-hot (an in-place op on the estimator's output) leaves the gradient alone
@@ -429,6 +429,7 @@ def test_kept_exponentials_share_the_one_hots_allocation_without_overlapping_it(
         else:
             (y * w).sum().backward()
         grads.append(leaf.grad)
+        assert leaf.grad.untyped_storage().nbytes() == leaf.grad.numel() * 4   # not the one-hot's storage
     torch.testing.assert_close(grads[0], grads[1])
 
 
