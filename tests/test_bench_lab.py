@@ -109,7 +109,7 @@ def test_efficiency_bench_runs_and_resumes(tmp_path, monkeypatch):
 
 
 def test_efficiency_median_round_pairs_each_round_with_its_softmax():
-    from quasigrad.bench.efficiency import paired_median
+    from quasigrad._util.tables import paired_median
     # rounds 2 and 3 disturbed: the ratio of the fastest rounds (1.0 / 2.0 = 0.5) misses that the
     # estimator took 1.5x softmax's time within most rounds
     r = {"time_ms_all": [3.0, 9.0, 1.0, 4.5, 6.0], "softmax_ms_all": [2.0, 2.0, 4.0, 3.0, 4.0]}

@@ -166,6 +166,26 @@ def test_other_benchmarks_are_validated_too(tmp_path):
                                                                      {"exact": 1.5, "elementwise": 0.5}}}
     with pytest.raises(ReportError, match="proportion"):
         report.load_stores(_write(tmp_path, bad_sort, "p/polynomial.json"))
+    unit = {"time_ms": 1.0, "peak_mib": 1.0, "time_ratio": 1.2}
+    for i, (rounds, match) in enumerate((("fast", "must be a list"), ([1.0, -2.0], "positive times"),
+                                         ([1.0, "x"], "finite number"))):
+        bad_eff = {"benchmark": "efficiency", "config": {}, "results": {"4x3/st": {**unit, "time_ms_all": rounds}}}
+        with pytest.raises(ReportError, match=match):
+            report.load_stores(_write(tmp_path / f"e{i}", bad_eff, "e/efficiency.json"))
+
+
+def test_efficiency_claim_compares_each_estimator_through_its_own_softmax(tmp_path):
+    # ReinMax's unit ran while the machine was slow (every time doubled, its softmax's too): its
+    # times are 2x ST's, but its time over softmax's, round by round, is ST's
+    def unit(scale, ratio):
+        soft = [scale * t for t in (1.0, 1.1, 0.9)]
+        return {"time_ms": ratio * min(soft), "peak_mib": 1.0, "time_ratio": ratio, "softmax_ms": min(soft),
+                "time_ms_all": [ratio * t for t in soft], "softmax_ms_all": soft}
+    results = {f"{sh}/{e}": unit(2.0 if e == "reinmax" else 1.0, 1.4) for sh in ("512x128x2", "100x30x10")
+               for e in ("st", "reinmax")}
+    res = _write(tmp_path, {"benchmark": "efficiency", "config": {}, "results": results}, "eff/efficiency.json")
+    text = report.build_page(report.load_stores(res), plot=None)
+    assert "| QP (512 × 128 binary) | 1.40 / 1.40 | 1.00 | 1.00 |" in text
 
 
 def test_oversized_and_missing_inputs(tmp_path, monkeypatch):

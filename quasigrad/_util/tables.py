@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any, Sequence, Tuple
 
-__all__ = ["format_table", "mean_std"]
+__all__ = ["format_table", "mean_std", "paired_median"]
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -46,3 +47,12 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, float
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def paired_median(result: dict) -> float:
+    """The median over rounds of the estimator's time over softmax's in the same round (each
+    round times softmax, then the estimator, back to back): a ratio that a few disturbed
+    rounds move less than the ratio of the fastest rounds; NaN without the rounds."""
+    est, soft = result.get("time_ms_all") or [], result.get("softmax_ms_all") or []
+    ratios = [a / b for a, b in zip(est, soft) if b > 0]
+    return statistics.median(ratios) if ratios else float("nan")

@@ -105,6 +105,15 @@ def _validate(store: Store) -> None:
             for field in ("time_ms", "peak_mib"):
                 if _need(value, field, at) is not None:
                     _number(value[field], f"{at} {field}")
+            if value.get("time_ratio") is not None:
+                _number(value["time_ratio"], f"{at} time_ratio")
+            for field in ("time_ms_all", "softmax_ms_all"):
+                rounds = value.get(field, [])
+                if not (isinstance(rounds, list) and len(rounds) <= 10_000):
+                    raise ReportError(f"{at}: {field} must be a list of times in ms")
+                for t in rounds:
+                    if _number(t, f"{at} {field}") <= 0:
+                        raise ReportError(f"{at}: {field} must hold positive times")
 
 
 def load_stores(results_dir) -> List[Store]:

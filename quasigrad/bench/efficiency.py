@@ -38,6 +38,7 @@ import time
 
 import torch
 
+from .._util.tables import paired_median
 from ..estimators import _native
 from . import runner
 
@@ -141,15 +142,6 @@ def measure(fn, shape, *, device, repeats, min_time, seed=0) -> dict:
             "time_ms_all": [t * 1e3 for t in t_est], "softmax_ms_all": [t * 1e3 for t in t_soft],
             "peak_mib": mem_est / 2 ** 20, "softmax_peak_mib": mem_soft / 2 ** 20,
             "memory_ratio": mem_est / mem_soft if mem_soft else float("nan")}
-
-
-def paired_median(result: dict) -> float:
-    """The median over rounds of the estimator's time over softmax's in the same round (each
-    round times softmax, then the estimator, back to back): a ratio that a few disturbed
-    rounds move less than the ratio of the fastest rounds; NaN without the rounds."""
-    est, soft = result.get("time_ms_all") or [], result.get("softmax_ms_all") or []
-    ratios = [a / b for a, b in zip(est, soft) if b > 0]
-    return statistics.median(ratios) if ratios else float("nan")
 
 
 class Efficiency(runner.Benchmark):
