@@ -211,3 +211,21 @@ def test_eager_seed_is_the_seed_every_path_draws():
         g = make()
         slow = [_streams.seed_value(_streams.draw_seed(g, "cpu")) for _ in range(50)]
         assert fast == slow and len(set(fast)) == 50
+
+
+def test_eager_seed_works_in_and_out_of_inference_mode():
+    # the reused seed tensor is made outside inference mode even when the first draw of a thread
+    # happens inside it (an inference tensor could not be written outside it afterwards)
+    script = """
+import torch, quasigrad
+x = torch.randn(5, 4)
+with torch.inference_mode():
+    a = quasigrad.st(x, generator=torch.Generator().manual_seed(0))
+b = quasigrad.st(x.requires_grad_(), generator=torch.Generator().manual_seed(0))
+with torch.inference_mode():
+    c = quasigrad.st(x.detach(), generator=torch.Generator().manual_seed(0))
+assert torch.equal(a, b.detach()) and torch.equal(a, c)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -95,7 +95,8 @@ def seed_int(generator: Optional[torch.Generator]) -> int:
     `torch.randint` does into a new one."""
     box = getattr(_SEED_BOX, "t", None)
     if box is None:
-        box = _SEED_BOX.t = torch.empty((), dtype=torch.int64)
+        with torch.inference_mode(False):   # a normal tensor, which may be written in and out of inference mode
+            box = _SEED_BOX.t = torch.empty((), dtype=torch.int64)
     return int(box.random_(_LOW, _HIGH, generator=generator)) & MASK64
 
 
