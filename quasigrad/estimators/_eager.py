@@ -45,15 +45,13 @@ class _Kept(torch.autograd.Function):
         d, e, index, bad = _native.sample_keep(logits, key)
         if bad:
             _ops._raise_bad(logits, logits.dim() - 1)
-        ctx.mode, ctx.cap, ctx.kept, ctx.spent = mode, cap, True, False
-        ctx.save_for_backward(e, index, logits)
+        ctx.mode, ctx.cap, ctx.kept = mode, cap, True
+        ctx.save_for_backward(e, index)
         return d
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.spent or torch.is_grad_enabled():
-            # a second pass, or one building a graph: the general route's eager backward
+        if torch.is_grad_enabled():   # building a graph: the general route's eager backward
             return _ops._Categorical.backward(ctx, grad)[:4]
-        ctx.spent = True      # the gradient is written over the kept exponentials
-        e, index, _ = ctx.saved_tensors
-        return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap, into_e=True), None, None, None
+        e, index = ctx.saved_tensors
+        return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap), None, None, None

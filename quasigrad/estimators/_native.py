@@ -340,17 +340,15 @@ def sample_keep(x: torch.Tensor, key: int):
     return d, e, index, bad
 
 
-def backward_kept(mode: int, grad: torch.Tensor, e: torch.Tensor, index: torch.Tensor, cap: float = 0.0,
-                  into_e: bool = False) -> torch.Tensor:
+def backward_kept(mode: int, grad: torch.Tensor, e: torch.Tensor, index: torch.Tensor, cap: float = 0.0) -> torch.Tensor:
     """[`backward`][quasigrad.estimators._native.backward] from the `e` and `index` that
     [`sample_keep`][quasigrad.estimators._native.sample_keep] gave: the same values, with no
-    exponential recomputed. With `into_e` it is written over `e` (each row read before it is
-    overwritten), which is returned: no allocation, for a pass that reads `e` the last time."""
+    exponential recomputed."""
     if grad.dtype != e.dtype:
         grad = grad.to(e.dtype)
     if not grad.is_contiguous() or grad.is_neg() or grad.is_conj():
         grad = _plain(grad)
-    out = e if into_e else torch.empty_like(e)
+    out = torch.empty_like(e)
     n = e.shape[-1]
     _fn("qg_backward_kept", e.dtype)(e.data_ptr(), index.data_ptr(), grad.data_ptr(), out.data_ptr(), mode, cap,
                                      e.numel() // n, n, _threads())

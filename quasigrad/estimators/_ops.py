@@ -352,7 +352,7 @@ class _Categorical(torch.autograd.Function):
             ctx.kept = _native.keeps(x)
             if ctx.kept:
                 d, e, index, bad = _native.sample_keep(x, seed)
-                saved = (e, index, logits)
+                saved = (e, index)
             else:
                 d, index, row_max, bad = _native.sample(x, seed)
                 saved = (x, index, row_max)
@@ -373,31 +373,13 @@ class _Categorical(torch.autograd.Function):
 
 def _eager_grad(ctx, grad):
     if ctx.kept:
-        return _kept_grad(ctx, grad, into_e=True), None, None, None, None
+        e, index = ctx.saved_tensors
+        return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap), None, None, None, None
     logits, index, row_max = ctx.saved_tensors
     return _categorical_backward(grad, logits, row_max, index, ctx.mode, ctx.cap), None, None, None, None
 
 
-def _kept_grad(ctx, grad, into_e):
-    """The backward pass from the kept exponentials `e` (saved with the index and the logits).
-    With `into_e` the first pass writes the gradient over `e`, which no other pass reads, and
-    saves an allocation; a second pass (`retain_graph`) recomputes the exponentials from the
-    logits, the same values (`qg_backward`)."""
-    e, index, logits = ctx.saved_tensors
-    if not getattr(ctx, "spent", False):
-        ctx.spent = into_e
-        return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap, into_e=into_e)
-    x = _native._plain(logits)
-    return _native.backward(ctx.mode, grad, x, x.amax(-1), index, ctx.cap)
-
-
-def _eager_grad_graph(ctx, grad):
-    if ctx.kept:   # e stays: a graph being built may be differentiated again
-        return _kept_grad(ctx, grad, into_e=False), None, None, None, None
-    return _eager_grad(ctx, grad)
-
-
-_eager_grad_once = torch.autograd.function.once_differentiable(_eager_grad_graph)
+_eager_grad_once = torch.autograd.function.once_differentiable(_eager_grad)
 
 
 def categorical_eager(logits: torch.Tensor, generator: Optional[torch.Generator], mode: int, cap: float,
