@@ -284,7 +284,7 @@ def test_threads_do_not_change_results():
 
 def test_turned_off_by_environment():
     env = {**os.environ, "QUASIGRAD_NATIVE": "0"}
-    out = subprocess.run([sys.executable, "-c", "from quasigrad.estimators import _buffers, _native; print(_native.status())"],
+    out = subprocess.run([sys.executable, "-c", "from quasigrad.estimators import _native; print(_native.status())"],
                          capture_output=True, text=True, env=env, check=True, timeout=120)
     assert "not in use" in out.stdout and "QUASIGRAD_NATIVE" in out.stdout
 

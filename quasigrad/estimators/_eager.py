@@ -51,7 +51,5 @@ class _Kept(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if torch.is_grad_enabled():   # building a graph: the general route's eager backward
-            return _ops._Categorical.backward(ctx, grad)[:4]
-        e, index = ctx.saved_tensors
-        return _native.backward_kept(ctx.mode, grad, e, index, ctx.cap), None, None, None
+        # the general route's eager backward, which reads the kept exponentials (ctx.kept)
+        return _ops._Categorical.backward(ctx, grad)[:4]

@@ -30,6 +30,7 @@ import torch
 __all__ = ["draw_seed", "seed_value", "noise_key", "row_uniforms", "noise_uniforms", "mix64_int", "NOISE_SALT"]
 
 MASK64 = (1 << 64) - 1
+_LOW, _HIGH = -(1 << 63), (1 << 63) - 1      # a seed is any int64 (torch.randint's bounds)
 GAMMA = 0x9E3779B97F4A7C15
 _M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 NOISE_SALT = 0xD6E8FEB86659FD93
@@ -83,7 +84,7 @@ def draw_seed(generator: Optional[torch.Generator], device) -> torch.Tensor:
     own random numbers); under `torch.func.vmap` it follows vmap's `randomness` argument
     (`"different"`: one seed per batch element; `"same"`: one for all; the default
     `"error"` raises PyTorch's error saying so)."""
-    return torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, device=device, generator=generator)
+    return torch.randint(_LOW, _HIGH, (), dtype=torch.int64, device=device, generator=generator)
 
 
 _draw_seed_eager = torch.compiler.disable(draw_seed)
@@ -101,7 +102,6 @@ def seed_int(generator: Optional[torch.Generator]) -> int:
 
 
 _SEED_BOX = threading.local()
-_LOW, _HIGH = -(1 << 63), (1 << 63) - 1
 
 
 def seed(generator: Optional[torch.Generator], device, compiling: bool) -> torch.Tensor:
