@@ -186,6 +186,13 @@ def test_efficiency_claim_compares_each_estimator_through_its_own_softmax(tmp_pa
     res = _write(tmp_path, {"benchmark": "efficiency", "config": {}, "results": results}, "eff/efficiency.json")
     text = report.build_page(report.load_stores(res), plot=None)
     assert "| QP (512 × 128 binary) | 1.40 / 1.40 | 1.00 | 1.00 |" in text
+    # a unit without its rounds: both are compared by the fastest rounds' ratio, not one by each
+    results["512x128x2/st"] = {**results["512x128x2/st"], "time_ms_all": [], "softmax_ms_all": [], "time_ratio": 1.2}
+    results["512x128x2/reinmax"] = {**results["512x128x2/reinmax"], "time_ratio": 1.3}   # its median round: 1.4
+    res = _write(tmp_path / "mixed", {"benchmark": "efficiency", "config": {}, "results": results},
+                 "eff/efficiency.json")
+    text = report.build_page(report.load_stores(res), plot=None)
+    assert "| QP (512 × 128 binary) | 1.30 / 1.20 | 1.08 | 1.00 |" in text
 
 
 def test_oversized_and_missing_inputs(tmp_path, monkeypatch):

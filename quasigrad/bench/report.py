@@ -14,7 +14,7 @@ The page is generated, never edited by hand; the same stores always give the sam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .._util.files import atomic_write_bytes
 from .._util.tables import mean_std, paired_median
@@ -288,7 +288,7 @@ def _efficiency(stores: List[Store]) -> Claim:
         r, s = store.results[f"{sh}/reinmax"], store.results[f"{sh}/st"]
         if None in (r["time_ms"], s["time_ms"], r["peak_mib"], s["peak_mib"]):
             return Claim(title, claim, NOT_RUN, f"the store has no time or memory for {sh}", paper, source=store.path)
-        rel_r, rel_s = _over_softmax(r), _over_softmax(s)
+        rel_r, rel_s = _over_softmax(r, s)
         t, m = rel_r / rel_s, r["peak_mib"] / max(s["peak_mib"], 1e-12)
         ok = ok and t <= EFFICIENCY_LIMITS[0] and m <= EFFICIENCY_LIMITS[1]
         rows.append([label, f"{rel_r:.2f} / {rel_s:.2f}", f"{t:.2f}", f"{m:.2f}"])
@@ -300,15 +300,17 @@ def _efficiency(stores: List[Store]) -> Claim:
                                            rows))
 
 
-def _over_softmax(result: dict) -> float:
-    """An efficiency unit's time over softmax's in the same unit: the median round where the
-    rounds are kept, else the fastest rounds' ratio, else the time itself (ms). Each unit is
-    timed against its own softmax, so two estimators are compared through these ratios rather
-    than through times taken minutes apart."""
-    median = paired_median(result)
-    if median == median:
-        return median
-    return result["time_ratio"] if result.get("time_ratio") is not None else result["time_ms"]
+def _over_softmax(a: dict, b: dict) -> Tuple[float, float]:
+    """Two efficiency units' times over softmax's, each in its own unit, by the same statistic:
+    the median round where both keep their rounds, else the fastest rounds' ratio where both
+    have it, else the times themselves (ms). Each unit is timed against its own softmax, so two
+    estimators are compared through these ratios rather than through times taken minutes apart."""
+    ma, mb = paired_median(a), paired_median(b)
+    if ma == ma and mb == mb:
+        return ma, mb
+    if a.get("time_ratio") is not None and b.get("time_ratio") is not None:
+        return a["time_ratio"], b["time_ratio"]
+    return a["time_ms"], b["time_ms"]
 
 
 def claims(stores: List[Store]) -> List[Claim]:
