@@ -156,9 +156,10 @@ def test_fused_gradient_equals_pytorch_path_on_the_same_draw(name, n, dtype):
 
 def test_fused_operator_is_called_on_cpu_floats_only(monkeypatch):
     calls = []
-    for name in ("sample", "sample_keep"):   # without and with the exponentials kept for the backward pass
-        real = getattr(_native, name)
-        monkeypatch.setattr(_native, name, lambda *a, real=real: calls.append(1) or real(*a))
+    assert _native.available()
+    for name in ("qg_sample_f32", "qg_sample_keep_f32"):   # without and with the exponentials kept
+        real = _native._kernels.fn[name]
+        monkeypatch.setitem(_native._kernels.fn, name, lambda *a, real=real: calls.append(1) or real(*a))
     x = torch.randn(6, 10, requires_grad=True)
     quasigrad.zgr(x)
     quasigrad.zgr(x.t(), dim=0)                    # any layout and dim: moved to the last dimension
