@@ -37,11 +37,13 @@ class BuildKernels(build_ext):
     def get_ext_filename(self, fullname):
         # called with the full dotted name and, by get_ext_fullpath, with its last part alone
         parts = fullname.split(".")
-        if parts[-1] == "_kernels":
-            return os.path.join(*parts[:-1], "_kernels.bin")
+        if parts[-1] in ("_kernels", "_fastpath"):
+            return os.path.join(*parts[:-1], parts[-1] + ".bin")
         return super().get_ext_filename(fullname)
 
     def build_extension(self, ext):
+        if ext.name == "quasigrad.estimators._fastpath":
+            return self._build_fastpath(Path(self.get_ext_fullpath(ext.name)))
         if ext.name != "quasigrad.estimators._kernels":
             return super().build_extension(ext)
         target = Path(self.get_ext_fullpath(ext.name))
@@ -61,10 +63,26 @@ class BuildKernels(build_ext):
               f"({'with' if meta['openmp'] else 'without'} OpenMP) in {meta['seconds']} s")
         return None
 
+    def _build_fastpath(self, target):
+        """The straight-through family's compiled eager call, against the installed torch;
+        without it (no C++ compiler, no torch yet, Windows) the Python route is used."""
+        if sys.platform == "win32":
+            return None
+        try:
+            meta = _build_module().build_fastpath(target, sources=PACKAGE_DIR)
+        except Exception as exc:  # noqa: BLE001 -- an optional extension: report and carry on
+            print(f"quasigrad: the compiled eager call was not built ({exc}); the Python route is used")
+            for path in (target, target.with_name(target.name + ".json")):
+                if path.exists():
+                    path.unlink()
+            return None
+        print(f"quasigrad: built the compiled eager call against torch {meta['torch']} in {meta['seconds']} s")
+        return None
+
     def copy_extensions_to_source(self):
         # editable installs: copy the library and its record beside the sources
         for ext in self.extensions:
-            if ext.name != "quasigrad.estimators._kernels":
+            if ext.name not in ("quasigrad.estimators._kernels", "quasigrad.estimators._fastpath"):
                 continue
             built = Path(self.build_lib) / self.get_ext_filename(self.get_ext_fullname(ext.name))
             if not built.exists():
@@ -86,6 +104,7 @@ class BuildKernels(build_ext):
 
 
 setup(
-    ext_modules=[Extension("quasigrad.estimators._kernels", sources=[], optional=True)],
+    ext_modules=[Extension("quasigrad.estimators._kernels", sources=[], optional=True),
+                 Extension("quasigrad.estimators._fastpath", sources=[], optional=True)],
     cmdclass={"build_ext": BuildKernels},
 )

@@ -34,6 +34,14 @@ INSTALLED_NAME = "_kernels.bin"
 #: bump when the build recipe changes in a way that the sources' digest does not show
 RECIPE = "3"
 DEFAULT_TIMEOUT = 300.0
+#: the compiled eager call of the straight-through family (C++ against the installed torch)
+FASTPATH_SOURCE = "_fastpath.cpp"
+FASTPATH_NAME = "_fastpath.bin"
+_PROBE = ("import json, sysconfig, torch, torch.utils.cpp_extension as c; "
+          "f = getattr(c, '_get_pybind11_abi_build_flags', lambda: []); "
+          "print(json.dumps({'torch': torch.__version__, 'abi': int(torch._C._GLIBCXX_USE_CXX11_ABI), "
+          "'include': list(c.include_paths()) + [sysconfig.get_paths()['include']], "
+          "'lib': list(c.library_paths()), 'flags': list(f())}))")
 
 
 class BuildError(RuntimeError):
@@ -45,6 +53,13 @@ def source_digest(directory: Path = HERE) -> str:
     h = hashlib.sha256(RECIPE.encode())
     for name in SOURCES:
         h.update(b"\0" + name.encode() + b"\0" + (directory / name).read_bytes())
+    return h.hexdigest()
+
+
+def fastpath_digest(directory: Path = HERE) -> str:
+    """SHA-256 of the compiled eager call's source and the build recipe."""
+    h = hashlib.sha256(RECIPE.encode())
+    h.update(b"\0" + (directory / FASTPATH_SOURCE).read_bytes())
     return h.hexdigest()
 
 
@@ -205,10 +220,12 @@ def unsafe(path: Path, owners) -> Optional[str]:
     return None
 
 
-def verify(library: Path, owners, *, sources: Path = HERE) -> Tuple[Optional[str], Optional[Dict]]:
+def verify(library: Path, owners, *, sources: Path = HERE,
+           digest: Optional[str] = None) -> Tuple[Optional[str], Optional[Dict]]:
     """Check a library before it is loaded: its directory, itself and its record must be safe
     (`unsafe`), the record must match the current sources, and the file's size and SHA-256
-    must match the record. Returns `(None, record)` or `(reason, None)`."""
+    must match the record. `digest`: the sources' digest expected (default: the kernels').
+    Returns `(None, record)` or `(reason, None)`."""
     library = Path(library)
     if not os.path.lexists(record_path(library)):
         return f"{library} has no record beside it ({record_path(library).name} is missing)", None
@@ -222,7 +239,7 @@ def verify(library: Path, owners, *, sources: Path = HERE) -> Tuple[Optional[str
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         return f"{record_path(library)} is unreadable ({exc})", None
-    if meta.get("sources") != source_digest(sources):
+    if meta.get("sources") != (digest or source_digest(sources)):
         return f"{library} was built from other sources than these", None
     size = library.stat().st_size
     if size != meta.get("size"):
@@ -230,3 +247,71 @@ def verify(library: Path, owners, *, sources: Path = HERE) -> Tuple[Optional[str
     if _sha256(library) != meta.get("sha256"):
         return f"{library} does not match the SHA-256 in its record (damaged or replaced)", None
     return None, meta
+
+
+def torch_facts(timeout: float) -> Dict:
+    """The installed torch's version, C++ ABI, include and library directories, asked of a
+    separate interpreter started with `-I`, which does not see pip's build isolation: the
+    compiled eager call is built against the torch that will load it."""
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildError(f"could not ask the installed torch for its build facts ({exc})") from exc
+    if proc.returncode != 0:
+        tail = " ".join(proc.stderr.strip().split())[-200:]
+        raise BuildError(f"torch is not importable by {sys.executable} -I ({tail})")
+    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not isinstance(facts, dict):
+        raise BuildError("torch's build facts are not a JSON object")
+    return facts
+
+
+def cxx_compilers() -> List[List[str]]:
+    """C++ compiler commands to try in order: `$CXX`, `c++`, `g++`, `clang++`."""
+    env = os.environ.get("CXX", "").strip()
+    words = [shlex.split(env)] if env else []
+    found, seen = [], set()
+    for cmd in words + [["c++"], ["g++"], ["clang++"]]:
+        path = shutil.which(cmd[0]) if cmd else None
+        if path and os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            found.append([path] + cmd[1:])
+    return found
+
+
+def build_fastpath(target: Path, *, sources: Path = HERE, timeout: Optional[float] = None) -> Dict:
+    """Build the compiled eager call (`_fastpath.cpp`) into `target` against the installed torch,
+    record included; raises `BuildError` saying why not."""
+    if timeout is None:
+        timeout = float(os.environ.get("QUASIGRAD_CC_TIMEOUT", DEFAULT_TIMEOUT))
+    facts = torch_facts(timeout)
+    cands = cxx_compilers()
+    if not cands:
+        raise BuildError("no C++ compiler found ($CXX, c++, g++, clang++)")
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for cxx in cands:
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+        try:
+            tmp = work / "fastpath.so"
+            start = time.monotonic()
+            cmd = [*cxx, "-O2", "-shared", "-fPIC", "-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={int(facts['abi'])}",
+                   "-DTORCH_EXTENSION_NAME=_fastpath", "-DTORCH_API_INCLUDE_EXTENSION_H", *facts.get("flags", []),
+                   *[f"-I{d}" for d in facts["include"]], str(sources / FASTPATH_SOURCE), "-o", str(tmp),
+                   *[f"-L{d}" for d in facts["lib"]], *[f"-Wl,-rpath,{d}" for d in facts["lib"]],
+                   "-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_python"]
+            err = _run(cmd, timeout)
+            if err:
+                errors.append(err)
+                continue
+            os.chmod(tmp, 0o755)
+            meta = {"sources": fastpath_digest(sources), "compiler": " ".join(cxx), "torch": facts["torch"],
+                    "abi": int(facts["abi"]), "platform": sys.platform, "machine": platform.machine(),
+                    "seconds": round(time.monotonic() - start, 1)}
+            os.replace(tmp, target)
+            write_record(target, meta)
+            return meta
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    raise BuildError("; ".join(errors))

@@ -7,13 +7,17 @@ sample and the same gradient."""
 
 from __future__ import annotations
 
-from typing import Optional
+import ctypes
+import importlib.machinery
+import importlib.util
+import os
+from typing import Any, Optional
 
 import torch
 
-from . import _buffers, _native, _ops, _streams
+from . import _buffers, _build, _native, _ops, _streams
 
-__all__ = ["shortest"]
+__all__ = ["shortest", "fastpath", "fastpath_status"]
 
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -35,7 +39,70 @@ def shortest(logits, dim, generator, mode: int, cap: float) -> Optional[torch.Te
         return None
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return None
+    compiled = _fastpath if _fastpath_tried else fastpath()
+    if compiled is not None:
+        d, bad = compiled.categorical(logits, generator, mode, cap)
+        if bad:
+            _ops._raise_bad(logits, logits.dim() - 1)
+        return d
     return _Kept.apply(logits, _streams.seed_int(generator), mode, cap, kernels.fn)
+
+
+_fastpath: Any = None
+_fastpath_tried = False
+_fastpath_reason = "not loaded yet"
+
+
+def fastpath() -> Any:
+    """The compiled eager call (`_fastpath.bin`, built at install against the installed torch),
+    loaded once after the checks `_build.verify` makes and a check that the torch it was built
+    against is the torch running; None (and `fastpath_status` says why) where it is absent,
+    refused, or the fused kernels are not in use."""
+    global _fastpath, _fastpath_tried, _fastpath_reason
+    if _fastpath_tried:
+        return _fastpath
+    _fastpath_tried = True
+    path = _build.HERE / _build.FASTPATH_NAME
+    kernels = _native._load()
+    if kernels is None:
+        _fastpath_reason = "the fused kernels are not in use"
+    elif os.environ.get("QUASIGRAD_FASTPATH", "1").strip().lower() in ("0", "false", "no", "off"):
+        _fastpath_reason = "turned off by QUASIGRAD_FASTPATH"
+    elif not path.exists():
+        _fastpath_reason = "not built when the package was installed (no C++ compiler or torch then)"
+    else:
+        uids = {os.getuid(), 0} if hasattr(os, "getuid") else None
+        why, meta = _build.verify(path, uids, digest=_build.fastpath_digest(_build.HERE))
+        if why is None and meta is not None and meta.get("torch") != torch.__version__:
+            why = f"built against torch {meta.get('torch')}, this is torch {torch.__version__} (reinstall quasigrad)"
+        if why is None and meta is not None and meta.get("abi") != int(torch._C._GLIBCXX_USE_CXX11_ABI):
+            why = "built for another C++ ABI than this torch's"
+        if why is None:
+            try:
+                loader = importlib.machinery.ExtensionFileLoader("quasigrad.estimators._fastpath", str(path))
+                spec = importlib.util.spec_from_file_location("quasigrad.estimators._fastpath", path, loader=loader)
+                if spec is None:
+                    raise ImportError("no module spec")
+                module = importlib.util.module_from_spec(spec)
+                loader.exec_module(module)
+                fn = kernels.fn
+                module.set_kernels(*(ctypes.cast(fn[name], ctypes.c_void_p).value for name in (  # type: ignore[arg-type]
+                    "qg_sample_keep_f32", "qg_sample_keep_f64", "qg_backward_kept_f32", "qg_backward_kept_f64")))
+                _fastpath, _fastpath_reason = module, f"in use: {path}"
+            except (ImportError, OSError, AttributeError, KeyError) as exc:
+                why = f"did not load ({exc})"
+        if why is not None:
+            _fastpath_reason = f"refused: {why}"
+    return _fastpath
+
+
+def fastpath_status() -> str:
+    """Whether the straight-through family's eager calls take the compiled call, and why."""
+    fastpath()
+    return f"compiled eager call {_fastpath_reason}"
+
+
+_native.STATUS_PARTS.append(fastpath_status)
 
 
 _DRAW = {torch.float32: "qg_sample_keep_f32", torch.float64: "qg_sample_keep_f64"}

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -128,6 +128,7 @@ _kernels: Optional[_Kernels] = None
 _reason: Optional[str] = None     # why the kernels are not in use
 _notes: List[str] = []            # what was refused or rebuilt on the way
 _tried = False
+STATUS_PARTS: List[Callable[[], str]] = []   # what modules built on the kernels add to status()
 
 
 def cache_dir() -> Path:
@@ -270,8 +271,9 @@ def status() -> str:
     if not d["in_use"]:
         return f"fused CPU kernels not in use, PyTorch operators instead: {d['reason']}{notes}"
     threads = "OpenMP threads" if d["openmp"] else "one thread per call (built without OpenMP)"
+    extra = "".join(f"; {part()}" for part in STATUS_PARTS)
     return (f"fused CPU kernels in use: {d['path']} ({d['origin']}); {d['variant']} code, {d['variant_why']}; "
-            f"{threads}{notes}")
+            f"{threads}{notes}{extra}")
 
 
 def usable(x: torch.Tensor) -> bool:
