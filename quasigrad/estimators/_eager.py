@@ -3,7 +3,8 @@ eager CPU call on float32/float64 logits, contiguous, categories last, a fresh d
 gradient wanted. It skips the general route's layers (the full argument checks, moving `dim`,
 the operator's seed tensor) and keeps the draw's exponentials for the backward kernel, which
 then does a softmax backward's work; every other call takes the general route, with the same
-sample and the same gradient."""
+sample and the same gradient. Where `pip install` built `_fastpath.cpp` against the running
+torch, the whole call (seed, allocation, kernels, autograd node) is that one compiled step."""
 
 from __future__ import annotations
 
