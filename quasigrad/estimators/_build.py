@@ -72,27 +72,27 @@ def variants(machine: Optional[str] = None) -> List[Tuple[str, List[str]]]:
     return out
 
 
-def compilers() -> Tuple[List[List[str]], List[str]]:
-    """Compiler commands to try in order (`$CC`, then `cc`, `gcc`, `clang`) and the reasons
-    some were skipped (not found, not executable)."""
+def compilers(env_var: str = "CC", names: Sequence[str] = ("cc", "gcc", "clang")) -> Tuple[List[List[str]], List[str]]:
+    """Compiler commands to try in order (`$CC`, then `cc`, `gcc`, `clang`; for C++, `$CXX`,
+    `c++`, `g++`, `clang++`) and the reasons some were skipped (not found, not executable)."""
     found: List[List[str]] = []
     skipped: List[str] = []
-    env = os.environ.get("CC", "").strip()
+    env = os.environ.get(env_var, "").strip()
     candidates: List[Tuple[str, List[str]]] = []
     if env:
         try:
             words = shlex.split(env)
         except ValueError as exc:
-            skipped.append(f"$CC={env!r}: {exc}")
+            skipped.append(f"${env_var}={env!r}: {exc}")
             words = []
         if words:
-            candidates.append((f"$CC={env}", words))
-    candidates += [(name, [name]) for name in ("cc", "gcc", "clang")]
+            candidates.append((f"${env_var}={env}", words))
+    candidates += [(name, [name]) for name in names]
     seen = set()
     for label, words in candidates:
         path = shutil.which(words[0])
         if path is None:
-            if label.startswith("$CC"):
+            if label.startswith("$"):
                 what = "not executable" if os.path.exists(words[0]) else "not found"
                 skipped.append(f"{label}: {what}")
             continue
@@ -266,31 +266,18 @@ def torch_facts(timeout: float) -> Dict:
     return facts
 
 
-def cxx_compilers() -> List[List[str]]:
-    """C++ compiler commands to try in order: `$CXX`, `c++`, `g++`, `clang++`."""
-    env = os.environ.get("CXX", "").strip()
-    words = [shlex.split(env)] if env else []
-    found, seen = [], set()
-    for cmd in words + [["c++"], ["g++"], ["clang++"]]:
-        path = shutil.which(cmd[0]) if cmd else None
-        if path and os.path.realpath(path) not in seen:
-            seen.add(os.path.realpath(path))
-            found.append([path] + cmd[1:])
-    return found
-
-
 def build_fastpath(target: Path, *, sources: Path = HERE, timeout: Optional[float] = None) -> Dict:
     """Build the compiled eager call (`_fastpath.cpp`) into `target` against the installed torch,
     record included; raises `BuildError` saying why not."""
     if timeout is None:
         timeout = float(os.environ.get("QUASIGRAD_CC_TIMEOUT", DEFAULT_TIMEOUT))
     facts = torch_facts(timeout)
-    cands = cxx_compilers()
+    cands, errors = compilers("CXX", ("c++", "g++", "clang++"))
     if not cands:
-        raise BuildError("no C++ compiler found ($CXX, c++, g++, clang++)")
+        errors.append("no C++ compiler found ($CXX, c++, g++, clang++)")
+        raise BuildError("; ".join(errors))
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
     for cxx in cands:
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:

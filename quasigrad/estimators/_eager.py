@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import _buffers, _build, _native, _ops, _streams
+from . import _build, _native, _ops, _streams
 
 __all__ = ["shortest", "fastpath", "fastpath_status"]
 
@@ -34,11 +34,11 @@ def shortest(logits, dim, generator, mode: int, cap: float) -> Optional[torch.Te
             or logits.device.type != "cpu" or type(dim) is not int or logits.dim() == 0
             or (dim != -1 and dim != logits.dim() - 1) or not logits.requires_grad or not torch.is_grad_enabled()
             or not logits.is_contiguous() or logits.is_neg() or logits.is_conj() or logits.numel() == 0
-            or logits.numel() * logits.element_size() > _native.KEEP_MAX_BYTES):
+            or not _native.keeps(logits)):
         return None
     if generator is not None and (type(generator) is not torch.Generator or generator.device.type != "cpu"):
         return None
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if _ops.dynamo_compiling() or _ops.functorch_active():
         return None
     compiled = _fastpath if _fastpath_tried else fastpath()
     if compiled is not None:
@@ -46,7 +46,7 @@ def shortest(logits, dim, generator, mode: int, cap: float) -> Optional[torch.Te
         if bad:
             _ops._raise_bad(logits, logits.dim() - 1)
         return d
-    return _Kept.apply(logits, _streams.seed_int(generator), mode, cap, kernels.fn)
+    return _Kept.apply(logits, _streams.seed_int(generator), mode, cap)
 
 
 _fastpath: Any = None
@@ -72,8 +72,7 @@ def fastpath() -> Any:
     elif not path.exists():
         _fastpath_reason = "not built when the package was installed (no C++ compiler or torch then)"
     else:
-        uids = {os.getuid(), 0} if hasattr(os, "getuid") else None
-        why, meta = _build.verify(path, uids, digest=_build.fastpath_digest(_build.HERE))
+        why, meta = _build.verify(path, _native._uids(include_root=True), digest=_build.fastpath_digest(_build.HERE))
         if why is None and meta is not None and meta.get("torch") != torch.__version__:
             why = f"built against torch {meta.get('torch')}, this is torch {torch.__version__} (reinstall quasigrad)"
         if why is None and meta is not None and meta.get("abi") != int(torch._C._GLIBCXX_USE_CXX11_ABI):
@@ -106,37 +105,21 @@ def fastpath_status() -> str:
 _native.STATUS_PARTS.append(fastpath_status)
 
 
-_DRAW = {torch.float32: "qg_sample_keep_f32", torch.float64: "qg_sample_keep_f64"}
-_GRAD = {torch.float32: "qg_backward_kept_f32", torch.float64: "qg_backward_kept_f64"}
-
-
 class _Kept(torch.autograd.Function):
-    """[`shortest`][quasigrad.estimators._eager.shortest]'s autograd node: the kernels called
-    directly (`fns`, the loaded library's functions), the draw's exponentials kept for the
+    """[`shortest`][quasigrad.estimators._eager.shortest]'s autograd node where the compiled
+    call is not in use: the kernels called directly, the draw's exponentials kept for the
     backward pass."""
 
     @staticmethod
-    def forward(ctx, logits, key, mode, cap, fns):
-        n = logits.shape[-1]
-        rows = logits.numel() // n
-        d, e, index = _buffers.keep_outputs(logits)
-        threads = max(1, torch.get_num_threads())
-        if fns[_DRAW[logits.dtype]](logits.data_ptr(), d.data_ptr(), e.data_ptr(), index.data_ptr(), key, rows, n,
-                                    threads):
+    def forward(ctx, logits, key, mode, cap):
+        d, e, index, bad = _native.sample_keep(logits, key)
+        if bad:
             _ops._raise_bad(logits, logits.dim() - 1)
-        ctx.mode, ctx.cap, ctx.fns, ctx.rows, ctx.threads = mode, cap, fns, rows, threads
+        ctx.mode, ctx.cap, ctx.kept = mode, cap, True
         ctx.save_for_backward(e, index)
         return d
 
     @staticmethod
     def backward(ctx, grad):
-        if torch.is_grad_enabled():   # create_graph: the general route's result that refuses a second pass
-            ctx.kept = True
-            return _ops._Categorical.backward(ctx, grad)[:4] + (None,)
-        e, index = ctx.saved_tensors
-        if grad.dtype != e.dtype or not grad.is_contiguous() or grad.is_neg() or grad.is_conj():
-            grad = _native._plain(grad.to(e.dtype))
-        out = torch.empty_like(e)
-        ctx.fns[_GRAD[e.dtype]](e.data_ptr(), index.data_ptr(), grad.data_ptr(), out.data_ptr(), ctx.mode, ctx.cap,
-                                ctx.rows, e.shape[-1], ctx.threads)
-        return out, None, None, None, None
+        # the general route's eager backward, which reads the kept exponentials (ctx.kept)
+        return _ops._Categorical.backward(ctx, grad)[:4]
