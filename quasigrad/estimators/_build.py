@@ -163,18 +163,25 @@ def record_path(library: Path) -> Path:
     return library.with_name(library.name + ".json")
 
 
+def _compilers_for(target: Path, env_var: str, names: Sequence[str], language: str):
+    """`compilers(env_var, names)` for a build into `target` (its directory made); raises
+    `BuildError` where none is found."""
+    cands, errors = compilers(env_var, names)
+    if not cands:
+        errors.append(f"no {language} compiler found (${env_var}, {', '.join(names)})")
+        raise BuildError("; ".join(errors))
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    return cands, errors
+
+
 def build(target: Path, *, sources: Path = HERE, timeout: Optional[float] = None) -> Dict:
     """Build the library into `target` (replacing it atomically, record included) with the
     first compiler that works, with OpenMP if it can and without otherwise. Returns the record;
     raises `BuildError` saying what every compiler did."""
     if timeout is None:
         timeout = float(os.environ.get("QUASIGRAD_CC_TIMEOUT", DEFAULT_TIMEOUT))
-    cands, errors = compilers()
-    if not cands:
-        errors.append("no C compiler found ($CC, cc, gcc, clang)")
-        raise BuildError("; ".join(errors))
+    cands, errors = _compilers_for(target, "CC", ("cc", "gcc", "clang"), "C")
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     for cc in cands:
         for openmp in (True, False):
             work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
@@ -272,12 +279,8 @@ def build_fastpath(target: Path, *, sources: Path = HERE, timeout: Optional[floa
     if timeout is None:
         timeout = float(os.environ.get("QUASIGRAD_CC_TIMEOUT", DEFAULT_TIMEOUT))
     facts = torch_facts(timeout)
-    cands, errors = compilers("CXX", ("c++", "g++", "clang++"))
-    if not cands:
-        errors.append("no C++ compiler found ($CXX, c++, g++, clang++)")
-        raise BuildError("; ".join(errors))
+    cands, errors = _compilers_for(target, "CXX", ("c++", "g++", "clang++"), "C++")
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     for cxx in cands:
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
