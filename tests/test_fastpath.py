@@ -35,15 +35,37 @@ def _run(fn, x, w, seed):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("seed", [5, None])
-def test_compiled_call_gives_the_python_routes_samples_and_gradients(name, dtype, seed, monkeypatch):
+@pytest.mark.parametrize("shape", [(4, 9, 13), (3000, 13)])   # the second: one-hot and index in one allocation
+def test_compiled_call_gives_the_python_routes_samples_and_gradients(name, dtype, seed, shape, monkeypatch):
     fn = getattr(quasigrad, name)
-    x = torch.randn(4, 9, 13, dtype=dtype)
+    x = torch.randn(*shape, dtype=dtype)
     x[..., 3] = float("-inf")
-    w = torch.randn(4, 9, 13, dtype=dtype)
+    w = torch.randn(*shape, dtype=dtype)
     compiled = _run(fn, x, w, seed)
     _python_route(monkeypatch)
     python = _run(fn, x, w, seed)
     assert torch.equal(compiled[0], python[0]) and torch.equal(compiled[1], python[1])
+
+
+@needs_fastpath
+@pytest.mark.parametrize("rows", [37, 3000])
+def test_compiled_calls_one_hot_takes_in_place_writes_without_touching_the_gradient(rows):
+    # from _buffers.PACK_MIN_BYTES of logits (3000 x 13 float32) the one-hot shares its
+    # allocation with the index the node saved; each has its own version counter
+    x = torch.randn(rows, 13)
+    w = torch.randn(rows, 13)
+    grads = []
+    for touch in (False, True):
+        leaf = x.clone().requires_grad_()
+        y = quasigrad.zgr(leaf, generator=torch.Generator().manual_seed(4))
+        assert type(y.grad_fn).__name__ != "_KeptBackward"
+        if touch:
+            y.mul_(3.0).add_(1.0)
+            (y * w / 3.0).sum().backward()
+        else:
+            (y * w).sum().backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 @needs_fastpath

@@ -48,18 +48,11 @@ class BuildError(RuntimeError):
     """No compiler could build the library; the message says what each one did."""
 
 
-def source_digest(directory: Path = HERE) -> str:
-    """SHA-256 of the kernel sources and the build recipe."""
+def source_digest(directory: Path = HERE, names: Sequence[str] = SOURCES) -> str:
+    """SHA-256 of the sources `names` (default: the kernels') and the build recipe."""
     h = hashlib.sha256(RECIPE.encode())
-    for name in SOURCES:
+    for name in names:
         h.update(b"\0" + name.encode() + b"\0" + (directory / name).read_bytes())
-    return h.hexdigest()
-
-
-def fastpath_digest(directory: Path = HERE) -> str:
-    """SHA-256 of the compiled eager call's source and the build recipe."""
-    h = hashlib.sha256(RECIPE.encode())
-    h.update(b"\0" + (directory / FASTPATH_SOURCE).read_bytes())
     return h.hexdigest()
 
 
@@ -174,6 +167,13 @@ def _compilers_for(target: Path, env_var: str, names: Sequence[str], language: s
     return cands, errors
 
 
+def _install(built: Path, target: Path, meta: Dict) -> None:
+    """Put a freshly built library in place of `target` atomically, then its record."""
+    os.chmod(built, 0o755)
+    os.replace(built, target)
+    write_record(target, meta)
+
+
 def build(target: Path, *, sources: Path = HERE, timeout: Optional[float] = None) -> Dict:
     """Build the library into `target` (replacing it atomically, record included) with the
     first compiler that works, with OpenMP if it can and without otherwise. Returns the record;
@@ -194,12 +194,10 @@ def build(target: Path, *, sources: Path = HERE, timeout: Optional[float] = None
                     if "timed out" in err or "cannot run" in err:
                         break   # the next compiler, not the same one without OpenMP
                     continue
-                os.chmod(tmp, 0o755)
                 meta = {"sources": source_digest(sources), "compiler": " ".join(cc), "openmp": openmp,
                         "variants": [v for v, _ in variants()], "machine": platform.machine(),
                         "platform": sys.platform, "seconds": round(time.monotonic() - start, 1)}
-                os.replace(tmp, target)
-                write_record(target, meta)
+                _install(tmp, target, meta)
                 meta["errors"] = errors
                 return meta
             finally:
@@ -295,12 +293,10 @@ def build_fastpath(target: Path, *, sources: Path = HERE, timeout: Optional[floa
             if err:
                 errors.append(err)
                 continue
-            os.chmod(tmp, 0o755)
-            meta = {"sources": fastpath_digest(sources), "compiler": " ".join(cxx), "torch": facts["torch"],
-                    "abi": int(facts["abi"]), "platform": sys.platform, "machine": platform.machine(),
-                    "seconds": round(time.monotonic() - start, 1)}
-            os.replace(tmp, target)
-            write_record(target, meta)
+            meta = {"sources": source_digest(sources, (FASTPATH_SOURCE,)), "compiler": " ".join(cxx),
+                    "torch": facts["torch"], "abi": int(facts["abi"]), "platform": sys.platform,
+                    "machine": platform.machine(), "seconds": round(time.monotonic() - start, 1)}
+            _install(tmp, target, meta)
             return meta
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -72,7 +72,8 @@ def fastpath() -> Any:
     elif not path.exists():
         _fastpath_reason = "not built when the package was installed (no C++ compiler or torch then)"
     else:
-        why, meta = _build.verify(path, _native._uids(include_root=True), digest=_build.fastpath_digest(_build.HERE))
+        digest = _build.source_digest(_build.HERE, (_build.FASTPATH_SOURCE,))
+        why, meta = _build.verify(path, _native._uids(include_root=True), digest=digest)
         if why is None and meta is not None and meta.get("torch") != torch.__version__:
             why = f"built against torch {meta.get('torch')}, this is torch {torch.__version__} (reinstall quasigrad)"
         if why is None and meta is not None and meta.get("abi") != int(torch._C._GLIBCXX_USE_CXX11_ABI):

@@ -29,6 +29,7 @@ draw_t<double> draw_f64 = nullptr;
 grad_t<float> grad_f32 = nullptr;
 grad_t<double> grad_f64 = nullptr;
 thread_local int64_t last_bad = 0;   // rows the last draw on this thread refused
+constexpr size_t kPackMinBytes = 128 << 10;   // `_buffers.PACK_MIN_BYTES`
 
 void set_kernels(int64_t df, int64_t dd, int64_t gf, int64_t gd) {
   draw_f32 = reinterpret_cast<draw_t<float>>(df);
@@ -42,9 +43,20 @@ struct Kept : public torch::autograd::Function<Kept> {
     const int64_t n = x.size(-1), rows = x.numel() / n;
     auto batch = x.sizes().vec();
     batch.pop_back();
-    auto d = at::empty_like(x);
     auto e = at::empty_like(x);
-    auto index = at::empty(batch, x.options().dtype(at::kLong));
+    at::Tensor d, index;
+    if (x.nbytes() < kPackMinBytes) {
+      d = at::empty_like(x);
+      index = at::empty(batch, x.options().dtype(at::kLong));
+    } else {
+      // the one-hot and the index side by side in one allocation, each its own tensor, as
+      // `_buffers.keep_outputs` allocates them (apart, their frees can leave glibc's heap top
+      // past its trim threshold on some calls and fault pages back in on the next)
+      const int64_t at_index = (static_cast<int64_t>(x.nbytes()) + 7) / 8 * 8;
+      auto storage = at::empty({at_index + rows * 8}, x.options().dtype(at::kByte)).storage();
+      d = at::empty({0}, x.options()).set_(storage, 0, x.sizes());
+      index = at::empty({0}, x.options().dtype(at::kLong)).set_(storage, at_index / 8, batch);
+    }
     const int threads = std::max(1, at::get_num_threads());
     int64_t bad;
     if (x.scalar_type() == at::kFloat)
