@@ -11,6 +11,7 @@ without an installed library, so that the loader goes to the cache.
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import quasigrad
 from quasigrad.estimators import _build, _native
@@ -37,6 +39,14 @@ if [ "$shared" = 1 ]; then /bin/cp "$QG_TEST_LIBRARY" "$out"; else : > "$out"; f
 HANGCC = """#!/bin/sh
 echo $$ > "$QG_TEST_PIDFILE"
 exec /bin/sleep 600
+"""
+# a compiler without OpenMP, as Apple clang is: it refuses -fopenmp and builds everything else
+# with the real compiler (REAL_CC is filled in)
+NOOMPCC = """#!/bin/sh
+for a in "$@"; do
+  case "$a" in -fopenmp*) echo "clang: error: unsupported option '$a'" >&2; exit 1 ;; esac
+done
+exec REAL_CC "$@"
 """
 FAILCC = """#!/bin/sh
 echo "fatal error: this compiler always fails" >&2
@@ -113,6 +123,8 @@ SCENARIOS = textwrap.dedent(r"""
         "missing_compiler": (fresh, {"CC": "/nonexistent/cc", "PATH": str(only)}),
         "only_failing_compiler": (fresh, {"CC": str(root / "failcc"), "PATH": str(only)}),
     }
+    if (root / "noompcc").exists():
+        scenarios["no_openmp"] = (fresh, {"CC": str(root / "noompcc"), "PATH": base_env.get("PATH", "")})
     if os.getuid() == 0:
         scenarios["foreign"] = (foreign, {})
     for key, (setup, env) in scenarios.items():
@@ -125,14 +137,14 @@ SCENARIOS = textwrap.dedent(r"""
         _native._tried, _native._kernels, _native._reason = False, None, None
         start = time.monotonic()
         info = _native.info()
-        works = False
+        works, drawn = False, None
         if info["in_use"]:
-            d, index, row_max, bad = _native.sample(torch.randn(64, 9), 1)
-            works = bad == 0 and bool((d.sum(-1) == 1).all())
+            d, index, row_max, bad = _native.sample(torch.randn(64, 9, generator=torch.Generator().manual_seed(0)), 1)
+            works, drawn = bad == 0 and bool((d.sum(-1) == 1).all()), index.tolist()
         files = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
         mode = stat.S_IMODE(os.lstat(cache / name).st_mode) if (cache / name).exists() else None
         owner = os.lstat(cache / name).st_uid if (cache / name).exists() else None
-        print(json.dumps({"scenario": key, "info": info, "works": works, "files": files, "mode": mode,
+        print(json.dumps({"scenario": key, "info": info, "works": works, "drawn": drawn, "files": files, "mode": mode,
                           "owner": owner, "seconds": time.monotonic() - start, "status": _native.status()}),
               flush=True)
 """)
@@ -145,6 +157,10 @@ def _scripts(root: Path) -> None:
                              ("notexec", FAKECC, 0o644)):
         (root / name).write_text(text)
         os.chmod(root / name, mode)
+    real = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if real:
+        (root / "noompcc").write_text(NOOMPCC.replace("REAL_CC", shlex.quote(real)))
+        os.chmod(root / "noompcc", 0o755)
 
 
 def _package_copy(root: Path) -> Path:
@@ -225,6 +241,18 @@ def test_no_compiler_falls_back_cleanly(faults):
     assert "/nonexistent/cc: not found" in r["status"] and "no C compiler found" in r["status"]
     r = faults["only_failing_compiler"]
     assert not r["info"]["in_use"] and "failcc: exit status 1" in r["status"]
+
+
+def test_a_compiler_without_openmp_builds_kernels_that_draw_the_same_samples(faults):
+    # Apple clang has no -fopenmp: the build is made again without it, runs one thread per
+    # call, and draws what the OpenMP build draws from the same seed
+    if "no_openmp" not in faults:
+        pytest.skip("no C compiler here")
+    r = faults["no_openmp"]
+    assert r["info"]["in_use"] and r["works"] and r["info"]["openmp"] is False, r["status"]
+    assert "built without OpenMP" in r["status"]
+    _, index, _, _ = _native.sample(torch.randn(64, 9, generator=torch.Generator().manual_seed(0)), 1)
+    assert r["drawn"] == index.tolist()
 
 
 def _fresh_process(root, pkg, code, timeout, **env):
