@@ -51,7 +51,8 @@
 
    qg_gumbel_rao_backward_*: GR-MCK's backward pass (Paulus et al. 2021): the average over `k`
    draws of that conditional noise of (1/tau) J(y) g, each draw made in the row's scratch memory
-   (no memory grows with k).
+   (no memory grows with k); in float32 rows of QG_E_PASS_MIN and more, E = -log U is taken a
+   vector at a time in a pass of its own before the relaxation's.
 
    qg_softmax_backward_*: c y (g - <y, g>), the backward pass of Gumbel-softmax (c = 1/tau).
 
@@ -297,7 +298,14 @@ static inline void qg_backward_row_f32v(const float *xr, const float *er, const 
     o[k] += extra;
 }
 
-static inline float qg_relax_row_f32v(const float *ep, float *y, const float *u, const float *g, float *dot,
+static inline qv qv_neg_log(qv u) { qv out = qv_splat(0.0f) - qv_log_normal(u); return out; }
+/* E = -log U from the uniforms at u, or read as they are where `is_e` */
+static inline qv qg_e_of(const float *u, int is_e) { return is_e ? qv_load(u) : qv_neg_log(qv_load(u)); }
+static inline qv qg_e_of_part(const float *u, int64_t count, int is_e) {
+    return is_e ? qv_load_part(u, count, 1.0f) : qv_neg_log(qv_load_part(u, count, 0.5f));
+}
+/* u: the noise uniforms U, or with `is_e` their -log U already taken. */
+static inline float qg_relax_row_f32v(const float *ep, float *y, const float *u, int is_e, const float *g, float *dot,
                                       int64_t k, float a, float tau, int64_t n) {
     const int64_t full = n - n % QG_VL;
     const qv va = qv_splat(a), vinv = qv_splat(1.0f / tau), zero = qv_splat(0.0f);
@@ -308,14 +316,14 @@ static inline float qg_relax_row_f32v(const float *ep, float *y, const float *u,
     const qv u_end = n >= QG_VL ? qv_load(u + n - QG_VL) : zero;
     for (j = 0; j < full; j += QG_VL) {
         qv e = qv_load(ep + j);
-        qv r = e / qv_fmadd(va, zero - qv_log_normal(qv_load(u + j)), e);
+        qv r = e / qv_fmadd(va, qg_e_of(u + j, is_e), e);
         if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
         qv_store(y + j, r);
         vs += r;
         if (g) vd += r * qv_load(g + j);
     }
     if (j < n && n >= QG_VL) {
-        qv r = e_end / qv_fmadd(va, zero - qv_log_normal(u_end), e_end);
+        qv r = e_end / qv_fmadd(va, (is_e ? u_end : qv_neg_log(u_end)), e_end);
         if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
         qv_store(y + n - QG_VL, r);
         r = qv_keep_last(r, n - j, 0.0f);
@@ -323,7 +331,7 @@ static inline float qg_relax_row_f32v(const float *ep, float *y, const float *u,
         if (g) vd += r * qv_load(g + n - QG_VL);
     } else if (j < n) {   /* past the row: e = 0 and U = 1/2, so r = 0 */
         qv e = qv_load_part(ep + j, n - j, 0.0f);
-        qv r = e / qv_fmadd(va, zero - qv_log_normal(qv_load_part(u + j, n - j, 0.5f)), e);
+        qv r = e / qv_fmadd(va, qg_e_of_part(u + j, n - j, is_e), e);
         if (tau != 1.0f) r = qv_exp_nonpos(qv_log(r) * vinv);
         qv_store_part(y + j, r, n - j);
         vs += r;
@@ -435,7 +443,24 @@ static inline void qg_backward_row_f32(const float *x, const float *e, const flo
 }
 static inline float qg_relax_row_f32(const float *e, float *y, const float *u, const float *g, float *dot, int64_t k,
                                      float a, float tau, int64_t n) {
-    return n < 8 ? qg_relax_row_f32s(e, y, u, g, dot, k, a, tau, n) : qg_relax_row_f32v(e, y, u, g, dot, k, a, tau, n);
+    return n < 8 ? qg_relax_row_f32s(e, y, u, g, dot, k, a, tau, n) : qg_relax_row_f32v(e, y, u, 0, g, dot, k, a, tau, n);
+}
+#ifndef QG_E_PASS_MIN
+#define QG_E_PASS_MIN 32
+#endif
+/* qg_relax_row for one draw of the row stream `rowkey`, with a = s / E_k, y as the scratch: in
+   rows of 8 and more E = -log U is taken a vector at a time before the pass (E_k from it too). */
+static inline float qg_relax_noise_row_f32(const float *e, float *y, uint64_t rowkey, const float *g, float *dot,
+                                           int64_t k, float s, float tau, int64_t n) {
+    qg_noise_row_f32(rowkey, y, n);
+    if (n < 8) return qg_relax_row_f32s(e, y, y, g, dot, k, s / -logf(y[k]), tau, n);
+    if (n < QG_E_PASS_MIN) return qg_relax_row_f32v(e, y, y, 0, g, dot, k, s / -logf(y[k]), tau, n);
+    const int64_t full = n - n % QG_VL;
+    const qv zero = qv_splat(0.0f);
+    int64_t j;
+    for (j = 0; j < full; j += QG_VL) qv_store(y + j, zero - qv_log_normal(qv_load(y + j)));
+    if (j < n) qv_store_part(y + j, zero - qv_log_normal(qv_load_part(y + j, n - j, 0.5f)), n - j);
+    return qg_relax_row_f32v(e, y, y, 1, g, dot, k, s / y[k], tau, n);
 }
 static inline void qg_accumulate_f32(float *out, const float *r, const float *g, float c, float dot, int64_t n) {
     qg_accumulate_f32v(out, r, g, c, dot, n);
@@ -461,6 +486,11 @@ static inline void qg_backward_row_f64(const double *x, const double *e, const d
 static inline double qg_relax_row_f64(const double *e, double *y, const double *u, const double *g, double *dot,
                                       int64_t k, double a, double tau, int64_t n) {
     return qg_relax_row_f64s(e, y, u, g, dot, k, a, tau, n);
+}
+static inline double qg_relax_noise_row_f64(const double *e, double *y, uint64_t rowkey, const double *g,
+                                            double *dot, int64_t k, double s, double tau, int64_t n) {
+    qg_noise_row_f64(rowkey, y, n);
+    return qg_relax_row_f64s(e, y, y, g, dot, k, s / -log(y[k]), tau, n);
 }
 static inline void qg_accumulate_f64(double *out, const double *r, const double *g, double c, double dot, int64_t n) {
     for (int64_t j = 0; j < n; ++j) out[j] += c * r[j] * (g[j] - dot);
@@ -614,8 +644,8 @@ int64_t QG_FN(qg_gumbel_rao_backward_##SUF)(const T *x, const int64_t *idx, cons
             if (qg_max_##SUF(xr, n, &m) || c < 0 || c >= n) { bad += 1; continue; }               \
             T s = qg_expsum_##SUF(xr, m, e, n), dot = 0;                                          \
             for (int64_t i = 0; i < k; ++i) {                                                     \
-                qg_noise_row_##SUF(qg_bits64(noise_key, (uint64_t)i * (uint64_t)rows + (uint64_t)r), y, n); \
-                T total = qg_relax_row_##SUF(e, y, y, gr, &dot, c, s / -LOG(y[c]), tau, n);       \
+                T total = qg_relax_noise_row_##SUF(e, y, qg_bits64(noise_key, (uint64_t)i * (uint64_t)rows + (uint64_t)r), \
+                                                   gr, &dot, c, s, tau, n);                        \
                 qg_accumulate_##SUF(o, y, gr, (T)1 / total, dot / total, n);                      \
             }                                                                                     \
             qg_scale_##SUF(o, (T)1 / ((T)k * tau), n);                                            \
