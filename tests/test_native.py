@@ -408,7 +408,8 @@ def test_shortest_route_agrees_with_the_general_route(name, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("rows", [37, 3000])
-def test_draw_outputs_allocation_and_in_place_writes_to_the_one_hot(rows):
+@pytest.mark.parametrize("route", ["compiled", "python"])
+def test_draw_outputs_allocation_and_in_place_writes_to_the_one_hot(rows, route, monkeypatch):
     # the one-hot and the index side by side from _buffers.PACK_MIN_BYTES of logits (3000 x 13
     # float32), apart below it; the exponentials (held by the graph) always on their own
     x = torch.randn(rows, 13)
@@ -419,12 +420,19 @@ def test_draw_outputs_allocation_and_in_place_writes_to_the_one_hot(rows):
     assert e.untyped_storage().nbytes() == e.numel() * 4
     spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in (d, e, index))
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
-    # writing into the one-hot (an in-place op on the estimator's output) leaves the gradient alone
+    # writing into the one-hot (an in-place op on the estimator's output) leaves the gradient
+    # alone, on the compiled eager call (which allocates the same way) and on the Python route
+    if route == "python":
+        monkeypatch.setattr(_eager, "_fastpath_tried", True)
+        monkeypatch.setattr(_eager, "_fastpath", None)
+    elif _eager.fastpath() is None:
+        pytest.skip("the compiled eager call is not built here")
     w = torch.randn(rows, 13)
     grads = []
     for touch in (False, True):
         leaf = x.clone().requires_grad_()
         y = quasigrad.st(leaf, generator=torch.Generator().manual_seed(4))
+        assert (type(y.grad_fn).__name__ == "_KeptBackward") == (route == "python")
         if touch:
             y.mul_(3.0).add_(1.0)
             (y * w / 3.0).sum().backward()
