@@ -157,9 +157,15 @@ class RODEO(torch.nn.Module):
             if self.net is not None:
                 fbar = loo(fv)
                 out_x = self._outputs(torch.stack([lin_x, fbar], -1), p.cdt)
-                out_nb = self._outputs(torch.stack([lin_nb, up(fbar).expand_as(lin_nb)], -1), p.cdt)
+                # the network only where the chain can move (c ≠ D_kd; W is zero at c = D_kd): half
+                # the points of a binary variable, C − 1 of C of a categorical one
+                moves = _other_categories(X)
+                lin_mv = lin_nb.gather(-1, moves)
+                out_mv = self._outputs(torch.stack([lin_mv, up(fbar).expand_as(lin_mv)], -1), p.cdt)
                 h0_x, h1_x = lin_x + out_x[..., 0], lin_x + out_x[..., 1]
-                h0_nb, h1_nb = lin_nb + out_nb[..., 0], lin_nb + out_nb[..., 1]
+                zero = torch.zeros_like(lin_nb)
+                h0_nb = lin_nb + zero.scatter(-1, moves, out_mv[..., 0])
+                h1_nb = lin_nb + zero.scatter(-1, moves, out_mv[..., 1])
             a0 = ex_sum(W * (h0_nb - up(h0_x)))                             # (A h₀)(D_k)
             a1 = ex_sum(W * (h1_nb - up(h1_x)))                             # (A h₁)(D_k)
             wh = W * h1_nb
@@ -179,6 +185,14 @@ class RODEO(torch.nn.Module):
                 attach = _AttachGrads.apply(values[0].detach(), grads_phi, *params)
         out = p.inject(values.mean(0), g.detach())
         return out if attach is None else out + attach.to(out.dtype)
+
+
+def _other_categories(x: torch.Tensor) -> torch.Tensor:
+    """For one-hot `x` `(…, C)`, the indices `(…, C − 1)` of the categories it does not hold, in order."""
+    c = x.shape[-1]
+    held = x.argmax(-1, keepdim=True)
+    j = torch.arange(max(c - 1, 0), device=x.device)
+    return j + (j >= held).long()
 
 
 def _rodeo_fixed(f, logits, *, num_samples=None, dim=-1, variable="categorical", generator=None, alpha=1.0,
