@@ -47,16 +47,19 @@ def test_rodeo_is_unbiased_with_three_samples(variable, fn):
     _check_unbiased("rodeo", variable, fn, num_samples=3)
 
 
-@pytest.mark.parametrize("variable", ["bernoulli", "categorical"])
-def test_trained_rodeo_object_is_unbiased(variable):
-    theta, _ = _problem(variable)
+def _rodeo_far_from_untrained():
+    """A RODEO object whose network and scales are far from the untrained ones (seeded)."""
     torch.manual_seed(0)
     net = O.stein_control_net(8).double()
-    for layer in net:                       # a control function far from the untrained one
+    for layer in net:
         if isinstance(layer, torch.nn.Linear):
             torch.nn.init.normal_(layer.weight, std=0.5)
-    rodeo = O.RODEO(net, alpha=0.7, beta=-0.3)
-    _check_unbiased(rodeo, variable, "cubic", n=3000)
+    return O.RODEO(net, alpha=0.7, beta=-0.3)
+
+
+@pytest.mark.parametrize("variable", ["bernoulli", "categorical"])
+def test_trained_rodeo_object_is_unbiased(variable):
+    _check_unbiased(_rodeo_far_from_untrained(), variable, "cubic", n=3000)
 
 
 def _rodeo_by_definition(rodeo, f, theta, samples, variable):
@@ -113,12 +116,7 @@ def test_rodeo_matches_its_definition_with_a_network(variable):
     # the same samples, float64)
     theta, a = _problem(variable)
     f0 = FUNCTIONS["cubic"](a)
-    torch.manual_seed(0)
-    net = O.stein_control_net(8).double()
-    for layer in net:
-        if isinstance(layer, torch.nn.Linear):
-            torch.nn.init.normal_(layer.weight, std=0.5)
-    rodeo = O.RODEO(net, alpha=0.7, beta=-0.3).double()
+    rodeo = _rodeo_far_from_untrained().double()
     params = [q for q in rodeo.parameters()]
     n, k = 3, 3
     f, seen = _recording(f0)
