@@ -294,6 +294,22 @@ def test_sorting_history_says_whether_accuracy_stopped_rising(tmp_path):
     # six of the ten evaluations: the first, the last and evenly between
     assert "| 3 | 1 | 0.905 ± 0.000 | 1,000: 0.750, 3,000: 0.850, 5,000: 0.900, 6,000: 0.900, 8,000: 0.900, " \
            "10,000: 0.905 | 0.930 |" in text
+    # n = 5 is below the paper's 0.837 and still rising: too short to judge, whatever n = 3 shows
+    assert ("| NeuralSort, large-MNIST sorting, exact-permutation accuracy | n = 3: 0.930, n = 5: 0.837 | "
+            "n = 3: 0.905, n = 5: 0.720 |") in text
+    assert "still rising at the end of the run for n = 5" in text and "**Verdict: not run**" in text
+    # the same accuracy on a run that has stopped rising is judged, and falls short of the paper's
+    flat5 = [[step, min(exact, 0.72), elem] for step, exact, elem in flat]
+    stopped = dict(store, results=dict(store["results"], **{"neural_sort/n=5/seed=0": {
+        "exact": 0.72, "elementwise": 0.9, "history": flat5}}))
+    text = report.build_page(report.load_stores(_write(tmp_path / "stopped", stopped, "sort/mnist-sort.json")))
+    assert "n = 5: stopped rising (+0.000 from step 5,000 to 10,000)" in text
+    assert "n = 3: 0.905, n = 5: 0.720 | 10000 steps of 100,000 (10%)" in text
+    assert text.count("**not reproduced**") == 1 and "still rising at the end of the run" not in text
+    # a run within the paper's figure is judged even while it rises
+    ahead = dict(store, results={"neural_sort/n=5/seed=0": {"exact": 0.84, "elementwise": 0.9, "history": rising}})
+    text = report.build_page(report.load_stores(_write(tmp_path / "ahead", ahead, "sort/mnist-sort.json")))
+    assert "n = 5: 0.840 | 10000 steps of 100,000 (10%)" in text and "still rising at the end of the run" not in text
     bad = dict(store, results={"neural_sort/n=3/seed=0": {"exact": 0.5, "elementwise": 0.5, "history": [[1, 2.0, 0.5]]}})
     with pytest.raises(ReportError, match="history"):
         report.load_stores(_write(tmp_path / "bad", bad, "sort/mnist-sort.json"))
