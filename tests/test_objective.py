@@ -112,6 +112,23 @@ def test_double_cv_other_expansion_is_unbiased(variable, fn):
 
 
 @pytest.mark.parametrize("variable", ["categorical", "bernoulli"])
+@pytest.mark.parametrize("expansion", ["mean", "other"])
+@pytest.mark.parametrize("k", [3, 4])
+def test_double_cv_with_more_than_two_samples_is_unbiased(variable, expansion, k):
+    _check_unbiased("double_cv", variable, "cubic", num_samples=k, expansion=expansion)  # failure rate as above
+
+
+def test_double_cv_leaves_variance_to_the_residual_of_its_taylor_term():
+    # on a nearly linear f the Taylor term removes most of leave-one-out's variance, at every K
+    theta, a = _problem("bernoulli")
+    f = lambda d: (d * a).sum(-1) + 0.05 * (d * a).sum(-1) ** 2  # noqa: E731
+    for k in (2, 3, 4):
+        _, _, g_cv, _ = _mc("double_cv", f, theta, 2000, "bernoulli", num_samples=k)
+        _, _, g_loo, _ = _mc("rloo", f, theta, 2000, "bernoulli", num_samples=k)
+        assert g_cv.var(0).sum() < 0.1 * g_loo.var(0).sum(), k
+
+
+@pytest.mark.parametrize("variable", ["categorical", "bernoulli"])
 def test_relax_with_the_rebar_term_is_unbiased(variable):
     theta, _ = _problem(variable)
     torch.manual_seed(1)
@@ -228,12 +245,13 @@ def test_relax_variance_falls_as_its_control_variate_trains():
 
 
 @pytest.mark.parametrize("expansion", ["mean", "other"])
-def test_double_cv_is_exact_for_linear_losses(expansion):
+@pytest.mark.parametrize("k", [2, 3])
+def test_double_cv_is_exact_for_linear_losses(expansion, k):
     # The Taylor control variate removes all variance when f is linear in D.
     for variable in ("bernoulli", "categorical"):
         theta, a = _problem(variable)
         f = FUNCTIONS["linear"](a)
-        _, _, g, _ = _mc("double_cv", f, theta, 200, variable, expansion=expansion)
+        _, _, g, _ = _mc("double_cv", f, theta, 200, variable, expansion=expansion, num_samples=k)
         assert torch.allclose(g, _exact_grad(f, theta, variable).expand_as(g), atol=1e-12)
 
 
@@ -383,8 +401,8 @@ def test_other_bad_inputs():
         O.expectation(f, torch.zeros(4, 3, dtype=torch.long), estimator="rloo")
     with pytest.raises(ValueError, match="expansion"):
         O.expectation(f, logits, estimator="double_cv", expansion="median")
-    with pytest.raises(ValueError, match="exactly 2 samples"):
-        O.expectation(f, logits, estimator="double_cv", num_samples=3)
+    with pytest.raises(ValueError, match="double_cv.*num_samples >= 2, got 1"):
+        O.expectation(f, logits, estimator="double_cv", num_samples=1)
     with pytest.raises(exact.TooManyOutcomesError):
         O.expectation(lambda d: d.sum(), torch.zeros(40, 3), estimator="exact")
     with pytest.raises(ValueError, match="net"):

@@ -107,7 +107,7 @@ class BinaryVAEBenchmark(VAEBenchmark):
             for e in estimators:
                 try:
                     objective_samples(e, k)
-                except VAEError as exc:  # e.g. DisARM (pairs) or Double CV (two samples) at K = 3
+                except VAEError as exc:  # e.g. DisARM (pairs) at K = 3
                     self.skipped.append(f"K={k} {e}: {exc}")
                     continue
                 for s in ctx.seeds:

@@ -293,7 +293,7 @@ def objective_samples(estimator: Union[str, Callable[..., torch.Tensor]], evalua
     Returns:
         `num_samples` for [quasigrad.objective.expectation][]
         ([EstimatorInfo.num_samples_for][quasigrad.registry.EstimatorInfo.num_samples_for]:
-        pairs for ARM/DisARM, exactly two samples for Double CV, at least two for
+        pairs for ARM/DisARM, at least two samples for Double CV and
         leave-one-out).
 
     Raises:

@@ -26,7 +26,7 @@ Estimators (`quasigrad.registry.table()` lists their flags):
 `disarm`         ARM with the antithetic noise integrated out (Dong, Mnih, Tucker 2020; categorical
                    variables by stick-breaking, 2021)
 `arms`           antithetic REINFORCE with K ≥ 2 coupled samples, Bernoulli (Dimitriev & Zhou 2021)
-`double_cv`      leave-one-out plus a Taylor (second) control variate, K = 2 (Titsias & Shi 2022)
+`double_cv`      leave-one-out plus a Taylor (second) control variate, K ≥ 2 (Titsias & Shi 2022)
 `rodeo`          leave-one-out plus discrete-Stein-operator control variates, K ≥ 2 (Shi et al. 2022);
                    by name with a fixed control function; trained: `RODEO`
 `rao_blackwell`  sum-and-sample: top-k outcomes summed, the rest sampled (Liu et al. 2019)
@@ -173,7 +173,7 @@ registry.register("disarm", family="pair", unbiased=True, needs_grad_f=False, gr
                   evaluations_per_sample=2, sample_unit="antithetic pair")
 registry.register("double_cv", family="control-variate", unbiased=True, needs_grad_f=True,
                   grad_depends_on_sample_only=False, variables=_BOTH, reference="Titsias & Shi 2022",
-                  objective=_double_cv, default_samples=2, min_samples=2, max_samples=2, extra_evaluations=1)
+                  objective=_double_cv, default_samples=2, min_samples=2, extra_evaluations=1)
 registry.register("rao_blackwell", family="score-function", unbiased=True, needs_grad_f=False,
                   grad_depends_on_sample_only=False, variables=_BOTH,
                   reference="Liu, Regier, Tripuraneni, Jordan, McAuliffe 2019", objective=_rao_blackwell,

@@ -31,52 +31,58 @@ def _value_and_grad(p, x):
 
 def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None, expansion="mean"):
     r"""Double control variates (Titsias & Shi 2022, "Double Control Variates for Gradient
-    Estimation in Discrete Latent Variable Models"), two samples.
+    Estimation in Discrete Latent Variable Models"), K ≥ 2 samples.
 
-    The leave-one-out estimator with K = 2 baselines sample k by `f(D_j)`; the second control
-    variate subtracts a first-order Taylor expansion `h(D) = ⟨a, D⟩` of `f` from both
-    values and adds back its exact expected gradient:
+    The leave-one-out estimator baselines sample k by the mean of the other samples' values;
+    the second control variate subtracts a first-order Taylor expansion `h_k(D) = ⟨a_(k), D⟩`
+    of `f` from every value in sample k's term and adds back its exact expected gradient:
 
     $$
-    \hat g = \tfrac12 \sum_{k \ne j}\big(f_k - f_j - \langle a_{(k)}, D_k - D_j\rangle\big)
-        \nabla_\theta \log p(D_k) + \tfrac12 \sum_k \nabla_\theta E_D\langle a_{(k)}, D\rangle,
+    \hat g = \frac1K \sum_k \Big(f_k - h_k(D_k) - \frac1{K-1}\sum_{j \ne k}\big(f_j - h_k(D_j)\big)\Big)
+        \nabla_\theta \log p(D_k) + \frac1K \sum_k \nabla_\theta E_D\langle a_{(k)}, D\rangle,
     $$
 
     with `∇θ E⟨a, D⟩ = J(π) a` (categorical) or `σ'(θ) ⊙ a` (Bernoulli). The slope:
 
     - `expansion="mean"` (default): `a = ∇f(μ)` at the mean `μ = E[D]` (`π` or `σ(θ)`),
-      the same for both terms: three evaluations of `f` (two samples, one at `μ`) and one
+      the same for every term: K + 1 evaluations of `f` (K samples, one at `μ`) and one
       gradient. `f` must accept the relaxed point `μ`.
-    - `expansion="other"`: `a_(k) = ∇f(D_j)`, the gradient at the other sample (no extra
-      evaluation; gradients at both samples).
+    - `expansion="other"`: `a_(k)` is the mean of `∇f(D_j)` over the other samples `j ≠ k`
+      (no extra evaluation; gradients at every sample), as in the paper.
 
-    Unbiased in both forms (the slope used for sample k does not depend on D_k); exact (zero
-    variance) when `f` is linear. Needs `∂f/∂D`. These are the forms we derive and test
-    here; the paper's general-K estimator and its optimally scaled variant are not implemented.
+    Unbiased in both forms (the slope used in sample k's term does not depend on D_k);
+    exact (zero variance) when `f` is linear. Needs `∂f/∂D`. The paper also scales the
+    Taylor term by a learned coefficient; this is the unscaled estimator (coefficient 1).
     Works for categorical variables too."""
     p = _Problem(f, logits, dim, variable, "double_cv")
     k = _num_samples(num_samples, 2, "double_cv", minimum=2)
-    if k != 2:
-        raise ValueError(f"estimator 'double_cv' uses exactly two samples, got num_samples={k}")
     if expansion not in ("mean", "other"):
         raise ValueError(f"expansion must be 'mean' or 'other', got {expansion!r}")
-    x = p.sample(2, generator)
-    d = x[0] - x[1]
+    x = p.sample(k, generator)
     s = p.score(x)
     if expansion == "mean":
-        f1, f2 = p.call(x[0]), p.call(x[1])
+        fx = torch.stack([p.call(x[i]) for i in range(k)])
         th = p.lg.detach()
         mu = torch.softmax(th, -1) if p.cat else torch.sigmoid(th)
         _, a = _value_and_grad(p, mu)
-        r = (f1 - f2).detach() - p.per_example(a * d)                   # residual of f − h, antisymmetric
-        g = 0.5 * p.expand_coef(r) * (s[0] - s[1]) + p.mean_jvp(a)
+        r = fx.detach() - torch.stack([p.per_example(a * x[i]) for i in range(k)])      # f − h at each sample
+        coef = (r - (r.sum(0) - r) / (k - 1)) / k                                       # leave-one-out residuals
+        g = p.mean_jvp(a)
     else:
-        f1, a1 = _value_and_grad(p, x[0])
-        f2, a2 = _value_and_grad(p, x[1])
-        r1 = (f1 - f2).detach() - p.per_example(a2 * d)                  # Taylor residual around D_2, at D_1
-        r2 = (f2 - f1).detach() + p.per_example(a1 * d)                  # around D_1, at D_2
-        g = 0.5 * (p.expand_coef(r1) * s[0] + p.expand_coef(r2) * s[1] + p.mean_jvp(a1 + a2))
-    return p.inject(0.5 * (f1 + f2), g)
+        pairs = [_value_and_grad(p, x[i]) for i in range(k)]
+        fx = torch.stack([v for v, _ in pairs])
+        grads = torch.stack([a for _, a in pairs])
+        loo = (grads.sum(0) - grads) / (k - 1)                                          # a_(k): the others' mean
+        # h_k at every sample j: ⟨a_(k), D_j⟩, indexed [k, j]
+        h = torch.stack([torch.stack([p.per_example(loo[i] * x[j]) for j in range(k)]) for i in range(k)])
+        own = torch.stack([h[i, i] for i in range(k)])
+        others = h.sum(1) - own
+        fd = fx.detach()
+        coef = ((fd - own) - ((fd.sum(0) - fd) - others) / (k - 1)) / k
+        g = p.mean_jvp(grads.mean(0))
+    for i in range(k):
+        g = g + p.expand_coef(coef[i]) * s[i]
+    return p.inject(fx.mean(0), g)
 
 
 def _conditional_logistic(theta, b, v):
