@@ -29,6 +29,13 @@ def _value_and_grad(p, x):
     return out, (g.movedim(p.dim, -1) if p.cat else g)
 
 
+def _values_and_grads(p, x):
+    """`f` and its gradient with respect to the sample at each canonical sample along the leading
+    dim: `(K, *example)` values (keeping `f`'s own graph) and `(K, *canonical)` gradients."""
+    pairs = [_value_and_grad(p, xi) for xi in x.unbind(0)]
+    return torch.stack([v for v, _ in pairs]), torch.stack([g.detach() for _, g in pairs])
+
+
 def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", generator=None, expansion="mean"):
     r"""Double control variates (Titsias & Shi 2022, "Double Control Variates for Gradient
     Estimation in Discrete Latent Variable Models"), K ≥ 2 samples.
@@ -59,29 +66,21 @@ def _double_cv(f, logits, *, num_samples=None, dim=-1, variable="bernoulli", gen
     if expansion not in ("mean", "other"):
         raise ValueError(f"expansion must be 'mean' or 'other', got {expansion!r}")
     x = p.sample(k, generator)
-    s = p.score(x)
     if expansion == "mean":
-        fx = torch.stack([p.call(x[i]) for i in range(k)])
+        fx = p.call_many(x)
         th = p.lg.detach()
         mu = torch.softmax(th, -1) if p.cat else torch.sigmoid(th)
-        _, a = _value_and_grad(p, mu)
-        r = fx.detach() - torch.stack([p.per_example(a * x[i]) for i in range(k)])      # f − h at each sample
-        coef = (r - (r.sum(0) - r) / (k - 1)) / k                                       # leave-one-out residuals
-        g = p.mean_jvp(a)
+        _, centre = _value_and_grad(p, mu)
+        slopes = centre.expand_as(x)                                    # the same slope in every term
     else:
-        pairs = [_value_and_grad(p, x[i]) for i in range(k)]
-        fx = torch.stack([v for v, _ in pairs])
-        grads = torch.stack([a for _, a in pairs])
-        loo = (grads.sum(0) - grads) / (k - 1)                                          # a_(k): the others' mean
-        # h_k at every sample j: ⟨a_(k), D_j⟩, indexed [k, j]
-        h = torch.stack([torch.stack([p.per_example(loo[i] * x[j]) for j in range(k)]) for i in range(k)])
-        own = torch.stack([h[i, i] for i in range(k)])
-        others = h.sum(1) - own
-        fd = fx.detach()
-        coef = ((fd - own) - ((fd.sum(0) - fd) - others) / (k - 1)) / k
-        g = p.mean_jvp(grads.mean(0))
-    for i in range(k):
-        g = g + p.expand_coef(coef[i]) * s[i]
+        fx, grads = _values_and_grads(p, x)
+        slopes = (grads.sum(0) - grads) / (k - 1)                       # a_(k): the others' mean
+        centre = grads.mean(0)                                          # the mean of the a_(k)
+    own = p.per_example(slopes * x)                                     # h_k(D_k)
+    others = p.per_example(slopes * x.sum(0)) - own                     # the sum of h_k(D_j) over j ≠ k
+    fd = fx.detach()
+    coef = ((fd - own) - ((fd.sum(0) - fd) - others) / (k - 1)) / k
+    g = p.mean_jvp(centre) + (p.expand_coef(coef) * p.score(x)).sum(0)
     return p.inject(fx.mean(0), g)
 
 

@@ -21,7 +21,7 @@ import torch
 
 from .._util import validate as V
 from ._problem import _num_samples, _Problem
-from .control_variates import _AttachGrads, _value_and_grad
+from .control_variates import _AttachGrads, _values_and_grads
 
 
 def _finite(value, name: str) -> float:
@@ -123,9 +123,7 @@ class RODEO(torch.nn.Module):
         x = p.sample(k, generator)
         if not p.wants_grad():
             return p.call_many(x).mean(0)
-        pairs = [_value_and_grad(p, xi) for xi in x.unbind(0)]
-        values = torch.stack([v for v, _ in pairs])                    # (K, *example), keeps f's own graph
-        grads = torch.stack([g.detach() for _, g in pairs])             # (K, *canonical)
+        values, grads = _values_and_grads(p, x)                         # (K, *example), (K, *canonical)
         th = p.lg.detach()
         if p.cat:
             X, P, G = x, torch.softmax(th, -1), grads
