@@ -53,7 +53,8 @@ def scale_words(fraction: float, overrides: Sequence[str]) -> str:
     return words + (f", with settings the paper does not use ({', '.join(overrides)})" if overrides else "")
 
 
-def judge(out: Claim, holds: bool, lead: str, fraction: float, overrides: Sequence[str] = ()) -> Claim:
+def judge(out: Claim, holds: bool, lead: str, fraction: float, overrides: Sequence[str] = (),
+          unsettled: str = "") -> Claim:
     """Set the verdict: the outcome when the run is long enough to judge the claim, else not run.
 
     Args:
@@ -62,6 +63,8 @@ def judge(out: Claim, holds: bool, lead: str, fraction: float, overrides: Sequen
         lead: the outcome in words.
         fraction: our training as a share of the paper's.
         overrides: settings of ours that the paper does not use, in words.
+        unsettled: why a run that falls short of the claim may still reach it (its figure still
+            moving at its end), in words; such a run is not judged. Empty: none.
 
     Returns:
         `out`.
@@ -70,6 +73,9 @@ def judge(out: Claim, holds: bool, lead: str, fraction: float, overrides: Sequen
         out.verdict = NOT_RUN
         out.reason = (f"too short to judge: {pct(fraction)} of the paper's training (claims are judged from "
                       f"{pct(MIN_FRACTION)}); at that length {lead}")
+    elif not holds and unsettled:
+        out.verdict = NOT_RUN
+        out.reason = f"too short to judge: {unsettled}; at that length {lead} ({scale_words(fraction, overrides)})"
     else:
         out.verdict = REPRODUCED if holds else NOT_REPRODUCED
         out.reason = f"{lead} ({scale_words(fraction, overrides)})"
